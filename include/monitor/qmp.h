@@ -1,0 +1,51 @@
+/*
+ * QMP: a JSON monitor over unix and tcp sockets, with QEMU's greeting,
+ * capability negotiation, replies, error classes and events.  Commands run
+ * in the main loop thread.
+ */
+#ifndef MONITOR_QMP_H
+#define MONITOR_QMP_H
+
+#include "qemu/osdep.h"
+#include <json-glib/json-glib.h>
+
+/*
+ * A command handler.  args is the "arguments" object (an empty object if the
+ * client sent none).  On success return true and optionally set *ret to the
+ * "return" value (NULL means {}); on failure return false and set errp: the
+ * GError code is the QMP error class (qemu/error.h).
+ */
+typedef bool (*QmpCommandFunc)(JsonObject *args, JsonNode **ret,
+                               GError **errp);
+
+void qmp_register_command(const char *name, QmpCommandFunc fn);
+bool qmp_command_exists(const char *name);
+
+/* Start a server: "unix:PATH,server=on,wait=off" or "tcp:HOST:PORT,...". */
+bool qmp_server_start(const char *spec, GError **errp);
+void qmp_server_shutdown(void);
+
+/*
+ * Emit an event to every negotiated client, with a timestamp.  Thread-safe;
+ * takes ownership of data (may be NULL for no "data" member).
+ */
+void qmp_event_emit(const char *event, JsonObject *data);
+
+/*
+ * Argument helpers: check the member's type; a missing optional member
+ * leaves *out unchanged and returns true.  Errors name the member and the
+ * expected type, as QEMU does ("Parameter 'uri' expects a string").
+ */
+bool qmp_arg_str(JsonObject *args, const char *name, bool required,
+                 const char **out, GError **errp);
+bool qmp_arg_int(JsonObject *args, const char *name, bool required,
+                 int64_t *out, GError **errp);
+bool qmp_arg_uint(JsonObject *args, const char *name, bool required,
+                  uint64_t *out, GError **errp);
+bool qmp_arg_bool(JsonObject *args, const char *name, bool required,
+                  bool *out, GError **errp);
+/* Fail if args holds a member not in the NULL-terminated list. */
+bool qmp_args_check_known(JsonObject *args, const char *const *known,
+                          GError **errp);
+
+#endif

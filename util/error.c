@@ -1,0 +1,80 @@
+/*
+ * Error domain and reporting at the edges.
+ */
+#include "qemu/osdep.h"
+#include <stdarg.h>
+
+G_DEFINE_QUARK(ferry-error-quark, ferry_error)
+
+const char *error_class_name(int code)
+{
+    switch (code) {
+    case ERROR_CLASS_COMMAND_NOT_FOUND:
+        return "CommandNotFound";
+    case ERROR_CLASS_DEVICE_NOT_ACTIVE:
+        return "DeviceNotActive";
+    case ERROR_CLASS_DEVICE_NOT_FOUND:
+        return "DeviceNotFound";
+    case ERROR_CLASS_KVM_MISSING_CAP:
+        return "KVMMissingCap";
+    default:
+        return "GenericError";
+    }
+}
+
+void error_setg_errno(GError **errp, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    if (!errp) {
+        return;
+    }
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(errp, FERRY_ERROR, ERROR_CLASS_GENERIC_ERROR, "%s: %s", msg,
+                g_strerror(errnum));
+}
+
+static void vreport(const char *kind, const char *fmt, va_list ap)
+{
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+
+    fprintf(stderr, "ferry: %s%s\n", kind, msg);
+}
+
+void error_report(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport("", fmt, ap);
+    va_end(ap);
+}
+
+void warn_report(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void info_report(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport("info: ", fmt, ap);
+    va_end(ap);
+}
+
+void error_report_err(GError *err)
+{
+    if (err) {
+        error_report("%s", err->message);
+        g_error_free(err);
+    }
+}
