@@ -47,9 +47,12 @@ typedef struct MachineClass {
     const char *default_ram_id; /* RAMBlock name when no backend is given */
     bool needs_vcpus;
     bool (*init)(MachineState *ms, GError **errp);
+    /* system_reset / guest reset: back to the state right after init. */
+    void (*reset)(MachineState *ms);
 } MachineClass;
 
 extern MachineState *current_machine;
+extern const MachineClass *current_machine_class;
 
 const MachineClass *machine_find_class(const char *name);
 void machine_print_types(FILE *out);
