@@ -33,8 +33,9 @@ void qmp_event_emit(const char *event, JsonObject *data);
 
 /*
  * Argument helpers: check the member's type; a missing optional member
- * leaves *out unchanged and returns true.  Errors name the member and the
- * expected type, as QEMU does ("Parameter 'uri' expects a string").
+ * leaves *out unchanged and returns true.  Errors use QEMU's words:
+ * "Parameter 'uri' is missing", "Invalid parameter type for 'uri',
+ * expected: string" (integer, uint64, boolean for the others).
  */
 bool qmp_arg_str(JsonObject *args, const char *name, bool required,
                  const char **out, GError **errp);
@@ -47,5 +48,13 @@ bool qmp_arg_bool(JsonObject *args, const char *name, bool required,
 /* Fail if args holds a member not in the NULL-terminated list. */
 bool qmp_args_check_known(JsonObject *args, const char *const *known,
                           GError **errp);
+
+/*
+ * Register the VM commands of monitor/qmp-cmds.c (query-status, stop, cont,
+ * system_reset, quit, query-name, query-cpus-fast, pmemsave).  main() calls
+ * it once.  qmp_capabilities, query-version and query-commands are always
+ * there without it.
+ */
+void qmp_register_core_commands(void);
 
 #endif

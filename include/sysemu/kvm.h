@@ -55,4 +55,34 @@ bool kvm_cpu_put_state(CPUState *cpu, const X86CPUSavedState *s,
 bool kvm_vm_get_state(KVMVMSavedState *s, GError **errp);
 bool kvm_vm_put_state(const KVMVMSavedState *s, GError **errp);
 
+/* ---- Added by the kvm helper (new declarations only) ---- */
+
+/* Whether /dev/kvm can be opened read-write; errp says why not. */
+bool kvm_available(GError **errp);
+/* Stop and join the vCPU threads, close the VM and /dev/kvm (exit, tests). */
+void kvm_destroy(void);
+
+/*
+ * Port I/O devices: accesses to [base, base+len) from the guest call these
+ * with the offset from base, one byte at a time.  Unclaimed ports read 0xff
+ * and ignore writes.  Register before the vCPUs start.
+ */
+typedef uint8_t (*KVMPioRead)(void *opaque, uint16_t offset);
+typedef void (*KVMPioWrite)(void *opaque, uint16_t offset, uint8_t val);
+bool kvm_register_pio(uint16_t base, uint16_t len, KVMPioRead read,
+                      KVMPioWrite write, void *opaque, GError **errp);
+/* Drive an in-kernel irqchip input line (ISA IRQ 0-15 / GSI). */
+bool kvm_set_irq(int irq, int level, GError **errp);
+
+/*
+ * Reset support, with the vCPUs paused: put a vCPU (or the irqchip, PIT)
+ * back into the state it had right after creation; APs then wait for
+ * INIT/SIPI.  kvm_cpu_set_multiboot_state puts a vCPU at a Multiboot entry
+ * (32-bit protected mode, flat segments, EAX=0x2BADB002, EBX=mbi).
+ */
+bool kvm_cpu_reset(CPUState *cpu, GError **errp);
+bool kvm_cpu_set_multiboot_state(CPUState *cpu, uint32_t entry,
+                                 uint32_t mbi_addr, GError **errp);
+bool kvm_vm_reset(GError **errp);
+
 #endif

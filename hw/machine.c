@@ -1,0 +1,77 @@
+/*
+ * The machine registry, and the "none" machine: RAM only, no vCPUs.
+ */
+#include "qemu/osdep.h"
+#include "hw/machine.h"
+#include "exec/memory.h"
+#include "sysemu/kvm.h"
+
+#if __has_include("hw/pc.h")
+#include "hw/pc.h"
+#define HAVE_PC_MACHINE 1
+#endif
+
+MachineState *current_machine;
+const MachineClass *current_machine_class;
+
+static bool none_machine_init(MachineState *ms, GError **errp)
+{
+    /*
+     * KVM is optional here: with -accel kvm create the VM when /dev/kvm is
+     * there (memslots, dirty logging), otherwise run without it.
+     */
+    if (ms->accel_kvm && access("/dev/kvm", R_OK | W_OK) == 0 &&
+        !kvm_init(ms, errp)) {
+        return false;
+    }
+    if (!ms->ram) {
+        error_setg(errp, "machine 'none' has no RAM");
+        return false;
+    }
+    return memory_map_ram(0, ms->ram, 0, ms->ram->used_length, errp);
+}
+
+static void none_machine_reset(MachineState *ms)
+{
+    /* Nothing but RAM, which a reset leaves alone. */
+}
+
+static const MachineClass none_machine_class = {
+    .name = "none",
+    .desc = "empty machine",
+    .default_ram_id = "ram",
+    .needs_vcpus = false,
+    .init = none_machine_init,
+    .reset = none_machine_reset,
+};
+
+static const MachineClass *const machine_classes[] = {
+#ifdef HAVE_PC_MACHINE
+    &pc_machine_class,
+#endif
+    &none_machine_class,
+};
+
+const MachineClass *machine_find_class(const char *name)
+{
+    size_t i;
+
+    for (i = 0; name && i < ARRAY_SIZE(machine_classes); i++) {
+        if (!strcmp(machine_classes[i]->name, name)) {
+            return machine_classes[i];
+        }
+    }
+    return NULL;
+}
+
+void machine_print_types(FILE *out)
+{
+    size_t i;
+
+    fprintf(out, "Supported machines are:\n");
+    for (i = 0; i < ARRAY_SIZE(machine_classes); i++) {
+        fprintf(out, "%-20s %s%s\n", machine_classes[i]->name,
+                machine_classes[i]->desc,
+                !strcmp(machine_classes[i]->name, "pc") ? " (default)" : "");
+    }
+}

@@ -1,0 +1,173 @@
+/*
+ * Migration state: the source's MigrationState, the destination's
+ * MigrationIncomingState, their statuses (QEMU's names), the capabilities
+ * and parameters set over QMP.  Used by the migration/ files only; the
+ * rest of the VMM sees include/migration/misc.h.
+ */
+#ifndef MIGRATION_MIGRATION_H
+#define MIGRATION_MIGRATION_H
+
+#include "qemu/osdep.h"
+#include "qemu/thread.h"
+#include <json-glib/json-glib.h>
+
+typedef struct QEMUFile QEMUFile;
+
+/* QEMU 7.2 MigrationStatus, in QAPI order (the strings are the contract). */
+typedef enum MigrationStatus {
+    MIGRATION_STATUS_NONE,
+    MIGRATION_STATUS_SETUP,
+    MIGRATION_STATUS_CANCELLING,
+    MIGRATION_STATUS_CANCELLED,
+    MIGRATION_STATUS_ACTIVE,
+    MIGRATION_STATUS_POSTCOPY_ACTIVE,
+    MIGRATION_STATUS_POSTCOPY_PAUSED,
+    MIGRATION_STATUS_POSTCOPY_RECOVER,
+    MIGRATION_STATUS_COMPLETED,
+    MIGRATION_STATUS_FAILED,
+    MIGRATION_STATUS_COLO,
+    MIGRATION_STATUS_PRE_SWITCHOVER,
+    MIGRATION_STATUS_DEVICE,
+    MIGRATION_STATUS_WAIT_UNPLUG,
+    MIGRATION_STATUS__MAX
+} MigrationStatus;
+
+const char *MigrationStatus_str(MigrationStatus s);
+/* false if name is not a status name */
+bool migration_status_parse(const char *name, MigrationStatus *out);
+
+/* QEMU 7.2 MigrationCapability, in QAPI order. */
+typedef enum MigrationCapability {
+    MIGRATION_CAPABILITY_XBZRLE,
+    MIGRATION_CAPABILITY_RDMA_PIN_ALL,
+    MIGRATION_CAPABILITY_AUTO_CONVERGE,
+    MIGRATION_CAPABILITY_ZERO_BLOCKS,
+    MIGRATION_CAPABILITY_COMPRESS,
+    MIGRATION_CAPABILITY_EVENTS,
+    MIGRATION_CAPABILITY_POSTCOPY_RAM,
+    MIGRATION_CAPABILITY_X_COLO,
+    MIGRATION_CAPABILITY_RELEASE_RAM,
+    MIGRATION_CAPABILITY_BLOCK,
+    MIGRATION_CAPABILITY_RETURN_PATH,
+    MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER,
+    MIGRATION_CAPABILITY_MULTIFD,
+    MIGRATION_CAPABILITY_DIRTY_BITMAPS,
+    MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME,
+    MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE,
+    MIGRATION_CAPABILITY_X_IGNORE_SHARED,
+    MIGRATION_CAPABILITY_VALIDATE_UUID,
+    MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT,
+    MIGRATION_CAPABILITY_ZERO_COPY_SEND,
+    MIGRATION_CAPABILITY_POSTCOPY_PREEMPT,
+    MIGRATION_CAPABILITY__MAX
+} MigrationCapability;
+
+const char *MigrationCapability_str(MigrationCapability c);
+bool migration_capability_parse(const char *name, MigrationCapability *out);
+
+/* The tunables we act on; the others are reported with QEMU's defaults. */
+typedef struct MigrationParameters {
+    uint64_t max_bandwidth;             /* bytes/s */
+    uint64_t downtime_limit;            /* ms */
+    uint64_t max_postcopy_bandwidth;    /* bytes/s, 0 = unlimited */
+} MigrationParameters;
+
+#define MIGRATION_DEFAULT_MAX_BANDWIDTH (128ULL << 20)
+#define MIGRATION_DEFAULT_DOWNTIME_LIMIT 300
+#define MIGRATION_MAX_DOWNTIME_LIMIT 2000000
+
+typedef struct MigrationState {
+    MigrationStatus status;             /* atomic; see migrate_set_state */
+    QemuThread thread;
+    bool thread_running;                /* thread created, not yet joined */
+    QEMUFile *to_dst_file;
+    QEMUFile *rp_file;                  /* return path (reads from dst) */
+    QemuThread rp_thread;
+    bool rp_thread_running;
+    bool rp_shut_received;
+    uint32_t rp_shut_value;
+    GError *rp_error;                   /* set once by the RP thread */
+
+    bool capabilities[MIGRATION_CAPABILITY__MAX];
+    MigrationParameters params;
+
+    /* Whether the VM ran when migration started (restored on failure). */
+    bool vm_was_running;
+    int runstate_before;                /* RunState when we stopped it */
+    bool vm_stopped_by_us;
+
+    /* pause-before-switchover: signalled by migrate-continue */
+    GMutex pause_lock;
+    GCond pause_cond;
+    bool pause_released;
+
+    /* times in ms (g_get_monotonic_time based) */
+    int64_t start_time;
+    int64_t setup_time;
+    int64_t total_time;
+    int64_t downtime;
+    int64_t expected_downtime;
+    double mbps;
+    /* bytes/s measured over the last iteration(s) */
+    double bandwidth;
+
+    GMutex error_lock;
+    char *error_desc;                   /* first error, for query-migrate */
+} MigrationState;
+
+typedef struct MigrationIncomingState {
+    MigrationStatus status;
+    QEMUFile *from_src_file;
+    QEMUFile *to_src_file;              /* return path */
+    QemuThread thread;
+    bool thread_running;
+    bool have_listen;                   /* migrate-incoming used once */
+    GMutex error_lock;
+    char *error_desc;
+} MigrationIncomingState;
+
+MigrationState *migrate_get_current(void);
+MigrationIncomingState *migration_incoming_get_current(void);
+
+/*
+ * Atomically move *state from old to new; emits the MIGRATION event when
+ * the events capability is on.  Returns false if *state was not old.
+ */
+bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
+                       MigrationStatus new_state);
+MigrationStatus migrate_get_state(const MigrationStatus *state);
+/* True while a source migration runs (setup .. pre-completion). */
+bool migration_is_active(const MigrationState *s);
+/* True if a new migration may start (none, completed, failed, cancelled). */
+bool migration_is_idle(const MigrationState *s);
+
+/* Capability and parameter accessors, for ram.c and savevm.c. */
+bool migrate_postcopy_ram(void);
+bool migrate_use_events(void);
+bool migrate_use_return_path(void);
+bool migrate_pause_before_switchover(void);
+bool migrate_postcopy_blocktime(void);
+uint64_t migrate_max_bandwidth(void);
+uint64_t migrate_downtime_limit(void);
+
+/* Record the first error of a migration (for error-desc). */
+void migrate_set_error(MigrationState *s, const GError *err);
+void migration_incoming_set_error(MigrationIncomingState *mis,
+                                  const GError *err);
+
+/* QMP entry points shared with migration-qmp.c */
+bool migrate_start(const char *uri, GError **errp);
+void migrate_cancel(void);
+bool migrate_continue(MigrationStatus state, GError **errp);
+bool migrate_incoming_qmp(const char *uri, GError **errp);
+/* query-migrate's answer, source or destination view */
+JsonObject *migration_query(void);
+/* Whether c may be set to on now (support, no migration running). */
+bool migrate_capability_check(MigrationCapability c, bool on, GError **errp);
+/* Set capability c to on (checks support and idleness). */
+bool migrate_set_capability(MigrationCapability c, bool on, GError **errp);
+bool migration_is_running_any(void);
+/* -incoming defer seen: migrate-incoming allowed once */
+extern bool migration_incoming_deferred;
+
+#endif

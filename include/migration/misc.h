@@ -1,0 +1,25 @@
+/*
+ * What the rest of the VMM (main, machine code) calls into migration.
+ */
+#ifndef MIGRATION_MISC_H
+#define MIGRATION_MISC_H
+
+#include "qemu/osdep.h"
+
+/*
+ * -incoming URI: start listening (tcp:, unix:, ...) and load the stream in a
+ * background thread.  "defer" only allows a later QMP migrate-incoming.
+ * Returns false (errp set) if the URI is bad or the listen fails.
+ */
+bool migration_incoming_start(const char *uri, GError **errp);
+
+/* Register the migration QMP commands (migrate, query-migrate, ...). */
+void migration_register_qmp(void);
+
+/* Register the "ram" live section with savevm. */
+void ram_mig_init(void);
+
+/* True while an outgoing or incoming migration is in progress. */
+bool migration_is_running_any(void);
+
+#endif

@@ -1,0 +1,1044 @@
+/*
+ * The migration state machine.
+ *
+ * Source: "migrate" starts the live_migration thread, which writes the
+ * header, opens the return path when wanted, runs the live handlers' setup,
+ * iterates until the pending estimate fits in bandwidth x downtime-limit,
+ * then stops the VM and completes.  Cancel moves to "cancelling" and shuts
+ * the channel down so that blocked I/O returns; the thread notices and
+ * cleans up.  A failed or cancelled migration leaves the VM as it found it.
+ *
+ * Destination: -incoming URI (or migrate-incoming after -incoming defer)
+ * listens, accepts one connection and runs the loader thread.
+ *
+ * Statuses change only by compare-and-swap, so the thread and QMP (cancel)
+ * never overwrite each other's transition.
+ */
+#include "qemu/osdep.h"
+#include "qemu/thread.h"
+#include "migration/migration.h"
+#include "migration/misc.h"
+#include "migration/ram.h"
+#include "migration/savevm.h"
+#include "migration/qemu-file.h"
+#include "migration/channel.h"
+#include "monitor/qmp.h"
+#include "sysemu/runstate.h"
+
+static const char *const status_names[MIGRATION_STATUS__MAX] = {
+    [MIGRATION_STATUS_NONE] = "none",
+    [MIGRATION_STATUS_SETUP] = "setup",
+    [MIGRATION_STATUS_CANCELLING] = "cancelling",
+    [MIGRATION_STATUS_CANCELLED] = "cancelled",
+    [MIGRATION_STATUS_ACTIVE] = "active",
+    [MIGRATION_STATUS_POSTCOPY_ACTIVE] = "postcopy-active",
+    [MIGRATION_STATUS_POSTCOPY_PAUSED] = "postcopy-paused",
+    [MIGRATION_STATUS_POSTCOPY_RECOVER] = "postcopy-recover",
+    [MIGRATION_STATUS_COMPLETED] = "completed",
+    [MIGRATION_STATUS_FAILED] = "failed",
+    [MIGRATION_STATUS_COLO] = "colo",
+    [MIGRATION_STATUS_PRE_SWITCHOVER] = "pre-switchover",
+    [MIGRATION_STATUS_DEVICE] = "device",
+    [MIGRATION_STATUS_WAIT_UNPLUG] = "wait-unplug",
+};
+
+static const char *const capability_names[MIGRATION_CAPABILITY__MAX] = {
+    [MIGRATION_CAPABILITY_XBZRLE] = "xbzrle",
+    [MIGRATION_CAPABILITY_RDMA_PIN_ALL] = "rdma-pin-all",
+    [MIGRATION_CAPABILITY_AUTO_CONVERGE] = "auto-converge",
+    [MIGRATION_CAPABILITY_ZERO_BLOCKS] = "zero-blocks",
+    [MIGRATION_CAPABILITY_COMPRESS] = "compress",
+    [MIGRATION_CAPABILITY_EVENTS] = "events",
+    [MIGRATION_CAPABILITY_POSTCOPY_RAM] = "postcopy-ram",
+    [MIGRATION_CAPABILITY_X_COLO] = "x-colo",
+    [MIGRATION_CAPABILITY_RELEASE_RAM] = "release-ram",
+    [MIGRATION_CAPABILITY_BLOCK] = "block",
+    [MIGRATION_CAPABILITY_RETURN_PATH] = "return-path",
+    [MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER] = "pause-before-switchover",
+    [MIGRATION_CAPABILITY_MULTIFD] = "multifd",
+    [MIGRATION_CAPABILITY_DIRTY_BITMAPS] = "dirty-bitmaps",
+    [MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME] = "postcopy-blocktime",
+    [MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE] = "late-block-activate",
+    [MIGRATION_CAPABILITY_X_IGNORE_SHARED] = "x-ignore-shared",
+    [MIGRATION_CAPABILITY_VALIDATE_UUID] = "validate-uuid",
+    [MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT] = "background-snapshot",
+    [MIGRATION_CAPABILITY_ZERO_COPY_SEND] = "zero-copy-send",
+    [MIGRATION_CAPABILITY_POSTCOPY_PREEMPT] = "postcopy-preempt",
+};
+
+static MigrationState current_migration = {
+    .params = {
+        .max_bandwidth = MIGRATION_DEFAULT_MAX_BANDWIDTH,
+        .downtime_limit = MIGRATION_DEFAULT_DOWNTIME_LIMIT,
+    },
+};
+static MigrationIncomingState current_incoming;
+/* Serialises to_dst_file between the thread (close) and cancel (shutdown). */
+static GMutex file_lock;
+bool migration_incoming_deferred;
+
+static int64_t now_ms(void)
+{
+    return g_get_monotonic_time() / 1000;
+}
+
+const char *MigrationStatus_str(MigrationStatus s)
+{
+    if ((unsigned)s >= MIGRATION_STATUS__MAX) {
+        return "invalid";
+    }
+    return status_names[s];
+}
+
+bool migration_status_parse(const char *name, MigrationStatus *out)
+{
+    for (int i = 0; i < MIGRATION_STATUS__MAX; i++) {
+        if (g_str_equal(name, status_names[i])) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *MigrationCapability_str(MigrationCapability c)
+{
+    if ((unsigned)c >= MIGRATION_CAPABILITY__MAX) {
+        return "invalid";
+    }
+    return capability_names[c];
+}
+
+bool migration_capability_parse(const char *name, MigrationCapability *out)
+{
+    for (int i = 0; i < MIGRATION_CAPABILITY__MAX; i++) {
+        if (g_str_equal(name, capability_names[i])) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+MigrationState *migrate_get_current(void)
+{
+    return &current_migration;
+}
+
+MigrationIncomingState *migration_incoming_get_current(void)
+{
+    return &current_incoming;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Status */
+
+static void emit_status_event(MigrationStatus s)
+{
+    JsonObject *data = json_object_new();
+
+    json_object_set_string_member(data, "status", MigrationStatus_str(s));
+    qmp_event_emit("MIGRATION", data);
+}
+
+MigrationStatus migrate_get_state(const MigrationStatus *state)
+{
+    return __atomic_load_n(state, __ATOMIC_SEQ_CST);
+}
+
+bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
+                       MigrationStatus new_state)
+{
+    MigrationStatus expected = old;
+
+    if (!__atomic_compare_exchange_n(state, &expected, new_state, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        return false;
+    }
+    if (migrate_use_events()) {
+        emit_status_event(new_state);
+    }
+    return true;
+}
+
+static bool status_is_terminal_or_none(MigrationStatus st)
+{
+    return st == MIGRATION_STATUS_NONE ||
+           st == MIGRATION_STATUS_COMPLETED ||
+           st == MIGRATION_STATUS_FAILED ||
+           st == MIGRATION_STATUS_CANCELLED;
+}
+
+bool migration_is_idle(const MigrationState *s)
+{
+    return status_is_terminal_or_none(migrate_get_state(&s->status));
+}
+
+bool migration_is_active(const MigrationState *s)
+{
+    return !migration_is_idle(s);
+}
+
+bool migration_is_running_any(void)
+{
+    MigrationStatus in = migrate_get_state(&current_incoming.status);
+
+    return migration_is_active(&current_migration) ||
+           !status_is_terminal_or_none(in);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Capabilities and parameters */
+
+bool migrate_postcopy_ram(void)
+{
+    return current_migration.capabilities[MIGRATION_CAPABILITY_POSTCOPY_RAM];
+}
+
+bool migrate_use_events(void)
+{
+    return current_migration.capabilities[MIGRATION_CAPABILITY_EVENTS];
+}
+
+bool migrate_use_return_path(void)
+{
+    return current_migration.capabilities[MIGRATION_CAPABILITY_RETURN_PATH];
+}
+
+bool migrate_pause_before_switchover(void)
+{
+    return current_migration.capabilities[
+        MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER];
+}
+
+bool migrate_postcopy_blocktime(void)
+{
+    return current_migration.capabilities[
+        MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME];
+}
+
+uint64_t migrate_max_bandwidth(void)
+{
+    return __atomic_load_n(&current_migration.params.max_bandwidth,
+                           __ATOMIC_RELAXED);
+}
+
+uint64_t migrate_downtime_limit(void)
+{
+    return __atomic_load_n(&current_migration.params.downtime_limit,
+                           __ATOMIC_RELAXED);
+}
+
+static bool capability_supported(MigrationCapability c)
+{
+    switch (c) {
+    case MIGRATION_CAPABILITY_EVENTS:
+    case MIGRATION_CAPABILITY_RETURN_PATH:
+    case MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER:
+    case MIGRATION_CAPABILITY_POSTCOPY_RAM:
+    case MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Check only; migrate_set_capability applies. */
+bool migrate_capability_check(MigrationCapability c, bool on, GError **errp)
+{
+    /*
+     * Only an outgoing migration blocks changes: the destination sets its
+     * capabilities while it waits for the incoming connection.
+     */
+    if (migration_is_active(&current_migration)) {
+        error_setg(errp, "There's a migration process in progress");
+        return false;
+    }
+    if (on && !capability_supported(c)) {
+        error_setg(errp, "Capability '%s' is not supported by this VMM",
+                   MigrationCapability_str(c));
+        return false;
+    }
+    return true;
+}
+
+bool migrate_set_capability(MigrationCapability c, bool on, GError **errp)
+{
+    if ((unsigned)c >= MIGRATION_CAPABILITY__MAX) {
+        error_setg(errp, "Invalid capability");
+        return false;
+    }
+    if (!migrate_capability_check(c, on, errp)) {
+        return false;
+    }
+    current_migration.capabilities[c] = on;
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Errors */
+
+static void set_error_desc(GMutex *lock, char **desc, const GError *err)
+{
+    g_mutex_lock(lock);
+    if (!*desc && err) {
+        *desc = g_strdup(err->message);
+    }
+    g_mutex_unlock(lock);
+}
+
+void migrate_set_error(MigrationState *s, const GError *err)
+{
+    set_error_desc(&s->error_lock, &s->error_desc, err);
+}
+
+void migration_incoming_set_error(MigrationIncomingState *mis,
+                                  const GError *err)
+{
+    set_error_desc(&mis->error_lock, &mis->error_desc, err);
+}
+
+static char *dup_error_desc(GMutex *lock, char *const *desc)
+{
+    char *r;
+
+    g_mutex_lock(lock);
+    r = g_strdup(*desc);
+    g_mutex_unlock(lock);
+    return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Source: return path */
+
+static void *source_return_path_thread(void *opaque)
+{
+    MigrationState *s = opaque;
+    GError *err = NULL;
+    RPMessage msg;
+
+    for (;;) {
+        if (source_return_path_read(s->rp_file, &msg, &err) < 0) {
+            break;
+        }
+        switch (msg.type) {
+        case MIG_RP_MSG_SHUT:
+            s->rp_shut_value = rp_message_get_u32(&msg);
+            __atomic_store_n(&s->rp_shut_received, true, __ATOMIC_SEQ_CST);
+            if (s->rp_shut_value) {
+                error_setg(&err, "Destination reported an error on "
+                           "shutdown (SHUT %u)", s->rp_shut_value);
+            }
+            goto out;
+        case MIG_RP_MSG_PONG:
+            break;
+        case MIG_RP_MSG_REQ_PAGES:
+        case MIG_RP_MSG_REQ_PAGES_ID: {
+            uint64_t start;
+            uint32_t len;
+            char id[256];
+
+            /* Precopy: only a hint; validate it, nothing to queue yet. */
+            if (!rp_message_get_req_pages(&msg, &start, &len, id, &err)) {
+                goto out;
+            }
+            break;
+        }
+        default:
+            error_setg(&err, "Unexpected return-path message type %u",
+                       msg.type);
+            goto out;
+        }
+    }
+out:
+    if (err) {
+        /* Errors after a cancel are the cancel's own doing. */
+        if (migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
+            g_prefix_error(&err, "Return path: ");
+            g_mutex_lock(&s->error_lock);
+            if (!s->rp_error) {
+                s->rp_error = g_error_copy(err);
+            }
+            g_mutex_unlock(&s->error_lock);
+        }
+        g_error_free(err);
+    }
+    return NULL;
+}
+
+static bool rp_has_error(MigrationState *s)
+{
+    bool r;
+
+    g_mutex_lock(&s->error_lock);
+    r = s->rp_error != NULL;
+    g_mutex_unlock(&s->error_lock);
+    return r;
+}
+
+static bool open_return_path(MigrationState *s, GError **errp)
+{
+    s->rp_file = qemu_file_get_return_path(s->to_dst_file);
+    if (!s->rp_file) {
+        error_setg(errp, "Unable to open the return path: the channel "
+                   "cannot carry one");
+        return false;
+    }
+    if (!qemu_thread_create(&s->rp_thread, "return path",
+                            source_return_path_thread, s, errp)) {
+        qemu_fclose(s->rp_file);
+        s->rp_file = NULL;
+        return false;
+    }
+    s->rp_thread_running = true;
+    return true;
+}
+
+static void close_return_path(MigrationState *s)
+{
+    if (s->rp_thread_running) {
+        qemu_thread_join(&s->rp_thread);
+        s->rp_thread_running = false;
+    }
+    if (s->rp_file) {
+        qemu_fclose(s->rp_file);
+        s->rp_file = NULL;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Source: the migration thread */
+
+typedef struct MigrationThreadArgs {
+    char *uri;
+} MigrationThreadArgs;
+
+static bool status_is(MigrationState *s, MigrationStatus st)
+{
+    return migrate_get_state(&s->status) == st;
+}
+
+/* Move to FAILED from whatever non-terminal status we are in. */
+static void migrate_fail(MigrationState *s, const GError *err)
+{
+    MigrationStatus cur;
+
+    migrate_set_error(s, err);
+    do {
+        cur = migrate_get_state(&s->status);
+        if (status_is_terminal_or_none(cur) ||
+            cur == MIGRATION_STATUS_CANCELLING) {
+            return;
+        }
+    } while (!migrate_set_state(&s->status, cur, MIGRATION_STATUS_FAILED));
+}
+
+/* The stream's first error, or the return path's. */
+static void collect_error(MigrationState *s, GError **errp)
+{
+    g_mutex_lock(&s->error_lock);
+    if (s->rp_error && errp && !*errp) {
+        *errp = g_error_copy(s->rp_error);
+    }
+    g_mutex_unlock(&s->error_lock);
+    if (s->to_dst_file && errp && !*errp) {
+        qemu_file_get_error_obj(s->to_dst_file, errp);
+    }
+    if (errp && !*errp) {
+        error_setg(errp, "Migration stream error");
+    }
+}
+
+/* pause-before-switchover: wait for migrate-continue (or a cancel). */
+static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur)
+{
+    if (!migrate_pause_before_switchover()) {
+        return true;
+    }
+    if (!migrate_set_state(&s->status, *cur,
+                           MIGRATION_STATUS_PRE_SWITCHOVER)) {
+        return false;
+    }
+    g_mutex_lock(&s->pause_lock);
+    while (!s->pause_released && status_is(s, MIGRATION_STATUS_PRE_SWITCHOVER)) {
+        g_cond_wait(&s->pause_cond, &s->pause_lock);
+    }
+    s->pause_released = false;
+    g_mutex_unlock(&s->pause_lock);
+    if (!migrate_set_state(&s->status, MIGRATION_STATUS_PRE_SWITCHOVER,
+                           MIGRATION_STATUS_DEVICE)) {
+        return false;
+    }
+    *cur = MIGRATION_STATUS_DEVICE;
+    return true;
+}
+
+/* Stop the VM, send what is left, wait for the destination's SHUT. */
+static bool migration_completion(MigrationState *s, GError **errp)
+{
+    MigrationStatus cur = MIGRATION_STATUS_ACTIVE;
+    int64_t stop_start = now_ms();
+    int ret;
+
+    global_state_store();
+    s->runstate_before = runstate_get();
+    s->vm_was_running = runstate_is_running();
+    vm_stop(RUN_STATE_FINISH_MIGRATE);
+    s->vm_stopped_by_us = true;
+
+    if (!wait_pre_switchover(s, &cur)) {
+        return false;
+    }
+    ram_set_downtime_phase(true);
+    ret = qemu_savevm_state_complete_precopy(s->to_dst_file, false, true);
+    if (ret >= 0) {
+        ret = qemu_fflush(s->to_dst_file);
+    }
+    if (ret < 0) {
+        collect_error(s, errp);
+        return false;
+    }
+    if (s->rp_thread_running) {
+        /* The destination answers SHUT once the load is finished. */
+        close_return_path(s);
+        if (!s->rp_shut_received || rp_has_error(s)) {
+            collect_error(s, errp);
+            if (!s->rp_shut_received) {
+                g_clear_error(errp);
+                error_setg(errp, "The destination closed the return path "
+                           "without reporting success");
+                g_mutex_lock(&s->error_lock);
+                if (s->rp_error) {
+                    g_clear_error(errp);
+                    *errp = g_error_copy(s->rp_error);
+                }
+                g_mutex_unlock(&s->error_lock);
+            }
+            return false;
+        }
+    }
+    s->downtime = now_ms() - stop_start;
+    s->total_time = now_ms() - s->start_time;
+    if (s->total_time > 0) {
+        /* Average over the whole migration, as query-migrate shows it. */
+        RAMCounters rc;
+
+        ram_counters_get(&rc);
+        s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
+    }
+    if (!migrate_set_state(&s->status, cur, MIGRATION_STATUS_COMPLETED)) {
+        return false;
+    }
+    return true;
+}
+
+/* Bytes/ms over the window since the last measurement, and thresholds. */
+typedef struct BandwidthWindow {
+    int64_t start_ms;
+    uint64_t start_bytes;
+} BandwidthWindow;
+
+static void update_bandwidth(MigrationState *s, BandwidthWindow *w,
+                             uint64_t pending)
+{
+    int64_t now = now_ms();
+    int64_t elapsed = now - w->start_ms;
+    uint64_t bytes = qemu_file_transferred(s->to_dst_file);
+
+    if (elapsed < BUFFER_DELAY_MS) {
+        return;
+    }
+    s->bandwidth = (double)(bytes - w->start_bytes) / elapsed;
+    s->mbps = s->bandwidth * 1000.0 * 8 / 1e6;
+    if (s->bandwidth > 0) {
+        s->expected_downtime = (int64_t)(pending / s->bandwidth);
+    }
+    w->start_ms = now;
+    w->start_bytes = bytes;
+}
+
+static uint64_t pending_total(bool exact)
+{
+    uint64_t must = 0, can = 0;
+
+    if (exact) {
+        qemu_savevm_state_pending_exact(&must, &can);
+    } else {
+        qemu_savevm_state_pending_estimate(&must, &can);
+    }
+    return must + can;
+}
+
+/* Iterate until the rest fits in the downtime; then complete. */
+static bool migration_iterate_loop(MigrationState *s, GError **errp)
+{
+    QEMUFile *f = s->to_dst_file;
+    BandwidthWindow w = { now_ms(), qemu_file_transferred(f) };
+    uint64_t rate = migrate_max_bandwidth();
+
+    qemu_file_set_rate_limit(f, rate);
+    while (status_is(s, MIGRATION_STATUS_ACTIVE)) {
+        uint64_t threshold = s->bandwidth * migrate_downtime_limit();
+        uint64_t pending = pending_total(false);
+        int ret;
+
+        if (rp_has_error(s)) {
+            collect_error(s, errp);
+            return false;
+        }
+        if (migrate_max_bandwidth() != rate) {
+            rate = migrate_max_bandwidth();
+            qemu_file_set_rate_limit(f, rate);
+        }
+        if (pending == 0 || pending < threshold) {
+            /* Nothing left by the estimate: completion syncs anyway. */
+            if (pending) {
+                pending = pending_total(true);
+            }
+            if (pending == 0 || pending < threshold) {
+                return migration_completion(s, errp);
+            }
+        }
+        ret = qemu_savevm_state_iterate(f, false);
+        if (ret < 0 || qemu_file_get_error(f)) {
+            collect_error(s, errp);
+            return false;
+        }
+        update_bandwidth(s, &w, pending);
+        if (qemu_file_rate_limit(f)) {
+            qemu_file_rate_limit_wait(f);
+        }
+    }
+    /* Cancelled (or failed by someone else): not an error of ours. */
+    return false;
+}
+
+static bool migration_run(MigrationState *s, const char *uri, GError **errp)
+{
+    QIOChannel *ioc = NULL;
+    int64_t setup_start = now_ms();
+
+    if (!migration_channel_connect(uri, &ioc, errp)) {
+        return false;
+    }
+    g_mutex_lock(&file_lock);
+    s->to_dst_file = qemu_file_new_output(ioc);
+    g_mutex_unlock(&file_lock);
+    qio_channel_unref(ioc);
+    if (!status_is(s, MIGRATION_STATUS_SETUP)) {
+        return false;
+    }
+
+    qemu_savevm_state_header(s->to_dst_file);
+    if (migrate_use_return_path() || migrate_postcopy_ram()) {
+        if (!open_return_path(s, errp)) {
+            return false;
+        }
+        qemu_savevm_send_open_return_path(s->to_dst_file);
+        qemu_savevm_send_ping(s->to_dst_file, 1);
+    }
+    if (migrate_postcopy_ram()) {
+        qemu_savevm_send_postcopy_advise(s->to_dst_file);
+    }
+    if (qemu_savevm_state_setup(s->to_dst_file, errp) < 0) {
+        if (errp && !*errp) {
+            collect_error(s, errp);
+        }
+        return false;
+    }
+    s->setup_time = now_ms() - setup_start;
+    if (!migrate_set_state(&s->status, MIGRATION_STATUS_SETUP,
+                           MIGRATION_STATUS_ACTIVE)) {
+        return false;
+    }
+    return migration_iterate_loop(s, errp);
+}
+
+/* Put the VM back the way migration found it. */
+static void restore_vm(MigrationState *s)
+{
+    if (!s->vm_stopped_by_us) {
+        return;
+    }
+    s->vm_stopped_by_us = false;
+    ram_set_downtime_phase(false);
+    if (s->vm_was_running) {
+        vm_start();
+    } else {
+        runstate_set(s->runstate_before);
+    }
+}
+
+static void migration_cleanup(MigrationState *s, bool ok)
+{
+    QEMUFile *f;
+
+    qemu_savevm_state_cleanup();
+    if (s->to_dst_file) {
+        /* Wake a return-path reader blocked on the socket. */
+        qemu_file_shutdown(s->to_dst_file);
+    }
+    close_return_path(s);
+    g_mutex_lock(&file_lock);
+    f = s->to_dst_file;
+    s->to_dst_file = NULL;
+    g_mutex_unlock(&file_lock);
+    if (f) {
+        qemu_fclose(f);
+    }
+    if (ok) {
+        runstate_set(RUN_STATE_POSTMIGRATE);
+    } else {
+        restore_vm(s);
+    }
+}
+
+static void *migration_thread(void *opaque)
+{
+    MigrationThreadArgs *args = opaque;
+    MigrationState *s = &current_migration;
+    GError *err = NULL;
+    bool ok = migration_run(s, args->uri, &err);
+
+    if (!ok) {
+        s->total_time = now_ms() - s->start_time;
+    }
+    if (!ok && err) {
+        migrate_fail(s, err);
+    } else if (!ok && !status_is(s, MIGRATION_STATUS_CANCELLING) &&
+               !status_is(s, MIGRATION_STATUS_COMPLETED)) {
+        GError *e = NULL;
+
+        error_setg(&e, "Migration was aborted");
+        migrate_fail(s, e);
+        g_error_free(e);
+    }
+    migration_cleanup(s, ok);
+    /* Last: once cancelled/completed shows, a new migrate may start. */
+    migrate_set_state(&s->status, MIGRATION_STATUS_CANCELLING,
+                      MIGRATION_STATUS_CANCELLED);
+    if (err) {
+        g_error_free(err);
+    }
+    g_free(args->uri);
+    g_free(args);
+    return NULL;
+}
+
+static bool uri_scheme_known(const char *uri)
+{
+    static const char *const schemes[] = {
+        "tcp:", "unix:", "exec:", "fd:", "file:", NULL
+    };
+
+    for (int i = 0; schemes[i]; i++) {
+        if (g_str_has_prefix(uri, schemes[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void migration_reset_stats(MigrationState *s)
+{
+    s->start_time = now_ms();
+    s->setup_time = 0;
+    s->total_time = 0;
+    s->downtime = 0;
+    s->expected_downtime = migrate_downtime_limit();
+    s->mbps = 0;
+    s->bandwidth = 0;
+    s->vm_stopped_by_us = false;
+    s->rp_shut_received = false;
+    s->rp_shut_value = 0;
+    s->pause_released = false;
+    g_mutex_lock(&s->error_lock);
+    g_clear_pointer(&s->error_desc, g_free);
+    g_clear_error(&s->rp_error);
+    g_mutex_unlock(&s->error_lock);
+}
+
+/* The sections every migration carries; registering twice is harmless. */
+static void migration_sections_init(void)
+{
+    migration_register_core_sections();
+    ram_mig_init();
+}
+
+bool migrate_start(const char *uri, GError **errp)
+{
+    MigrationState *s = &current_migration;
+    MigrationThreadArgs *args;
+    MigrationStatus old = migrate_get_state(&s->status);
+
+    if (!status_is_terminal_or_none(old)) {
+        error_setg(errp, "There's a migration process in progress");
+        return false;
+    }
+    if (!status_is_terminal_or_none(
+            migrate_get_state(&current_incoming.status)) ||
+        runstate_get() == RUN_STATE_INMIGRATE) {
+        error_setg(errp, "Guest is waiting for an incoming migration");
+        return false;
+    }
+    if (!uri_scheme_known(uri)) {
+        error_setg(errp, "Parameter 'uri' expects a valid migration "
+                   "protocol");
+        return false;
+    }
+    if (s->thread_running) {
+        qemu_thread_join(&s->thread);
+        s->thread_running = false;
+    }
+    migration_sections_init();
+    migration_reset_stats(s);
+    if (!migrate_set_state(&s->status, old, MIGRATION_STATUS_SETUP)) {
+        error_setg(errp, "There's a migration process in progress");
+        return false;
+    }
+    args = g_new0(MigrationThreadArgs, 1);
+    args->uri = g_strdup(uri);
+    if (!qemu_thread_create(&s->thread, "live_migration", migration_thread,
+                            args, errp)) {
+        migrate_fail(s, *errp);
+        g_free(args->uri);
+        g_free(args);
+        return false;
+    }
+    s->thread_running = true;
+    return true;
+}
+
+void migrate_cancel(void)
+{
+    MigrationState *s = &current_migration;
+    MigrationStatus cur;
+
+    do {
+        cur = migrate_get_state(&s->status);
+        if (status_is_terminal_or_none(cur) ||
+            cur == MIGRATION_STATUS_CANCELLING) {
+            return;
+        }
+    } while (!migrate_set_state(&s->status, cur,
+                                MIGRATION_STATUS_CANCELLING));
+
+    /* Blocked writes and reads return at once after a shutdown. */
+    g_mutex_lock(&file_lock);
+    if (s->to_dst_file) {
+        qemu_file_shutdown(s->to_dst_file);
+    }
+    g_mutex_unlock(&file_lock);
+    g_mutex_lock(&s->pause_lock);
+    g_cond_broadcast(&s->pause_cond);
+    g_mutex_unlock(&s->pause_lock);
+}
+
+bool migrate_continue(MigrationStatus state, GError **errp)
+{
+    MigrationState *s = &current_migration;
+    MigrationStatus cur = migrate_get_state(&s->status);
+
+    if (cur != state) {
+        error_setg(errp, "Migration not in expected state: %s",
+                   MigrationStatus_str(cur));
+        return false;
+    }
+    g_mutex_lock(&s->pause_lock);
+    s->pause_released = true;
+    g_cond_broadcast(&s->pause_cond);
+    g_mutex_unlock(&s->pause_lock);
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Destination */
+
+static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
+                          GError *err)
+{
+    MigrationStatus cur;
+
+    migration_incoming_set_error(mis, err);
+    do {
+        cur = migrate_get_state(&mis->status);
+    } while (!status_is_terminal_or_none(cur) &&
+             !migrate_set_state(&mis->status, cur, MIGRATION_STATUS_FAILED));
+    if (ctx->to_src) {
+        migrate_send_rp_shut(ctx, 1);
+    }
+    error_report("load of migration failed: %s", err->message);
+    /* As QEMU does: a destination whose load failed has nothing to run. */
+    exit(1);
+}
+
+/* Start the guest if the source ran it (or sent no state), else pause. */
+static void incoming_start_vm(void)
+{
+    RunState rs;
+    bool have = global_state_received_runstate(&rs);
+
+    if (!have || rs == RUN_STATE_RUNNING) {
+        if (autostart) {
+            vm_start();
+        } else {
+            runstate_set(RUN_STATE_PAUSED);
+        }
+    } else {
+        runstate_set(rs);
+    }
+}
+
+static void *incoming_thread(void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+    LoadVMContext ctx;
+    GError *err = NULL;
+
+    loadvm_context_init(&ctx, mis->from_src_file);
+    ctx.opaque = mis;
+    if (qemu_loadvm_state(mis->from_src_file, &ctx, &err) < 0) {
+        if (!err) {
+            error_setg(&err, "load failed");
+        }
+        incoming_fail(mis, &ctx, err);
+    }
+    incoming_start_vm();
+    migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
+                      MIGRATION_STATUS_COMPLETED);
+    if (ctx.to_src) {
+        migrate_send_rp_shut(&ctx, 0);
+    }
+    loadvm_context_destroy(&ctx);
+    qemu_fclose(mis->from_src_file);
+    mis->from_src_file = NULL;
+    return NULL;
+}
+
+static void incoming_accept(QIOChannel *ioc, void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+    GError *err = NULL;
+
+    mis->from_src_file = qemu_file_new_input(ioc);
+    qio_channel_unref(ioc);
+    if (!qemu_file_set_blocking(mis->from_src_file, true, &err)) {
+        incoming_fail(mis, &(LoadVMContext){ 0 }, err);
+    }
+    migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
+                      MIGRATION_STATUS_ACTIVE);
+    if (!qemu_thread_create(&mis->thread, "mig/dst/main", incoming_thread,
+                            mis, &err)) {
+        incoming_fail(mis, &(LoadVMContext){ 0 }, err);
+    }
+    mis->thread_running = true;
+}
+
+static bool incoming_listen(const char *uri, GError **errp)
+{
+    MigrationIncomingState *mis = &current_incoming;
+
+    migration_sections_init();
+    if (!migration_channel_listen(uri, incoming_accept, mis, errp)) {
+        return false;
+    }
+    mis->have_listen = true;
+    runstate_set(RUN_STATE_INMIGRATE);
+    /* QEMU reports "setup" here even without the events capability. */
+    __atomic_store_n(&mis->status, MIGRATION_STATUS_SETUP, __ATOMIC_SEQ_CST);
+    emit_status_event(MIGRATION_STATUS_SETUP);
+    return true;
+}
+
+bool migration_incoming_start(const char *uri, GError **errp)
+{
+    if (g_str_equal(uri, "defer")) {
+        migration_incoming_deferred = true;
+        runstate_set(RUN_STATE_INMIGRATE);
+        return true;
+    }
+    return incoming_listen(uri, errp);
+}
+
+bool migrate_incoming_qmp(const char *uri, GError **errp)
+{
+    MigrationIncomingState *mis = &current_incoming;
+
+    if (!migration_incoming_deferred) {
+        error_setg(errp, "'-incoming' was not specified on the command "
+                   "line");
+        return false;
+    }
+    if (mis->have_listen) {
+        error_setg(errp, "The incoming migration has already been started");
+        return false;
+    }
+    return incoming_listen(uri, errp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* query-migrate */
+
+static void fill_source_info(JsonObject *o, MigrationState *s)
+{
+    MigrationStatus st = migrate_get_state(&s->status);
+    char *desc;
+
+    if (st == MIGRATION_STATUS_NONE) {
+        return;
+    }
+    json_object_set_string_member(o, "status", MigrationStatus_str(st));
+    if (st == MIGRATION_STATUS_SETUP) {
+        return;
+    }
+    if (st == MIGRATION_STATUS_FAILED || st == MIGRATION_STATUS_CANCELLED ||
+        st == MIGRATION_STATUS_CANCELLING) {
+        desc = dup_error_desc(&s->error_lock, &s->error_desc);
+        if (desc && st == MIGRATION_STATUS_FAILED) {
+            json_object_set_string_member(o, "error-desc", desc);
+        }
+        g_free(desc);
+        return;
+    }
+    json_object_set_int_member(o, "setup-time", s->setup_time);
+    if (st == MIGRATION_STATUS_COMPLETED) {
+        json_object_set_int_member(o, "total-time", s->total_time);
+        json_object_set_int_member(o, "downtime", s->downtime);
+    } else {
+        json_object_set_int_member(o, "total-time",
+                                   now_ms() - s->start_time);
+        json_object_set_int_member(o, "expected-downtime",
+                                   s->expected_downtime);
+    }
+    JsonObject *ram = json_object_new();
+    ram_fill_query(ram, s->mbps);
+    json_object_set_object_member(o, "ram", ram);
+}
+
+static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
+{
+    MigrationStatus st = migrate_get_state(&mis->status);
+    char *desc;
+
+    json_object_set_string_member(o, "status", MigrationStatus_str(st));
+    if (st == MIGRATION_STATUS_FAILED) {
+        desc = dup_error_desc(&mis->error_lock, &mis->error_desc);
+        if (desc) {
+            json_object_set_string_member(o, "error-desc", desc);
+        }
+        g_free(desc);
+    }
+}
+
+JsonObject *migration_query(void)
+{
+    JsonObject *o = json_object_new();
+
+    if (migrate_get_state(&current_incoming.status) !=
+        MIGRATION_STATUS_NONE) {
+        fill_destination_info(o, &current_incoming);
+    } else {
+        fill_source_info(o, &current_migration);
+    }
+    return o;
+}

@@ -1,0 +1,1409 @@
+/*
+ * QMP server: listening sockets, per-client sessions, input framing,
+ * request checking, dispatch through the command registry, replies and
+ * events.
+ *
+ * Everything here runs in the thread that iterates the GLib default main
+ * context, except qmp_event_emit(), which may be called from any thread
+ * and hands the finished event line over through a locked queue.
+ *
+ * The protocol commands that need the session (qmp_capabilities) or
+ * nothing at all (query-version, query-commands) live here too, so that a
+ * program linking only the monitor gets a working server.
+ */
+#include "qemu/osdep.h"
+#include "monitor/qmp.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <glib-unix.h>
+
+#define QMP_VERSION_MAJOR 7
+#define QMP_VERSION_MINOR 2
+#define QMP_VERSION_MICRO 0
+#define QMP_PACKAGE "ferry-0.1"
+
+/* One request may not be larger than this, nor nest deeper. */
+#define QMP_MAX_MESSAGE (10 * 1024 * 1024)
+#define QMP_MAX_DEPTH 1024
+/* Stop reading a client's requests while this much output is pending. */
+#define QMP_OUT_HIGH_WATER (1024 * 1024)
+/* A client that lets this much output pile up (events) is dropped. */
+#define QMP_OUT_HARD_LIMIT (64 * 1024 * 1024)
+#define QMP_MAX_CLIENTS 64
+#define QMP_READ_CHUNK 65536
+
+typedef struct QmpCommand {
+    char *name;
+    QmpCommandFunc fn;
+} QmpCommand;
+
+typedef struct QmpListener {
+    int fd;
+    guint watch;
+    char *unix_path;            /* to unlink at shutdown, or NULL */
+} QmpListener;
+
+typedef struct QmpClient {
+    int fd;
+    guint in_watch;
+    guint out_watch;
+    bool negotiated;
+    bool oob_enabled;
+    bool dead;                  /* closed; freed by the reaper */
+
+    /* Input framing: bytes [start, inbuf->len) are not consumed yet. */
+    GString *inbuf;
+    size_t start;               /* first byte of the value being cut */
+    size_t pos;                 /* next byte to scan */
+    bool in_value;
+    bool in_scalar;             /* top-level number/keyword */
+    char quote;                 /* inside a string quoted with this */
+    bool escape;
+    bool resync;                /* skipping garbage until '{' or '\n' */
+    GByteArray *nest;           /* open brackets, innermost last */
+
+    GString *outbuf;
+    size_t out_off;             /* bytes of outbuf already sent */
+} QmpClient;
+
+static GHashTable *qmp_commands;        /* name -> QmpCommand */
+static GPtrArray *qmp_listeners;        /* QmpListener */
+static GPtrArray *qmp_clients;          /* QmpClient, dead ones included */
+static guint qmp_reaper;
+static QmpClient *qmp_cur_client;       /* during dispatch */
+
+/* Events handed over from other threads. */
+static GMutex qmp_event_lock;
+static GQueue qmp_event_queue = G_QUEUE_INIT;   /* char * lines */
+static GSource *qmp_event_source;
+
+static void qmp_register_protocol_commands(void);
+static void qmp_client_process_input(QmpClient *c);
+
+/* ---- JSON output ------------------------------------------------------ */
+
+static void json_append_string(GString *out, const char *s)
+{
+    const char *p = s;
+
+    g_string_append_c(out, '"');
+    while (*p) {
+        unsigned char ch = *p;
+        gunichar uc;
+
+        if (ch < 0x80) {
+            switch (ch) {
+            case '"':  g_string_append(out, "\\\""); break;
+            case '\\': g_string_append(out, "\\\\"); break;
+            case '\b': g_string_append(out, "\\b"); break;
+            case '\f': g_string_append(out, "\\f"); break;
+            case '\n': g_string_append(out, "\\n"); break;
+            case '\r': g_string_append(out, "\\r"); break;
+            case '\t': g_string_append(out, "\\t"); break;
+            default:
+                if (ch < 0x20 || ch == 0x7f) {
+                    g_string_append_printf(out, "\\u%04x", ch);
+                } else {
+                    g_string_append_c(out, ch);
+                }
+            }
+            p++;
+            continue;
+        }
+        /*
+         * Keep the output plain ASCII: escape non-ASCII characters, and
+         * replace bytes that are not UTF-8 (file names in error messages
+         * can be anything) rather than emit invalid JSON.
+         */
+        uc = g_utf8_get_char_validated(p, -1);
+        if (uc == (gunichar)-1 || uc == (gunichar)-2) {
+            g_string_append(out, "\\ufffd");
+            p++;
+            continue;
+        }
+        if (uc >= 0x10000) {
+            uc -= 0x10000;
+            g_string_append_printf(out, "\\u%04x\\u%04x",
+                                   0xd800 + (uc >> 10), 0xdc00 + (uc & 0x3ff));
+        } else {
+            g_string_append_printf(out, "\\u%04x", uc);
+        }
+        p = g_utf8_next_char(p);
+    }
+    g_string_append_c(out, '"');
+}
+
+static void json_append_node(GString *out, JsonNode *node);
+
+static void json_append_object(GString *out, JsonObject *obj)
+{
+    GList *members = json_object_get_members(obj);
+    const char *sep = "";
+
+    g_string_append_c(out, '{');
+    for (GList *l = members; l; l = l->next) {
+        g_string_append(out, sep);
+        json_append_string(out, l->data);
+        g_string_append(out, ": ");
+        json_append_node(out, json_object_get_member(obj, l->data));
+        sep = ", ";
+    }
+    g_string_append_c(out, '}');
+    g_list_free(members);
+}
+
+static void json_append_value(GString *out, JsonNode *node)
+{
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    double d;
+
+    switch (json_node_get_value_type(node)) {
+    case G_TYPE_INT64:
+        g_string_append_printf(out, "%" PRId64, json_node_get_int(node));
+        break;
+    case G_TYPE_DOUBLE:
+        d = json_node_get_double(node);
+        if (!isfinite(d)) {
+            /* JSON has no spelling for these. */
+            g_string_append(out, "null");
+            break;
+        }
+        g_ascii_formatd(buf, sizeof(buf), "%.17g", d);
+        g_string_append(out, buf);
+        break;
+    case G_TYPE_BOOLEAN:
+        g_string_append(out, json_node_get_boolean(node) ? "true" : "false");
+        break;
+    case G_TYPE_STRING:
+        json_append_string(out, json_node_get_string(node));
+        break;
+    default:
+        g_string_append(out, "null");
+    }
+}
+
+static void json_append_node(GString *out, JsonNode *node)
+{
+    JsonArray *arr;
+    const char *sep = "";
+
+    if (!node) {
+        g_string_append(out, "null");
+        return;
+    }
+    switch (json_node_get_node_type(node)) {
+    case JSON_NODE_OBJECT:
+        json_append_object(out, json_node_get_object(node));
+        break;
+    case JSON_NODE_ARRAY:
+        arr = json_node_get_array(node);
+        g_string_append_c(out, '[');
+        for (guint i = 0; i < json_array_get_length(arr); i++) {
+            g_string_append(out, sep);
+            json_append_node(out, json_array_get_element(arr, i));
+            sep = ", ";
+        }
+        g_string_append_c(out, ']');
+        break;
+    case JSON_NODE_VALUE:
+        json_append_value(out, node);
+        break;
+    case JSON_NODE_NULL:
+        g_string_append(out, "null");
+        break;
+    }
+}
+
+/* ---- output buffering -------------------------------------------------- */
+
+static void qmp_client_close(QmpClient *c);
+static void qmp_client_update_watches(QmpClient *c);
+
+/* Send what the socket takes now; false if the client is gone. */
+static bool qmp_client_flush(QmpClient *c)
+{
+    while (c->out_off < c->outbuf->len) {
+        ssize_t n = send(c->fd, c->outbuf->str + c->out_off,
+                         c->outbuf->len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            qmp_client_close(c);
+            return false;
+        }
+        c->out_off += n;
+    }
+    if (c->out_off == c->outbuf->len) {
+        g_string_truncate(c->outbuf, 0);
+        c->out_off = 0;
+    } else if (c->out_off > QMP_OUT_HIGH_WATER) {
+        /* Drop the sent prefix now and then, not on every short write. */
+        g_string_erase(c->outbuf, 0, c->out_off);
+        c->out_off = 0;
+    }
+    return true;
+}
+
+static void qmp_client_send_line(QmpClient *c, GString *line)
+{
+    if (c->dead) {
+        return;
+    }
+    if (c->outbuf->len - c->out_off + line->len > QMP_OUT_HARD_LIMIT) {
+        /* It has stopped reading: do not let it eat our memory. */
+        qmp_client_close(c);
+        return;
+    }
+    g_string_append_len(c->outbuf, line->str, line->len);
+    if (!c->out_watch && !qmp_client_flush(c)) {
+        return;
+    }
+    qmp_client_update_watches(c);
+}
+
+static void qmp_client_send_node(QmpClient *c, JsonNode *node)
+{
+    g_autoptr(GString) line = g_string_new(NULL);
+
+    json_append_node(line, node);
+    g_string_append(line, "\r\n");
+    qmp_client_send_line(c, line);
+}
+
+static gboolean qmp_client_out_ready(gint fd, GIOCondition cond,
+                                     gpointer opaque)
+{
+    QmpClient *c = opaque;
+
+    bool drained;
+
+    if (!qmp_client_flush(c)) {
+        return G_SOURCE_REMOVE;     /* the watch is already gone */
+    }
+    drained = c->out_off == c->outbuf->len;
+    if (drained) {
+        c->out_watch = 0;
+    }
+    /* Requests may have waited in inbuf for the output to drain. */
+    qmp_client_process_input(c);
+    return drained ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+static JsonNode *qmp_error_node(int cls, const char *desc)
+{
+    JsonObject *err = json_object_new();
+    JsonObject *resp = json_object_new();
+    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+
+    json_object_set_string_member(err, "class", error_class_name(cls));
+    json_object_set_string_member(err, "desc", desc);
+    json_object_set_object_member(resp, "error", err);
+    json_node_take_object(node, resp);
+    return node;
+}
+
+static void qmp_client_send_error(QmpClient *c, int cls, const char *desc)
+{
+    g_autoptr(JsonNode) node = qmp_error_node(cls, desc);
+
+    qmp_client_send_node(c, node);
+}
+
+/* ---- command registry -------------------------------------------------- */
+
+static void qmp_command_free(gpointer p)
+{
+    QmpCommand *cmd = p;
+
+    g_free(cmd->name);
+    g_free(cmd);
+}
+
+static void qmp_commands_init(void)
+{
+    if (!qmp_commands) {
+        qmp_commands = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                             qmp_command_free);
+        qmp_register_protocol_commands();
+    }
+}
+
+void qmp_register_command(const char *name, QmpCommandFunc fn)
+{
+    QmpCommand *cmd = g_new0(QmpCommand, 1);
+
+    qmp_commands_init();
+    cmd->name = g_strdup(name);
+    cmd->fn = fn;
+    /* A later registration replaces an earlier one. */
+    g_hash_table_replace(qmp_commands, cmd->name, cmd);
+}
+
+bool qmp_command_exists(const char *name)
+{
+    qmp_commands_init();
+    return g_hash_table_contains(qmp_commands, name);
+}
+
+/* ---- request checking and dispatch ------------------------------------- */
+
+/*
+ * Check the shape of a request as QEMU does; on success *name is the
+ * command, *oob whether it came as exec-oob, *args its arguments or NULL.
+ */
+static bool qmp_check_request(QmpClient *c, JsonObject *req,
+                              const char **name, bool *oob,
+                              JsonObject **args, GError **errp)
+{
+    g_autoptr(GList) members = json_object_get_members(req);
+    const char *exec = NULL, *exec_oob = NULL;
+
+    *args = NULL;
+    for (GList *l = members; l; l = l->next) {
+        const char *key = l->data;
+        JsonNode *val = json_object_get_member(req, key);
+
+        if (!strcmp(key, "execute") ||
+            (!strcmp(key, "exec-oob") && c->oob_enabled)) {
+            if (!JSON_NODE_HOLDS_VALUE(val) ||
+                json_node_get_value_type(val) != G_TYPE_STRING) {
+                error_setg(errp, "QMP input member '%s' must be a string",
+                           key);
+                return false;
+            }
+            if (!strcmp(key, "execute")) {
+                exec = json_node_get_string(val);
+            } else {
+                exec_oob = json_node_get_string(val);
+            }
+        } else if (!strcmp(key, "arguments")) {
+            if (!JSON_NODE_HOLDS_OBJECT(val)) {
+                error_setg(errp,
+                           "QMP input member 'arguments' must be an object");
+                return false;
+            }
+            *args = json_node_get_object(val);
+        } else if (strcmp(key, "id")) {
+            error_setg(errp, "QMP input member '%s' is unexpected", key);
+            return false;
+        }
+    }
+    if (exec && exec_oob) {
+        error_setg(errp, "QMP input must not contain both 'execute' and "
+                   "'exec-oob'");
+        return false;
+    }
+    if (!exec && !exec_oob) {
+        error_setg(errp, "QMP input lacks member 'execute'");
+        return false;
+    }
+    *name = exec ? exec : exec_oob;
+    *oob = !exec;
+    return true;
+}
+
+static bool qmp_run_command(QmpClient *c, const char *name, bool oob,
+                            JsonObject *args, JsonNode **ret, GError **errp)
+{
+    QmpCommand *cmd;
+    g_autoptr(JsonObject) empty = NULL;
+    GError *err = NULL;
+    bool ok;
+
+    qmp_commands_init();
+    cmd = g_hash_table_lookup(qmp_commands, name);
+    if (!c->negotiated && g_strcmp0(name, "qmp_capabilities")) {
+        g_set_error(errp, FERRY_ERROR, ERROR_CLASS_COMMAND_NOT_FOUND,
+                    "Expecting capabilities negotiation with "
+                    "'qmp_capabilities'");
+        return false;
+    }
+    if (!cmd) {
+        g_set_error(errp, FERRY_ERROR, ERROR_CLASS_COMMAND_NOT_FOUND,
+                    "The command %s has not been found", name);
+        return false;
+    }
+    if (oob) {
+        /* No command here is safe to run outside the main loop order. */
+        error_setg(errp, "The command %s does not support OOB", name);
+        return false;
+    }
+    if (!args) {
+        args = empty = json_object_new();
+    }
+    qmp_cur_client = c;
+    ok = cmd->fn(args, ret, &err);
+    qmp_cur_client = NULL;
+    if (!ok) {
+        if (!err) {
+            error_setg(&err, "Command %s failed", name);
+        }
+        if (*ret) {
+            json_node_unref(*ret);
+            *ret = NULL;
+        }
+        g_propagate_error(errp, err);
+        return false;
+    }
+    if (err) {
+        /* A handler that succeeded and left an error: succeed. */
+        g_error_free(err);
+    }
+    return true;
+}
+
+static void qmp_handle_request(QmpClient *c, JsonNode *root)
+{
+    JsonObject *req;
+    JsonObject *resp;
+    g_autoptr(JsonNode) resp_node = NULL;
+    JsonNode *ret = NULL;
+    const char *name;
+    JsonObject *args;
+    bool oob;
+    GError *err = NULL;
+
+    if (!JSON_NODE_HOLDS_OBJECT(root)) {
+        qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR,
+                              "QMP input must be a JSON object");
+        return;
+    }
+    req = json_node_get_object(root);
+    if (qmp_check_request(c, req, &name, &oob, &args, &err) &&
+        qmp_run_command(c, name, oob, args, &ret, &err)) {
+        resp_node = json_node_new(JSON_NODE_OBJECT);
+        resp = json_object_new();
+        json_node_take_object(resp_node, resp);
+        if (!ret) {
+            ret = json_node_new(JSON_NODE_OBJECT);
+            json_node_take_object(ret, json_object_new());
+        }
+        json_object_set_member(resp, "return", ret);
+    } else {
+        resp_node = qmp_error_node(err->code, err->message);
+        resp = json_node_get_object(resp_node);
+        g_error_free(err);
+    }
+    if (json_object_has_member(req, "id")) {
+        json_object_set_member(resp, "id",
+                               json_node_copy(json_object_get_member(req,
+                                                                     "id")));
+    }
+    qmp_client_send_node(c, resp_node);
+}
+
+static void qmp_handle_message(QmpClient *c, const char *text, size_t len)
+{
+    g_autoptr(JsonParser) parser = json_parser_new_immutable();
+    g_autoptr(GError) err = NULL;
+    g_autofree char *desc = NULL;
+    JsonNode *root;
+
+    if (!json_parser_load_from_data(parser, text, len, &err)) {
+        desc = g_strdup_printf("JSON parse error, %s", err->message);
+        qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR, desc);
+        c->resync = true;
+        return;
+    }
+    root = json_parser_get_root(parser);
+    if (!root) {
+        return;         /* nothing but blanks or comments */
+    }
+    qmp_handle_request(c, root);
+}
+
+/* ---- input framing ----------------------------------------------------- */
+
+static void qmp_client_reset_value(QmpClient *c)
+{
+    c->in_value = false;
+    c->in_scalar = false;
+    c->quote = 0;
+    c->escape = false;
+    g_byte_array_set_size(c->nest, 0);
+}
+
+/* The value [start, end) is complete: consume and handle it. */
+static void qmp_client_take_value(QmpClient *c, size_t end)
+{
+    size_t begin = c->start;
+
+    c->start = c->pos = end;
+    qmp_client_reset_value(c);
+    qmp_handle_message(c, c->inbuf->str + begin, end - begin);
+}
+
+static void qmp_client_framing_error(QmpClient *c, const char *desc)
+{
+    qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR, desc);
+    qmp_client_reset_value(c);
+    c->start = c->pos;
+    c->resync = true;
+}
+
+static void qmp_client_fatal(QmpClient *c, const char *desc)
+{
+    qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR, desc);
+    qmp_client_close(c);
+}
+
+static bool qmp_is_delimiter(char ch)
+{
+    return g_ascii_isspace(ch) || strchr("{}[]\"',:", ch);
+}
+
+/* Scan one byte inside a container or a string. */
+static void qmp_scan_nested(QmpClient *c, char ch)
+{
+    char open;
+
+    if (c->quote) {
+        if (c->escape) {
+            c->escape = false;
+        } else if (ch == '\\') {
+            c->escape = true;
+        } else if (ch == c->quote) {
+            c->quote = 0;
+            if (!c->nest->len) {
+                qmp_client_take_value(c, c->pos + 1);
+                return;
+            }
+        }
+        c->pos++;
+        return;
+    }
+    switch (ch) {
+    case '"':
+    case '\'':
+        c->quote = ch;
+        break;
+    case '{':
+    case '[':
+        if (c->nest->len >= QMP_MAX_DEPTH) {
+            qmp_client_fatal(c, "JSON parse error, nesting too deep");
+            return;
+        }
+        g_byte_array_append(c->nest, (guint8 *)&ch, 1);
+        break;
+    case '}':
+    case ']':
+        open = c->nest->data[c->nest->len - 1];
+        if ((ch == '}') != (open == '{')) {
+            c->pos++;
+            qmp_client_framing_error(c, "JSON parse error, mismatched "
+                                     "brackets");
+            return;
+        }
+        g_byte_array_set_size(c->nest, c->nest->len - 1);
+        if (!c->nest->len) {
+            qmp_client_take_value(c, c->pos + 1);
+            return;
+        }
+        break;
+    }
+    c->pos++;
+}
+
+/* Cut the next value, or consume one byte of whatever precedes it. */
+static void qmp_scan_byte(QmpClient *c)
+{
+    char ch = c->inbuf->str[c->pos];
+
+    if ((unsigned char)ch == 0xff) {
+        /* Never valid in UTF-8: clients send it to reset the parser. */
+        qmp_client_reset_value(c);
+        c->resync = false;
+        c->start = ++c->pos;
+        return;
+    }
+    if (c->in_scalar) {
+        if (qmp_is_delimiter(ch)) {
+            qmp_client_take_value(c, c->pos);
+        } else {
+            c->pos++;
+        }
+        return;
+    }
+    if (c->in_value) {
+        qmp_scan_nested(c, ch);
+        return;
+    }
+    if (c->resync && ch != '{') {
+        /* Garbage ends where a new object or a new line starts. */
+        c->resync = ch != '\n';
+        c->start = ++c->pos;
+        return;
+    }
+    if (g_ascii_isspace(ch)) {
+        c->start = ++c->pos;
+        return;
+    }
+    c->resync = false;
+    c->in_value = true;
+    switch (ch) {
+    case '{':
+    case '[':
+        g_byte_array_append(c->nest, (guint8 *)&ch, 1);
+        break;
+    case '"':
+    case '\'':
+        c->quote = ch;
+        break;
+    case '}':
+    case ']':
+        c->pos++;
+        qmp_client_framing_error(c, "JSON parse error, stray closing "
+                                 "bracket");
+        return;
+    default:
+        c->in_scalar = true;
+        break;
+    }
+    c->pos++;
+}
+
+static bool qmp_client_output_full(QmpClient *c)
+{
+    return c->outbuf->len - c->out_off > QMP_OUT_HIGH_WATER;
+}
+
+static void qmp_client_process_input(QmpClient *c)
+{
+    while (!c->dead && c->pos < c->inbuf->len &&
+           !qmp_client_output_full(c)) {
+        qmp_scan_byte(c);
+        if (!c->dead && c->pos - c->start > QMP_MAX_MESSAGE) {
+            qmp_client_fatal(c, "JSON parse error, message too large");
+        }
+    }
+    if (c->dead) {
+        return;
+    }
+    if (c->start) {
+        g_string_erase(c->inbuf, 0, c->start);
+        c->pos -= c->start;
+        c->start = 0;
+    }
+    qmp_client_update_watches(c);
+}
+
+static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
+                                    gpointer opaque)
+{
+    QmpClient *c = opaque;
+    size_t old = c->inbuf->len;
+    ssize_t n;
+
+    g_string_set_size(c->inbuf, old + QMP_READ_CHUNK);
+    do {
+        n = recv(c->fd, c->inbuf->str + old, QMP_READ_CHUNK, 0);
+    } while (n < 0 && errno == EINTR);
+    g_string_set_size(c->inbuf, old + MAX(n, 0));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (n <= 0) {
+        /* Gone, possibly in the middle of a request: forget it. */
+        c->in_watch = 0;
+        qmp_client_close(c);
+        return G_SOURCE_REMOVE;
+    }
+    qmp_client_process_input(c);
+    return G_SOURCE_CONTINUE;
+}
+
+/*
+ * Read requests only while the output drains, so that a client that never
+ * reads its replies throttles itself instead of growing our buffers.
+ */
+static void qmp_client_update_watches(QmpClient *c)
+{
+    bool want_in = !c->dead && !qmp_client_output_full(c);
+    bool want_out = !c->dead && c->out_off < c->outbuf->len;
+
+    if (want_in && !c->in_watch) {
+        c->in_watch = g_unix_fd_add(c->fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                    qmp_client_in_ready, c);
+    } else if (!want_in && c->in_watch) {
+        g_source_remove(c->in_watch);
+        c->in_watch = 0;
+    }
+    if (want_out && !c->out_watch) {
+        c->out_watch = g_unix_fd_add(c->fd, G_IO_OUT, qmp_client_out_ready,
+                                     c);
+    } else if (!want_out && c->out_watch) {
+        g_source_remove(c->out_watch);
+        c->out_watch = 0;
+    }
+}
+
+/* ---- clients ----------------------------------------------------------- */
+
+static void qmp_client_free(QmpClient *c)
+{
+    g_string_free(c->inbuf, TRUE);
+    g_string_free(c->outbuf, TRUE);
+    g_byte_array_unref(c->nest);
+    g_free(c);
+}
+
+static gboolean qmp_reap_clients(gpointer opaque)
+{
+    for (guint i = 0; i < qmp_clients->len;) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        if (c->dead) {
+            g_ptr_array_remove_index_fast(qmp_clients, i);
+            qmp_client_free(c);
+        } else {
+            i++;
+        }
+    }
+    qmp_reaper = 0;
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * Close now, free later: the caller's stack (a read handler, a command
+ * handler emitting an event) may still hold the client.
+ */
+static void qmp_client_close(QmpClient *c)
+{
+    if (c->dead) {
+        return;
+    }
+    if (c->out_off < c->outbuf->len) {
+        /* A last error message, if the socket takes it. */
+        (void)send(c->fd, c->outbuf->str + c->out_off,
+                   c->outbuf->len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    c->dead = true;
+    qmp_client_update_watches(c);
+    close(c->fd);
+    c->fd = -1;
+    if (!qmp_reaper) {
+        qmp_reaper = g_idle_add(qmp_reap_clients, NULL);
+    }
+}
+
+static void qmp_client_greet(QmpClient *c)
+{
+    g_autoptr(GString) line = g_string_new(NULL);
+
+    g_string_printf(line, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": %d, "
+                    "\"minor\": %d, \"major\": %d}, \"package\": \"%s\"}, "
+                    "\"capabilities\": [\"oob\"]}}\r\n", QMP_VERSION_MICRO,
+                    QMP_VERSION_MINOR, QMP_VERSION_MAJOR, QMP_PACKAGE);
+    qmp_client_send_line(c, line);
+}
+
+static unsigned qmp_live_clients(void)
+{
+    unsigned n = 0;
+
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        n += !((QmpClient *)g_ptr_array_index(qmp_clients, i))->dead;
+    }
+    return n;
+}
+
+static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
+                                   gpointer opaque)
+{
+    QmpClient *c;
+    int cfd;
+
+    cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+        /* EAGAIN, a client that left already, or out of fds: retry later. */
+        return G_SOURCE_CONTINUE;
+    }
+    if (qmp_live_clients() >= QMP_MAX_CLIENTS) {
+        close(cfd);
+        return G_SOURCE_CONTINUE;
+    }
+    c = g_new0(QmpClient, 1);
+    c->fd = cfd;
+    c->inbuf = g_string_sized_new(QMP_READ_CHUNK);
+    c->outbuf = g_string_new(NULL);
+    c->nest = g_byte_array_new();
+    g_ptr_array_add(qmp_clients, c);
+    qmp_client_greet(c);
+    qmp_client_update_watches(c);
+    return G_SOURCE_CONTINUE;
+}
+
+/* ---- listeners --------------------------------------------------------- */
+
+static void qmp_listener_add(int fd, const char *unix_path)
+{
+    QmpListener *l = g_new0(QmpListener, 1);
+
+    l->fd = fd;
+    l->unix_path = g_strdup(unix_path);
+    l->watch = g_unix_fd_add(fd, G_IO_IN, qmp_listener_ready, NULL);
+    g_ptr_array_add(qmp_listeners, l);
+}
+
+static bool qmp_listen_unix(const char *path, GError **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    struct stat st;
+    int fd;
+
+    if (!*path) {
+        error_setg(errp, "QMP socket: empty unix socket path");
+        return false;
+    }
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        error_setg(errp, "QMP socket path '%s' is too long (max %zu bytes)",
+                   path, sizeof(sun.sun_path) - 1);
+        return false;
+    }
+    strcpy(sun.sun_path, path);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            error_setg(errp, "QMP socket path '%s' exists and is not a "
+                       "socket", path);
+            return false;
+        }
+        /* A leftover from an earlier run that did not clean up. */
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "QMP socket: cannot create socket");
+        return false;
+    }
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        error_setg_errno(errp, errno, "QMP socket: cannot bind to '%s'",
+                         path);
+        close(fd);
+        return false;
+    }
+    if (listen(fd, 16) < 0) {
+        error_setg_errno(errp, errno, "QMP socket: cannot listen on '%s'",
+                         path);
+        close(fd);
+        unlink(path);
+        return false;
+    }
+    qmp_listener_add(fd, path);
+    return true;
+}
+
+static int qmp_listen_one_inet(struct addrinfo *ai, GError **errp)
+{
+    int fd, on = 1;
+
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                ai->ai_protocol);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cannot create socket");
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (ai->ai_family == AF_INET6) {
+        /* We bind the IPv4 addresses ourselves when asked for them. */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+        error_setg_errno(errp, errno, "cannot bind/listen");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* host may be "", "[v6addr]", a name or an address. */
+static bool qmp_listen_tcp(const char *addr, GError **errp)
+{
+    struct addrinfo hints = {
+        .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
+        .ai_socktype = SOCK_STREAM,
+    };
+    struct addrinfo *res = NULL;
+    g_autofree char *host = NULL;
+    g_autoptr(GError) last = NULL;
+    const char *colon = strrchr(addr, ':');
+    const char *port;
+    int rc, bound = 0;
+
+    if (!colon || !colon[1]) {
+        error_setg(errp, "QMP socket: 'tcp:%s' lacks a port (tcp:HOST:PORT)",
+                   addr);
+        return false;
+    }
+    port = colon + 1;
+    host = g_strndup(addr, colon - addr);
+    if (host[0] == '[') {
+        size_t len = strlen(host);
+
+        if (len < 2 || host[len - 1] != ']') {
+            error_setg(errp, "QMP socket: bad IPv6 address in 'tcp:%s'",
+                       addr);
+            return false;
+        }
+        memmove(host, host + 1, len - 2);
+        host[len - 2] = '\0';
+    }
+    rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+    if (rc) {
+        error_setg(errp, "QMP socket: cannot resolve 'tcp:%s': %s", addr,
+                   gai_strerror(rc));
+        return false;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd;
+
+        g_clear_error(&last);
+        fd = qmp_listen_one_inet(ai, &last);
+        if (fd >= 0) {
+            qmp_listener_add(fd, NULL);
+            bound++;
+        }
+    }
+    freeaddrinfo(res);
+    if (!bound) {
+        error_setg(errp, "QMP socket: cannot listen on 'tcp:%s': %s", addr,
+                   last ? last->message : "no usable address");
+        return false;
+    }
+    return true;
+}
+
+/* server=on|off, wait=on|off, and the old bare "server" / "nowait". */
+static bool qmp_parse_options(char **opts, GError **errp)
+{
+    bool server = false;
+
+    for (char **o = opts; *o; o++) {
+        const char *v = strchr(*o, '=');
+        g_autofree char *key = v ? g_strndup(*o, v - *o) : g_strdup(*o);
+        bool on = true;
+
+        if (v) {
+            v++;
+            if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
+                on = true;
+            } else if (!strcmp(v, "off") || !strcmp(v, "no") ||
+                       !strcmp(v, "false")) {
+                on = false;
+            } else {
+                error_setg(errp, "QMP socket option '%s' expects on or off",
+                           key);
+                return false;
+            }
+        }
+        if (!strcmp(key, "server")) {
+            server = on;
+        } else if (!strcmp(key, "nowait") && !v) {
+            /* The legacy spelling of wait=off. */
+        } else if (!strcmp(key, "wait")) {
+            if (on) {
+                error_setg(errp, "QMP socket option 'wait=on' is not "
+                           "supported: use wait=off");
+                return false;
+            }
+        } else if (*key) {
+            error_setg(errp, "QMP socket option '%s' is not supported", *o);
+            return false;
+        }
+    }
+    /*
+     * Without wait=off QEMU would block at start-up for a client; we never
+     * block, and accept that spelling too.
+     */
+    if (!server) {
+        error_setg(errp, "QMP socket must be a listening server: add "
+                   "',server=on,wait=off'");
+        return false;
+    }
+    return true;
+}
+
+bool qmp_server_start(const char *spec, GError **errp)
+{
+    g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+    const char *addr = parts[0];
+
+    qmp_commands_init();
+    if (!qmp_listeners) {
+        qmp_listeners = g_ptr_array_new();
+        qmp_clients = g_ptr_array_new();
+    }
+    if (!addr || !*addr) {
+        error_setg(errp, "QMP socket: empty specification");
+        return false;
+    }
+    if (!qmp_parse_options(parts + 1, errp)) {
+        return false;
+    }
+    if (g_str_has_prefix(addr, "unix:")) {
+        return qmp_listen_unix(addr + 5, errp);
+    }
+    if (g_str_has_prefix(addr, "tcp:")) {
+        return qmp_listen_tcp(addr + 4, errp);
+    }
+    error_setg(errp, "QMP socket '%s': expected unix:PATH or tcp:HOST:PORT",
+               addr);
+    return false;
+}
+
+/* Give a departing client a moment to take its last replies. */
+static void qmp_client_drain(QmpClient *c, gint64 deadline)
+{
+    while (!c->dead && c->out_off < c->outbuf->len) {
+        struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+        gint64 left = deadline - g_get_monotonic_time();
+
+        if (left <= 0 || poll(&pfd, 1, left / 1000 + 1) <= 0) {
+            return;
+        }
+        if (!qmp_client_flush(c)) {
+            return;
+        }
+    }
+}
+
+static gboolean qmp_event_flush(gpointer opaque);
+
+void qmp_server_shutdown(void)
+{
+    gint64 deadline = g_get_monotonic_time() + G_USEC_PER_SEC / 2;
+
+    if (!qmp_listeners) {
+        return;
+    }
+    qmp_event_flush(NULL);
+    for (guint i = 0; i < qmp_listeners->len; i++) {
+        QmpListener *l = g_ptr_array_index(qmp_listeners, i);
+
+        g_source_remove(l->watch);
+        close(l->fd);
+        if (l->unix_path) {
+            unlink(l->unix_path);
+        }
+        g_free(l->unix_path);
+        g_free(l);
+    }
+    g_ptr_array_free(qmp_listeners, TRUE);
+    qmp_listeners = NULL;
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        qmp_client_drain(c, deadline);
+        qmp_client_close(c);
+    }
+    if (qmp_reaper) {
+        g_source_remove(qmp_reaper);
+    }
+    qmp_reap_clients(NULL);
+    g_ptr_array_free(qmp_clients, TRUE);
+    qmp_clients = NULL;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+/* Runs in the main loop: hand every queued event to negotiated clients. */
+static gboolean qmp_event_flush(gpointer opaque)
+{
+    GQueue lines = G_QUEUE_INIT;
+    char *text;
+
+    g_mutex_lock(&qmp_event_lock);
+    lines = qmp_event_queue;
+    g_queue_init(&qmp_event_queue);
+    if (qmp_event_source) {
+        g_source_destroy(qmp_event_source);
+        g_source_unref(qmp_event_source);
+        qmp_event_source = NULL;
+    }
+    g_mutex_unlock(&qmp_event_lock);
+
+    while ((text = g_queue_pop_head(&lines))) {
+        GString line = { .str = text, .len = strlen(text) };
+
+        for (guint i = 0; qmp_clients && i < qmp_clients->len; i++) {
+            QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+            if (c->negotiated) {
+                qmp_client_send_line(c, &line);
+            }
+        }
+        g_free(text);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+void qmp_event_emit(const char *event, JsonObject *data)
+{
+    gint64 now = g_get_real_time();
+    GString *line = g_string_new(NULL);
+
+    g_string_printf(line, "{\"timestamp\": {\"seconds\": %" PRId64 ", "
+                    "\"microseconds\": %" PRId64 "}, \"event\": ",
+                    now / G_USEC_PER_SEC, now % G_USEC_PER_SEC);
+    json_append_string(line, event);
+    if (data) {
+        g_string_append(line, ", \"data\": ");
+        json_append_object(line, data);
+        json_object_unref(data);
+    }
+    g_string_append(line, "}\r\n");
+
+    g_mutex_lock(&qmp_event_lock);
+    g_queue_push_tail(&qmp_event_queue, g_string_free(line, FALSE));
+    if (!qmp_event_source) {
+        qmp_event_source = g_idle_source_new();
+        g_source_set_callback(qmp_event_source, qmp_event_flush, NULL, NULL);
+        g_source_attach(qmp_event_source, NULL);
+    }
+    g_mutex_unlock(&qmp_event_lock);
+
+    /*
+     * In the main loop (a command handler stopping the VM), deliver now so
+     * that the event precedes the command's reply, as in QEMU.
+     */
+    if (g_main_context_is_owner(g_main_context_default())) {
+        qmp_event_flush(NULL);
+    }
+}
+
+/* ---- argument helpers -------------------------------------------------- */
+
+static JsonNode *qmp_arg_get(JsonObject *args, const char *name,
+                             bool required, GError **errp)
+{
+    JsonNode *node = args ? json_object_get_member(args, name) : NULL;
+
+    if (!node && required) {
+        error_setg(errp, "Parameter '%s' is missing", name);
+    }
+    return node;
+}
+
+/* A missing member: an error if it was required, else nothing to do. */
+static bool qmp_arg_absent(GError *err, GError **errp)
+{
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    return true;
+}
+
+static bool qmp_arg_type_error(const char *name, const char *type,
+                               GError **errp)
+{
+    error_setg(errp, "Invalid parameter type for '%s', expected: %s", name,
+               type);
+    return false;
+}
+
+static bool qmp_node_is(JsonNode *node, GType type)
+{
+    return JSON_NODE_HOLDS_VALUE(node) &&
+           json_node_get_value_type(node) == type;
+}
+
+bool qmp_arg_str(JsonObject *args, const char *name, bool required,
+                 const char **out, GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *node = qmp_arg_get(args, name, required, &err);
+
+    if (!node) {
+        return qmp_arg_absent(err, errp);
+    }
+    if (!qmp_node_is(node, G_TYPE_STRING)) {
+        return qmp_arg_type_error(name, "string", errp);
+    }
+    *out = json_node_get_string(node);
+    return true;
+}
+
+bool qmp_arg_int(JsonObject *args, const char *name, bool required,
+                 int64_t *out, GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *node = qmp_arg_get(args, name, required, &err);
+
+    if (!node) {
+        return qmp_arg_absent(err, errp);
+    }
+    if (!qmp_node_is(node, G_TYPE_INT64)) {
+        return qmp_arg_type_error(name, "integer", errp);
+    }
+    *out = json_node_get_int(node);
+    return true;
+}
+
+bool qmp_arg_uint(JsonObject *args, const char *name, bool required,
+                  uint64_t *out, GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *node = qmp_arg_get(args, name, required, &err);
+
+    if (!node) {
+        return qmp_arg_absent(err, errp);
+    }
+    if (!qmp_node_is(node, G_TYPE_INT64) || json_node_get_int(node) < 0) {
+        return qmp_arg_type_error(name, "uint64", errp);
+    }
+    *out = json_node_get_int(node);
+    return true;
+}
+
+bool qmp_arg_bool(JsonObject *args, const char *name, bool required,
+                  bool *out, GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *node = qmp_arg_get(args, name, required, &err);
+
+    if (!node) {
+        return qmp_arg_absent(err, errp);
+    }
+    if (!qmp_node_is(node, G_TYPE_BOOLEAN)) {
+        return qmp_arg_type_error(name, "boolean", errp);
+    }
+    *out = json_node_get_boolean(node);
+    return true;
+}
+
+bool qmp_args_check_known(JsonObject *args, const char *const *known,
+                          GError **errp)
+{
+    g_autoptr(GList) members = args ? json_object_get_members(args) : NULL;
+
+    for (GList *l = members; l; l = l->next) {
+        const char *const *k = known;
+
+        while (*k && strcmp(*k, l->data)) {
+            k++;
+        }
+        if (!*k) {
+            error_setg(errp, "Parameter '%s' is unexpected",
+                       (const char *)l->data);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- protocol commands ------------------------------------------------- */
+
+static bool qmp_cmd_capabilities(JsonObject *args, JsonNode **ret,
+                                 GError **errp)
+{
+    static const char *const known[] = { "enable", NULL };
+    QmpClient *c = qmp_cur_client;
+    JsonNode *enable;
+    JsonArray *caps;
+    bool oob = false;
+
+    if (!c || c->negotiated) {
+        g_set_error(errp, FERRY_ERROR, ERROR_CLASS_COMMAND_NOT_FOUND,
+                    "Capabilities negotiation is already complete, command "
+                    "ignored");
+        return false;
+    }
+    if (!qmp_args_check_known(args, known, errp)) {
+        return false;
+    }
+    enable = json_object_get_member(args, "enable");
+    if (enable) {
+        if (!JSON_NODE_HOLDS_ARRAY(enable)) {
+            return qmp_arg_type_error("enable", "array", errp);
+        }
+        caps = json_node_get_array(enable);
+        for (guint i = 0; i < json_array_get_length(caps); i++) {
+            JsonNode *cap = json_array_get_element(caps, i);
+
+            if (!qmp_node_is(cap, G_TYPE_STRING)) {
+                error_setg(errp, "Invalid parameter type for 'enable[%u]', "
+                           "expected: string", i);
+                return false;
+            }
+            if (strcmp(json_node_get_string(cap), "oob")) {
+                error_setg(errp, "Parameter 'enable[%u]' does not accept "
+                           "value '%s'", i, json_node_get_string(cap));
+                return false;
+            }
+            oob = true;
+        }
+    }
+    c->negotiated = true;
+    c->oob_enabled = oob;
+    return true;
+}
+
+static bool qmp_cmd_query_version(JsonObject *args, JsonNode **ret,
+                                  GError **errp)
+{
+    JsonObject *qemu = json_object_new();
+    JsonObject *res = json_object_new();
+
+    if (!qmp_args_check_known(args, (const char *const[]){ NULL }, errp)) {
+        json_object_unref(qemu);
+        json_object_unref(res);
+        return false;
+    }
+    json_object_set_int_member(qemu, "micro", QMP_VERSION_MICRO);
+    json_object_set_int_member(qemu, "minor", QMP_VERSION_MINOR);
+    json_object_set_int_member(qemu, "major", QMP_VERSION_MAJOR);
+    json_object_set_object_member(res, "qemu", qemu);
+    json_object_set_string_member(res, "package", QMP_PACKAGE);
+    *ret = json_node_init_object(json_node_alloc(), res);
+    json_object_unref(res);
+    return true;
+}
+
+static gint qmp_strcmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool qmp_cmd_query_commands(JsonObject *args, JsonNode **ret,
+                                   GError **errp)
+{
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    JsonArray *list = json_array_new();
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, qmp_commands);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_ptr_array_add(names, key);
+    }
+    g_ptr_array_sort(names, qmp_strcmp);
+    for (guint i = 0; i < names->len; i++) {
+        JsonObject *o = json_object_new();
+
+        json_object_set_string_member(o, "name", g_ptr_array_index(names, i));
+        json_array_add_object_element(list, o);
+    }
+    *ret = json_node_init_array(json_node_alloc(), list);
+    json_array_unref(list);
+    return true;
+}
+
+static void qmp_register_protocol_commands(void)
+{
+    qmp_register_command("qmp_capabilities", qmp_cmd_capabilities);
+    qmp_register_command("query-version", qmp_cmd_query_version);
+    qmp_register_command("query-commands", qmp_cmd_query_commands);
+}

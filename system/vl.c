@@ -1,0 +1,842 @@
+/*
+ * The command line, with QEMU's option names and "key=val,..." syntax.
+ *
+ * Parsing only fills a VMOptions: nothing is created and no global is
+ * touched, so the unit test can run it again and again.
+ */
+#include "qemu/osdep.h"
+#include "qemu/cutils.h"
+#include "sysemu/sysemu.h"
+
+#define DEFAULT_RAM_SIZE (128ULL << 20)
+#define MAX_CPUS 255
+
+const char *incoming_uri;
+const char *qemu_name;
+
+/* State that lives only while parsing. */
+typedef struct ParseCtx {
+    GHashTable *machine_kv;     /* all -machine options, merged */
+    bool serial_given;
+    bool nographic;
+} ParseCtx;
+
+typedef bool (*OptHandler)(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                           GError **errp);
+
+typedef struct VLOption {
+    const char *name;
+    bool has_arg;
+    OptHandler fn;
+} VLOption;
+
+/* --- "key=val,key=val" ------------------------------------------------- */
+
+/*
+ * Split str into key/value pairs added to h (later keys win).  ",," is a
+ * literal comma; a first element without '=' is the value of implied_key;
+ * a later bare "flag" means flag=on, as QemuOpts reads it.
+ */
+static bool keyval_parse(const char *str, const char *implied_key,
+                         GHashTable *h, GError **errp)
+{
+    const char *p = str;
+    bool first = true;
+
+    while (true) {
+        g_autoptr(GString) elem = g_string_new(NULL);
+        char *eq;
+
+        for (; *p; p++) {
+            if (*p == ',') {
+                if (p[1] != ',') {
+                    break;
+                }
+                p++;
+            }
+            g_string_append_c(elem, *p);
+        }
+        if (!elem->len) {
+            error_setg(errp, "empty parameter in '%s'", str);
+            return false;
+        }
+        eq = strchr(elem->str, '=');
+        if (!eq && first && implied_key) {
+            g_hash_table_insert(h, g_strdup(implied_key),
+                                g_strdup(elem->str));
+        } else if (!eq) {
+            g_hash_table_insert(h, g_strdup(elem->str), g_strdup("on"));
+        } else if (eq == elem->str) {
+            error_setg(errp, "parameter without a name in '%s'", str);
+            return false;
+        } else {
+            g_hash_table_insert(h, g_strndup(elem->str, eq - elem->str),
+                                g_strdup(eq + 1));
+        }
+        first = false;
+        if (!*p) {
+            return true;
+        }
+        p++;
+    }
+}
+
+static GHashTable *keyval_new(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+/* Fail on the first key of h not in the NULL-terminated list. */
+static bool keyval_check_known(GHashTable *h, const char *const *known,
+                               GError **errp)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, h);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (!g_strv_contains(known, key)) {
+            error_setg(errp, "invalid parameter '%s'", (const char *)key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool keyval_bool(GHashTable *h, const char *key, bool *out,
+                        GError **errp)
+{
+    const char *v = g_hash_table_lookup(h, key);
+
+    if (v && !qemu_parse_bool(v, out, errp)) {
+        g_prefix_error(errp, "parameter '%s': ", key);
+        return false;
+    }
+    return true;
+}
+
+static bool keyval_size(GHashTable *h, const char *key, char unit,
+                        uint64_t *out, GError **errp)
+{
+    const char *v = g_hash_table_lookup(h, key);
+
+    if (v && !qemu_strtosz(v, unit, out, errp)) {
+        g_prefix_error(errp, "parameter '%s': ", key);
+        return false;
+    }
+    return true;
+}
+
+static bool keyval_u64(GHashTable *h, const char *key, uint64_t *out,
+                       GError **errp)
+{
+    const char *v = g_hash_table_lookup(h, key);
+
+    if (v && !qemu_strtou64(v, out, errp)) {
+        g_prefix_error(errp, "parameter '%s': ", key);
+        return false;
+    }
+    return true;
+}
+
+/* --- option handlers ------------------------------------------------------ */
+
+static bool opt_m(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                  GError **errp)
+{
+    static const char *const known[] = { "size", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    uint64_t size = 0;
+
+    const char *val;
+
+    if (!keyval_parse(arg, "size", h, errp) ||
+        !keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    val = g_hash_table_lookup(h, "size");
+    if (!val) {
+        error_setg(errp, "missing 'size' in '%s'", arg);
+        return false;
+    }
+    if (!qemu_strtosz(val, 'M', &size, errp)) {
+        return false;
+    }
+    if (size == 0) {
+        error_setg(errp, "invalid RAM size '%s': must not be zero", arg);
+        return false;
+    }
+    if (size > UINT64_MAX - TARGET_PAGE_SIZE) {
+        error_setg(errp, "invalid RAM size '%s': too large", arg);
+        return false;
+    }
+    opts->machine.ram_size = QEMU_ALIGN_UP(size, TARGET_PAGE_SIZE);
+    opts->ram_size_given = true;
+    return true;
+}
+
+static bool opt_smp(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                    GError **errp)
+{
+    static const char *const known[] = {
+        "cpus", "sockets", "dies", "cores", "threads", "maxcpus", NULL
+    };
+    static const char *const topo[] = { "sockets", "dies", "cores",
+                                        "threads" };
+    g_autoptr(GHashTable) h = keyval_new();
+    uint64_t cpus = 0, product = 1, maxcpus = 0, v;
+    bool has_topo = false;
+    size_t i;
+
+    if (!keyval_parse(arg, "cpus", h, errp) ||
+        !keyval_check_known(h, known, errp) ||
+        !keyval_u64(h, "cpus", &cpus, errp) ||
+        !keyval_u64(h, "maxcpus", &maxcpus, errp)) {
+        return false;
+    }
+    for (i = 0; i < ARRAY_SIZE(topo); i++) {
+        v = 1;
+        if (!keyval_u64(h, topo[i], &v, errp)) {
+            return false;
+        }
+        has_topo |= g_hash_table_contains(h, topo[i]);
+        if (v == 0 || v > MAX_CPUS) {
+            error_setg(errp, "invalid %s '%" PRIu64 "'", topo[i], v);
+            return false;
+        }
+        product *= v;
+    }
+    if (!g_hash_table_contains(h, "cpus")) {
+        cpus = has_topo ? product : 1;
+    }
+    if (cpus < 1 || cpus > MAX_CPUS) {
+        error_setg(errp, "invalid number of CPUs '%s' (must be 1..%d)", arg,
+                   MAX_CPUS);
+        return false;
+    }
+    if (has_topo && product != cpus) {
+        error_setg(errp, "invalid CPU topology '%s': product of the "
+                   "hierarchy must match cpus", arg);
+        return false;
+    }
+    if (maxcpus && maxcpus != cpus) {
+        error_setg(errp, "CPU hotplug is not supported: maxcpus must equal "
+                   "cpus in '%s'", arg);
+        return false;
+    }
+    opts->machine.smp_cpus = (int)cpus;
+    return true;
+}
+
+/* "kvm", "tcg", or a QEMU-style fallback list "kvm:tcg". */
+static bool select_accel(VMOptions *opts, const char *list, GError **errp)
+{
+    g_auto(GStrv) names = g_strsplit(list, ":", -1);
+    int i;
+
+    for (i = 0; names[i]; i++) {
+        if (!strcmp(names[i], "kvm")) {
+            opts->machine.accel_kvm = true;
+            return true;
+        }
+    }
+    for (i = 0; names[i]; i++) {
+        if (strcmp(names[i], "tcg") && strcmp(names[i], "qtest")) {
+            error_setg(errp, "invalid accelerator '%s'", names[i]);
+            return false;
+        }
+    }
+    error_setg(errp, "accelerator '%s' is not supported (use kvm)", list);
+    return false;
+}
+
+static bool opt_accel(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                      GError **errp)
+{
+    static const char *const known[] = { "accel", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+
+    if (!keyval_parse(arg, "accel", h, errp) ||
+        !keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    if (!g_hash_table_contains(h, "accel")) {
+        error_setg(errp, "missing accelerator name in '%s'", arg);
+        return false;
+    }
+    return select_accel(opts, g_hash_table_lookup(h, "accel"), errp);
+}
+
+static bool opt_enable_kvm(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                           GError **errp)
+{
+    opts->machine.accel_kvm = true;
+    return true;
+}
+
+static bool opt_machine(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    /* Merged now, interpreted once all -machine options are in. */
+    return keyval_parse(arg, "type", ctx->machine_kv, errp);
+}
+
+static bool opt_kernel(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                       GError **errp)
+{
+    g_free(opts->machine.kernel_filename);
+    opts->machine.kernel_filename = g_strdup(arg);
+    return true;
+}
+
+static bool opt_append(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                       GError **errp)
+{
+    g_free(opts->machine.kernel_cmdline);
+    opts->machine.kernel_cmdline = g_strdup(arg);
+    return true;
+}
+
+static void memory_backend_free(gpointer p)
+{
+    MemoryBackend *be = p;
+
+    g_free(be->id);
+    g_free(be->mem_path);
+    g_free(be);
+}
+
+static bool backend_type_parse(const char *qom_type, RAMBackendType *type)
+{
+    if (!strcmp(qom_type, "memory-backend-ram")) {
+        *type = RAM_BACKEND_ANON;
+    } else if (!strcmp(qom_type, "memory-backend-memfd")) {
+        *type = RAM_BACKEND_MEMFD;
+    } else if (!strcmp(qom_type, "memory-backend-file")) {
+        *type = RAM_BACKEND_FILE;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static MemoryBackend *find_backend(VMOptions *opts, const char *id)
+{
+    guint i;
+
+    for (i = 0; i < opts->machine.backends->len; i++) {
+        MemoryBackend *be = g_ptr_array_index(opts->machine.backends, i);
+        if (!strcmp(be->id, id)) {
+            return be;
+        }
+    }
+    return NULL;
+}
+
+static bool backend_check_keys(GHashTable *h, RAMBackendType type,
+                               GError **errp)
+{
+    static const char *const ram_keys[] = {
+        "qom-type", "id", "size", "share", "prealloc", "merge", "dump",
+        "prealloc-threads", NULL
+    };
+    static const char *const memfd_keys[] = {
+        "qom-type", "id", "size", "share", "prealloc", "merge", "dump",
+        "prealloc-threads", "hugetlb", "hugetlbsize", "seal", NULL
+    };
+    static const char *const file_keys[] = {
+        "qom-type", "id", "size", "share", "prealloc", "merge", "dump",
+        "prealloc-threads", "mem-path", "align", "discard-data", NULL
+    };
+
+    return keyval_check_known(h, type == RAM_BACKEND_MEMFD ? memfd_keys :
+                              type == RAM_BACKEND_FILE ? file_keys : ram_keys,
+                              errp);
+}
+
+static bool opt_object(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                       GError **errp)
+{
+    g_autoptr(GHashTable) h = keyval_new();
+    MemoryBackend *be;
+    const char *qom_type, *id;
+    RAMBackendType type;
+
+    if (!keyval_parse(arg, "qom-type", h, errp)) {
+        return false;
+    }
+    qom_type = g_hash_table_lookup(h, "qom-type");
+    if (!qom_type || !backend_type_parse(qom_type, &type)) {
+        error_setg(errp, "unsupported object type '%s' (use "
+                   "memory-backend-ram, memory-backend-memfd or "
+                   "memory-backend-file)", qom_type ? qom_type : "");
+        return false;
+    }
+    if (!backend_check_keys(h, type, errp)) {
+        return false;
+    }
+    id = g_hash_table_lookup(h, "id");
+    if (!id || !*id) {
+        error_setg(errp, "parameter 'id' is missing");
+        return false;
+    }
+    if (find_backend(opts, id)) {
+        error_setg(errp, "duplicate object id '%s'", id);
+        return false;
+    }
+    if (!g_hash_table_contains(h, "size")) {
+        error_setg(errp, "parameter 'size' is missing");
+        return false;
+    }
+    be = g_new0(MemoryBackend, 1);
+    g_ptr_array_add(opts->machine.backends, be);
+    be->id = g_strdup(id);
+    be->cfg.type = type;
+    /* As QEMU: only memfd maps shared unless told otherwise. */
+    be->cfg.share = type == RAM_BACKEND_MEMFD;
+    if (!keyval_size(h, "size", 'B', &be->size, errp) ||
+        !keyval_bool(h, "share", &be->cfg.share, errp) ||
+        !keyval_bool(h, "prealloc", &be->cfg.prealloc, errp) ||
+        !keyval_bool(h, "hugetlb", &be->cfg.hugetlb, errp) ||
+        !keyval_size(h, "hugetlbsize", 'B', &be->cfg.hugetlbsize, errp)) {
+        return false;
+    }
+    if (be->size == 0) {
+        error_setg(errp, "property 'size' of %s must not be zero", qom_type);
+        return false;
+    }
+    if (be->cfg.hugetlbsize && !be->cfg.hugetlb) {
+        error_setg(errp, "'hugetlbsize' needs 'hugetlb=on'");
+        return false;
+    }
+    if (type == RAM_BACKEND_FILE) {
+        be->mem_path = g_strdup(g_hash_table_lookup(h, "mem-path"));
+        if (!be->mem_path || !*be->mem_path) {
+            error_setg(errp, "parameter 'mem-path' is missing");
+            return false;
+        }
+        be->cfg.mem_path = be->mem_path;
+    }
+    return true;
+}
+
+static void loader_free(gpointer p)
+{
+    LoaderDevice *ld = p;
+
+    g_free(ld->file);
+    g_free(ld);
+}
+
+static bool opt_device(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                       GError **errp)
+{
+    static const char *const known[] = {
+        "driver", "id", "file", "addr", "force-raw", NULL
+    };
+    g_autoptr(GHashTable) h = keyval_new();
+    const char *driver, *file;
+    bool force_raw = false;
+    uint64_t addr = 0;
+    LoaderDevice *ld;
+
+    if (!keyval_parse(arg, "driver", h, errp)) {
+        return false;
+    }
+    driver = g_hash_table_lookup(h, "driver");
+    if (!driver || strcmp(driver, "loader")) {
+        error_setg(errp, "device '%s' is not supported (only 'loader')",
+                   driver ? driver : "");
+        return false;
+    }
+    if (!keyval_check_known(h, known, errp) ||
+        !keyval_u64(h, "addr", &addr, errp) ||
+        !keyval_bool(h, "force-raw", &force_raw, errp)) {
+        return false;
+    }
+    file = g_hash_table_lookup(h, "file");
+    if (!file || !*file) {
+        error_setg(errp, "parameter 'file' is missing");
+        return false;
+    }
+    if (!g_hash_table_contains(h, "addr")) {
+        error_setg(errp, "parameter 'addr' is missing (images are loaded "
+                   "raw at addr)");
+        return false;
+    }
+    ld = g_new0(LoaderDevice, 1);
+    ld->file = g_strdup(file);
+    ld->addr = addr;
+    g_ptr_array_add(opts->machine.loaders, ld);
+    return true;
+}
+
+static bool serial_spec_valid(const char *spec)
+{
+    return !strcmp(spec, "stdio") || !strcmp(spec, "null") ||
+           !strcmp(spec, "none") ||
+           (g_str_has_prefix(spec, "file:") && spec[5]);
+}
+
+static bool opt_serial(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                       GError **errp)
+{
+    if (!serial_spec_valid(arg)) {
+        error_setg(errp, "unsupported serial backend '%s' (use file:PATH, "
+                   "stdio, null or none)", arg);
+        return false;
+    }
+    if (ctx->serial_given) {
+        error_setg(errp, "only one serial port is supported");
+        return false;
+    }
+    ctx->serial_given = true;
+    opts->machine.serial = g_strdup(arg);
+    return true;
+}
+
+static bool opt_qmp(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                    GError **errp)
+{
+    /* The monitor parses the rest; catch the obvious mistakes early. */
+    if ((!g_str_has_prefix(arg, "unix:") || !arg[5]) &&
+        (!g_str_has_prefix(arg, "tcp:") || !arg[4])) {
+        error_setg(errp, "unsupported QMP address '%s' (use unix:PATH or "
+                   "tcp:HOST:PORT, with server=on,wait=off)", arg);
+        return false;
+    }
+    g_ptr_array_add(opts->qmp_specs, g_strdup(arg));
+    return true;
+}
+
+static bool opt_S(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                  GError **errp)
+{
+    opts->start_paused = true;
+    return true;
+}
+
+static bool opt_name(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                     GError **errp)
+{
+    static const char *const known[] = {
+        "guest", "process", "debug-threads", NULL
+    };
+    g_autoptr(GHashTable) h = keyval_new();
+
+    if (!keyval_parse(arg, "guest", h, errp) ||
+        !keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    if (g_hash_table_contains(h, "guest")) {
+        g_free(opts->machine.name);
+        opts->machine.name = g_strdup(g_hash_table_lookup(h, "guest"));
+    }
+    return true;
+}
+
+static bool opt_display(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    if (strcmp(arg, "none")) {
+        error_setg(errp, "display '%s' is not supported (only 'none')", arg);
+        return false;
+    }
+    return true;
+}
+
+static bool opt_nographic(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                          GError **errp)
+{
+    ctx->nographic = true;
+    return true;
+}
+
+static bool opt_nodefaults(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                           GError **errp)
+{
+    opts->nodefaults = true;
+    return true;
+}
+
+static bool opt_incoming(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                         GError **errp)
+{
+    if (!*arg) {
+        error_setg(errp, "empty URI");
+        return false;
+    }
+    g_free(opts->incoming);
+    opts->incoming = g_strdup(arg);
+    return true;
+}
+
+static bool opt_daemonize(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                          GError **errp)
+{
+    opts->daemonize = true;
+    return true;
+}
+
+static bool opt_pidfile(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    g_free(opts->pidfile);
+    opts->pidfile = g_strdup(arg);
+    return true;
+}
+
+static bool opt_version(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    opts->show_version = true;
+    return true;
+}
+
+static bool opt_help(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                     GError **errp)
+{
+    opts->show_help = true;
+    return true;
+}
+
+static const VLOption vl_options[] = {
+    { "m", true, opt_m },
+    { "smp", true, opt_smp },
+    { "accel", true, opt_accel },
+    { "enable-kvm", false, opt_enable_kvm },
+    { "M", true, opt_machine },
+    { "machine", true, opt_machine },
+    { "kernel", true, opt_kernel },
+    { "append", true, opt_append },
+    { "object", true, opt_object },
+    { "device", true, opt_device },
+    { "serial", true, opt_serial },
+    { "qmp", true, opt_qmp },
+    { "S", false, opt_S },
+    { "name", true, opt_name },
+    { "display", true, opt_display },
+    { "nographic", false, opt_nographic },
+    { "nodefaults", false, opt_nodefaults },
+    { "incoming", true, opt_incoming },
+    { "daemonize", false, opt_daemonize },
+    { "pidfile", true, opt_pidfile },
+    { "version", false, opt_version },
+    { "h", false, opt_help },
+    { "help", false, opt_help },
+};
+
+static const VLOption *find_option(const char *arg)
+{
+    const char *name = arg + 1;
+    size_t i;
+
+    if (*name == '-') {
+        name++;
+    }
+    for (i = 0; i < ARRAY_SIZE(vl_options); i++) {
+        if (!strcmp(vl_options[i].name, name)) {
+            return &vl_options[i];
+        }
+    }
+    return NULL;
+}
+
+/* --- after the last option ------------------------------------------------ */
+
+static bool machine_apply_kv(VMOptions *opts, GHashTable *h, GError **errp)
+{
+    static const char *const known[] = {
+        "type", "memory-backend", "accel",
+        /* QEMU pc properties that change nothing here */
+        "usb", "dump-guest-core", "mem-merge", "vmport", "smm", "hpet",
+        "graphics", "kernel-irqchip", "suppress-vmdesc", "i8042", "sata",
+        "pit", "pic", NULL
+    };
+    const char *type = g_hash_table_lookup(h, "type");
+    const char *accel = g_hash_table_lookup(h, "accel");
+    const char *backend = g_hash_table_lookup(h, "memory-backend");
+
+    if (!keyval_check_known(h, known, errp)) {
+        g_prefix_error(errp, "-machine: ");
+        return false;
+    }
+    if (type && (!strcmp(type, "help") || !strcmp(type, "?"))) {
+        opts->machine_help = true;
+        return true;
+    }
+    if (type && !*type) {
+        error_setg(errp, "-machine: empty machine type");
+        return false;
+    }
+    opts->machine.type = g_intern_string(type ? type : "pc");
+    if (accel && !select_accel(opts, accel, errp)) {
+        g_prefix_error(errp, "-machine accel=%s: ", accel);
+        return false;
+    }
+    if (backend) {
+        g_free(opts->machine.memory_backend);
+        opts->machine.memory_backend = g_strdup(backend);
+    }
+    return true;
+}
+
+static bool resolve_memory_backend(VMOptions *opts, GError **errp)
+{
+    MachineState *ms = &opts->machine;
+    MemoryBackend *be;
+
+    if (!ms->memory_backend) {
+        if (!opts->ram_size_given) {
+            ms->ram_size = DEFAULT_RAM_SIZE;
+        }
+        return true;
+    }
+    be = find_backend(opts, ms->memory_backend);
+    if (!be) {
+        error_setg(errp, "Memory backend '%s' not found", ms->memory_backend);
+        return false;
+    }
+    if (opts->ram_size_given && be->size != ms->ram_size) {
+        error_setg(errp, "Size specified by -m option must match size of "
+                   "explicitly specified 'memory-backend' property");
+        return false;
+    }
+    ms->ram_size = be->size;
+    opts->ram_size_given = true;
+    return true;
+}
+
+static bool finish_options(VMOptions *opts, ParseCtx *ctx, GError **errp)
+{
+    MachineState *ms = &opts->machine;
+
+    if (!machine_apply_kv(opts, ctx->machine_kv, errp)) {
+        return false;
+    }
+    if (!ms->serial) {
+        /* No display: QEMU's default serial goes nowhere; -nographic: stdio */
+        ms->serial = g_strdup(ctx->nographic ? "stdio" :
+                              opts->nodefaults ? "none" : "null");
+    }
+    if (opts->daemonize && !strcmp(ms->serial, "stdio")) {
+        error_setg(errp, "-daemonize cannot be used with the serial port "
+                   "on stdio (-nographic or -serial stdio)");
+        return false;
+    }
+    return resolve_memory_backend(opts, errp);
+}
+
+static void options_init(VMOptions *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->machine.smp_cpus = 1;
+    opts->machine.ram_size = DEFAULT_RAM_SIZE;
+    opts->machine.type = "pc";
+    opts->machine.backends = g_ptr_array_new_with_free_func(
+        memory_backend_free);
+    opts->machine.loaders = g_ptr_array_new_with_free_func(loader_free);
+    opts->qmp_specs = g_ptr_array_new_with_free_func(g_free);
+}
+
+bool qemu_parse_options(int argc, char **argv, VMOptions *opts,
+                        GError **errp)
+{
+    ParseCtx ctx = { .machine_kv = keyval_new() };
+    bool ok = false;
+    int i;
+
+    options_init(opts);
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const VLOption *o;
+        const char *val = NULL;
+
+        if (arg[0] != '-' || !arg[1]) {
+            error_setg(errp, "%s: unexpected argument (disk images are not "
+                       "supported)", arg);
+            goto out;
+        }
+        o = find_option(arg);
+        if (!o) {
+            error_setg(errp, "%s: invalid option", arg);
+            goto out;
+        }
+        if (o->has_arg) {
+            if (i + 1 >= argc) {
+                error_setg(errp, "%s: requires an argument", arg);
+                goto out;
+            }
+            val = argv[++i];
+        }
+        if (!o->fn(opts, &ctx, val, errp)) {
+            g_prefix_error(errp, "%s: ", arg);
+            goto out;
+        }
+    }
+    ok = finish_options(opts, &ctx, errp);
+out:
+    g_hash_table_destroy(ctx.machine_kv);
+    return ok;
+}
+
+void qemu_free_options(VMOptions *opts)
+{
+    MachineState *ms = &opts->machine;
+
+    g_free(ms->kernel_filename);
+    g_free(ms->kernel_cmdline);
+    g_free(ms->memory_backend);
+    g_free(ms->name);
+    g_free(ms->serial);
+    g_clear_pointer(&ms->backends, g_ptr_array_unref);
+    g_clear_pointer(&ms->loaders, g_ptr_array_unref);
+    g_clear_pointer(&opts->qmp_specs, g_ptr_array_unref);
+    g_free(opts->incoming);
+    g_free(opts->pidfile);
+    memset(opts, 0, sizeof(*opts));
+}
+
+void qemu_apply_options(VMOptions *opts)
+{
+    incoming_uri = opts->incoming;
+    qemu_name = opts->machine.name;
+}
+
+void qemu_print_version(FILE *out)
+{
+    fprintf(out, "ferry version " FERRY_VERSION "\n"
+            "QEMU emulator version " FERRY_QEMU_VERSION " (ferry-"
+            FERRY_VERSION ")\n");
+}
+
+void qemu_print_help(FILE *out)
+{
+    qemu_print_version(out);
+    fprintf(out,
+"usage: ferry [options]\n"
+"\n"
+"-M|-machine [type=]TYPE[,memory-backend=ID][,accel=kvm]\n"
+"                        machine type (pc, none; 'help' lists them)\n"
+"-m [size=]SIZE          guest RAM (default unit MiB, suffixes K M G T)\n"
+"-smp [cpus=]N           number of vCPUs (1..255)\n"
+"-accel kvm | -enable-kvm\n"
+"                        use KVM (the only accelerator)\n"
+"-kernel FILE            Multiboot v1 kernel image\n"
+"-append CMDLINE         kernel command line\n"
+"-object memory-backend-{ram,memfd,file},id=ID,size=SIZE[,mem-path=PATH]\n"
+"        [,share=on|off][,prealloc=on|off][,hugetlb=on|off][,hugetlbsize=SIZE]\n"
+"                        guest RAM backend (use with -machine memory-backend=ID)\n"
+"-device loader,file=PATH,addr=ADDR[,force-raw=on]\n"
+"                        copy a raw file into guest RAM at ADDR\n"
+"-serial file:PATH|stdio|null|none\n"
+"-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off\n"
+"                        QMP monitor (repeatable)\n"
+"-S                      do not start the vCPUs (use QMP 'cont')\n"
+"-name [guest=]NAME      guest name\n"
+"-display none, -nographic, -nodefaults\n"
+"-incoming URI|defer     wait for an incoming migration\n"
+"-daemonize              run in the background once ready\n"
+"-pidfile FILE           write the process id to FILE\n"
+"-version, -h|-help\n");
+}

@@ -1,0 +1,178 @@
+/*
+ * Fuzz target for the incoming migration stream parser (qemu_loadvm_state):
+ * header, configuration, sections, commands (PACKAGED included), the
+ * VMDESCRIPTION trailer, and the return-path message reader.
+ *
+ * With -fsanitize=fuzzer this is a libFuzzer target.  Built with
+ * -DFUZZ_STANDALONE it has a main() that runs each file (or each file of a
+ * directory) given on the command line, so a corpus can be replayed
+ * without libFuzzer; "--seed DIR" writes a few valid streams there.
+ */
+#include "qemu/osdep.h"
+#include "migration/savevm.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A live handler that reads a bounded, self-described payload. */
+static int fuzz_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    uint8_t buf[256];
+    unsigned int n = qemu_get_byte(f);
+
+    qemu_get_buffer(f, buf, n);
+    return qemu_file_get_error(f);
+}
+
+static const SaveVMHandlers fuzz_handlers = {
+    .load_state = fuzz_load_state,
+};
+
+static bool ok_advise(LoadVMContext *c, uint64_t s, uint64_t t, GError **e)
+{
+    return s == 4096 && t == 4096;
+}
+
+static bool ok_discard(LoadVMContext *c, const char *id, unsigned n,
+                       const uint64_t *st, const uint64_t *ln, GError **e)
+{
+    return strcmp(id, "ram") == 0;
+}
+
+static bool ok_hook(LoadVMContext *c, GError **e)
+{
+    return true;
+}
+
+static const LoadvmPostcopyOps fuzz_postcopy_ops = {
+    .advise = ok_advise,
+    .discard = ok_discard,
+    .listen = ok_hook,
+    .run = ok_hook,
+};
+
+static void fuzz_init(void)
+{
+    static bool done;
+
+    if (done) {
+        return;
+    }
+    done = true;
+    savevm_machine_name = "none";
+    migration_register_core_sections();
+    register_savevm_live("ram", 0, 4, &fuzz_handlers, NULL);
+    loadvm_register_postcopy_ops(&fuzz_postcopy_ops);
+}
+
+static QEMUFile *input_file(const uint8_t *data, size_t size)
+{
+    QIOChannel *ioc = qio_channel_new_from_bytes(data, size);
+    QEMUFile *f = qemu_file_new_input(ioc);
+
+    qio_channel_unref(ioc);
+    return f;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    QEMUFile *f;
+    LoadVMContext ctx;
+    GError *err = NULL;
+    RPMessage msg;
+
+    fuzz_init();
+    f = input_file(data, size);
+    loadvm_context_init(&ctx, f);
+    qemu_loadvm_state(f, &ctx, &err);
+    g_clear_error(&err);
+    loadvm_context_destroy(&ctx);
+    qemu_fclose(f);
+
+    /* the same bytes as return-path traffic */
+    f = input_file(data, size);
+    while (source_return_path_read(f, &msg, &err) == 0) {
+        char id[256];
+        uint64_t start;
+        uint32_t len;
+
+        if (msg.type == MIG_RP_MSG_REQ_PAGES ||
+            msg.type == MIG_RP_MSG_REQ_PAGES_ID) {
+            rp_message_get_req_pages(&msg, &start, &len, id, NULL);
+        }
+    }
+    g_clear_error(&err);
+    qemu_fclose(f);
+    return 0;
+}
+
+#ifdef FUZZ_STANDALONE
+static int run_file(const char *path)
+{
+    gchar *data;
+    gsize len;
+    GError *err = NULL;
+
+    if (!g_file_get_contents(path, &data, &len, &err)) {
+        fprintf(stderr, "%s: %s\n", path, err->message);
+        g_error_free(err);
+        return 1;
+    }
+    LLVMFuzzerTestOneInput((const uint8_t *)data, len);
+    g_free(data);
+    return 0;
+}
+
+static void write_seed(const char *dir, const char *name, QIOChannel *ioc)
+{
+    size_t len;
+    const uint8_t *data = qio_channel_buffer_data(ioc, &len);
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+
+    g_file_set_contents(path, (const char *)data, len, NULL);
+}
+
+static void write_seeds(const char *dir)
+{
+    QIOChannel *ioc = qio_channel_new_buffer();
+    QEMUFile *f = qemu_file_new_output(ioc);
+    uint64_t start = 0x1000, length = 0x2000;
+
+    g_mkdir_with_parents(dir, 0755);
+    fuzz_init();
+    global_state_store_runstate(RUN_STATE_RUNNING);
+    qemu_savevm_state_header(f);
+    qemu_savevm_send_postcopy_advise_sizes(f, 4096, 4096);
+    qemu_savevm_send_postcopy_ram_discard(f, "ram", 1, &start, &length);
+    qemu_savevm_state_complete_precopy(f, false, false);
+    qemu_fflush(f);
+    write_seed(dir, "precopy", ioc);
+    qemu_fclose(f);
+    qio_channel_unref(ioc);
+}
+
+int main(int argc, char **argv)
+{
+    int failures = 0;
+
+    if (argc == 3 && !strcmp(argv[1], "--seed")) {
+        write_seeds(argv[2]);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        GDir *dir = g_dir_open(argv[i], 0, NULL);
+        const char *name;
+
+        if (!dir) {
+            failures += run_file(argv[i]);
+            continue;
+        }
+        while ((name = g_dir_read_name(dir))) {
+            g_autofree char *path = g_build_filename(argv[i], name, NULL);
+
+            failures += run_file(path);
+        }
+        g_dir_close(dir);
+    }
+    return failures ? 1 : 0;
+}
+#endif

@@ -1,0 +1,657 @@
+/*
+ * RAM section: save into a memory stream, wipe, load back, compare; the
+ * host-page-aware page search; exact setup bytes; and malformed streams
+ * rejected with clean errors.
+ */
+#include "qemu/osdep.h"
+#include "qemu/bitmap.h"
+#include "qemu/rcu.h"
+#include "exec/ramblock.h"
+#include "exec/memory.h"
+#include "migration/migration.h"
+#include "migration/qemu-file.h"
+#include "migration/channel.h"
+#include "migration/ram.h"
+
+#define B0_SIZE (4u << 20)
+#define B1_SIZE (2u << 20)
+#define HP_SIZE (4u << 20)          /* block with a faked 2 MiB page size */
+#define HUGE (2u << 20)
+
+static RAMBlock *b0, *b1, *bh;
+
+/* ---- a fake accelerator dirty log: tests choose the dirty pages ---- */
+
+typedef struct FakeDirty {
+    RAMBlock *rb;
+    unsigned long page;
+} FakeDirty;
+static GArray *fake_dirty;          /* FakeDirty, consumed by log_sync */
+static int log_starts, log_stops;
+
+static bool fake_log_start(GError **errp)
+{
+    log_starts++;
+    return true;
+}
+
+static void fake_log_stop(void)
+{
+    log_stops++;
+}
+
+static bool fake_log_sync(RAMBlock *rb, unsigned long *bmap,
+                          uint64_t *num_dirty, GError **errp)
+{
+    *num_dirty = 0;
+    for (guint i = 0; i < fake_dirty->len; ) {
+        FakeDirty *d = &g_array_index(fake_dirty, FakeDirty, i);
+
+        if (d->rb == rb) {
+            if (!test_bit(d->page, bmap)) {
+                set_bit(d->page, bmap);
+                (*num_dirty)++;
+            }
+            g_array_remove_index(fake_dirty, i);
+        } else {
+            i++;
+        }
+    }
+    return true;
+}
+
+static const AccelMemoryOps fake_ops = {
+    .log_start = fake_log_start,
+    .log_stop = fake_log_stop,
+    .log_sync = fake_log_sync,
+};
+
+static void dirty(RAMBlock *rb, unsigned long page)
+{
+    FakeDirty d = { rb, page };
+
+    g_array_append_val(fake_dirty, d);
+}
+
+/* ---- helpers ---- */
+
+/* Page i: zero, uniform or random bytes, by i % 3. */
+static void fill_block(RAMBlock *rb, uint32_t seed)
+{
+    GRand *r = g_rand_new_with_seed(seed);
+    unsigned long n = rb->used_length / TARGET_PAGE_SIZE;
+
+    for (unsigned long i = 0; i < n; i++) {
+        uint8_t *p = rb->host + i * TARGET_PAGE_SIZE;
+
+        switch (i % 3) {
+        case 0:
+            memset(p, 0, TARGET_PAGE_SIZE);
+            break;
+        case 1:
+            memset(p, 0x5a + (i & 7), TARGET_PAGE_SIZE);
+            break;
+        default:
+            for (size_t j = 0; j < TARGET_PAGE_SIZE; j += 4) {
+                uint32_t v = g_rand_int(r);
+                memcpy(p + j, &v, 4);
+            }
+        }
+    }
+    g_rand_free(r);
+}
+
+typedef struct Saved {
+    uint8_t *data;
+    size_t len;
+} Saved;
+
+static QEMUFile *out_file(QIOChannel **ioc)
+{
+    *ioc = qio_channel_new_buffer();
+    return qemu_file_new_output(*ioc);
+}
+
+static Saved finish_out(QEMUFile *f, QIOChannel *ioc)
+{
+    Saved s;
+    const uint8_t *d;
+
+    g_assert_cmpint(qemu_fflush(f), ==, 0);
+    d = qio_channel_buffer_data(ioc, &s.len);
+    s.data = g_memdup2(d, s.len);
+    qemu_fclose(f);
+    qio_channel_unref(ioc);
+    return s;
+}
+
+/* Load every section in s; returns false with errp on the first error. */
+static bool load_all(const Saved *s, GError **errp)
+{
+    QIOChannel *ioc = qio_channel_new_from_bytes(s->data, s->len);
+    QEMUFile *f = qemu_file_new_input(ioc);
+    bool ok = true;
+
+    qio_channel_unref(ioc);
+    while (ok && qemu_file_tell(f) < s->len) {
+        ok = ram_load(f, RAM_SECTION_VERSION, errp);
+    }
+    qemu_fclose(f);
+    return ok;
+}
+
+/* Everything: setup, iterate until done, complete. */
+static Saved save_all(void)
+{
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    GError *err = NULL;
+    int ret;
+
+    g_assert_true(ram_save_setup(f, &err));
+    g_assert_no_error(err);
+    do {
+        ret = ram_save_iterate(f, &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(ret, >=, 0);
+    } while (ret == 0);
+    g_assert_true(ram_save_complete(f, &err));
+    g_assert_no_error(err);
+    return finish_out(f, ioc);
+}
+
+/* ---- tests ---- */
+
+static void test_roundtrip(void)
+{
+    uint8_t *c0 = g_malloc(B0_SIZE), *c1 = g_malloc(B1_SIZE);
+    uint8_t *ch = g_malloc(HP_SIZE);
+    GError *err = NULL;
+    RAMCounters rc;
+    Saved s;
+    unsigned long pages = (B0_SIZE + B1_SIZE + HP_SIZE) / TARGET_PAGE_SIZE;
+
+    fill_block(b0, 1);
+    fill_block(b1, 2);
+    fill_block(bh, 3);
+    memcpy(c0, b0->host, B0_SIZE);
+    memcpy(c1, b1->host, B1_SIZE);
+    memcpy(ch, bh->host, HP_SIZE);
+    log_starts = log_stops = 0;
+
+    s = save_all();
+    ram_counters_get(&rc);
+    /* Every page exactly once: a third of them are zero pages. */
+    g_assert_cmpuint(rc.duplicate + rc.normal, ==, pages);
+    g_assert_cmpuint(rc.duplicate, ==,
+                     DIV_ROUND_UP(B0_SIZE / TARGET_PAGE_SIZE, 3) +
+                     DIV_ROUND_UP(B1_SIZE / TARGET_PAGE_SIZE, 3) +
+                     DIV_ROUND_UP(HP_SIZE / TARGET_PAGE_SIZE, 3));
+    g_assert_cmpuint(rc.transferred, ==, s.len);
+    g_assert_cmpuint(rc.dirty_sync_count, ==, 2);   /* setup + complete */
+    g_assert_cmpuint(ram_bytes_remaining(), ==, 0);
+    ram_save_cleanup();
+    g_assert_cmpint(log_starts, ==, 1);
+    g_assert_cmpint(log_stops, ==, 1);
+    g_assert_null(b0->bmap);
+
+    /* Wipe with garbage so zero pages must be written back too. */
+    memset(b0->host, 0xee, B0_SIZE);
+    memset(b1->host, 0xee, B1_SIZE);
+    memset(bh->host, 0xee, HP_SIZE);
+    g_assert_true(ram_load_setup(&err));
+    g_assert_true(load_all(&s, &err));
+    g_assert_no_error(err);
+    g_assert_cmpmem(b0->host, B0_SIZE, c0, B0_SIZE);
+    g_assert_cmpmem(b1->host, B1_SIZE, c1, B1_SIZE);
+    g_assert_cmpmem(bh->host, HP_SIZE, ch, HP_SIZE);
+    g_assert_true(bitmap_full(b0->receivedmap, B0_SIZE / TARGET_PAGE_SIZE));
+    g_assert_true(bitmap_full(b1->receivedmap, B1_SIZE / TARGET_PAGE_SIZE));
+    ram_load_cleanup();
+    g_assert_null(b0->receivedmap);
+
+    g_free(s.data);
+    g_free(c0);
+    g_free(c1);
+    g_free(ch);
+}
+
+/* The setup section, byte for byte (doc §4.3), and the first records. */
+static void test_wire_format(void)
+{
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    GError *err = NULL;
+    GByteArray *want = g_byte_array_new();
+    uint8_t be[8];
+    Saved s;
+
+#define PUT64(v) do { uint64_t x_ = GUINT64_TO_BE(v); \
+                      memcpy(be, &x_, 8); g_byte_array_append(want, be, 8); \
+                 } while (0)
+#define PUTSTR(str) do { uint8_t l_ = strlen(str); \
+                         g_byte_array_append(want, &l_, 1); \
+                         g_byte_array_append(want, (const uint8_t *)(str), l_); \
+                    } while (0)
+    memset(b0->host, 0, B0_SIZE);
+    memset(b0->host + TARGET_PAGE_SIZE * 2, 0x11, TARGET_PAGE_SIZE);
+    g_assert_true(ram_save_setup(f, &err));
+    g_assert_cmpint(ram_save_iterate(f, &err), >=, 0);
+    s = finish_out(f, ioc);
+    ram_save_cleanup();
+
+    PUT64((uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE) | RAM_SAVE_FLAG_MEM_SIZE);
+    PUTSTR("t0");
+    PUT64(B0_SIZE);
+    PUTSTR("t1");
+    PUT64(B1_SIZE);
+    PUTSTR("th");
+    PUT64(HP_SIZE);         /* no page size: postcopy-ram is off */
+    PUT64(RAM_SAVE_FLAG_EOS);
+    /* page 0: zero, with the block id; page 1: zero, CONTINUE */
+    PUT64(RAM_SAVE_FLAG_ZERO);
+    PUTSTR("t0");
+    g_byte_array_append(want, (const uint8_t *)"\0", 1);
+    PUT64(TARGET_PAGE_SIZE | RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE);
+    g_byte_array_append(want, (const uint8_t *)"\0", 1);
+    PUT64(2 * TARGET_PAGE_SIZE | RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE);
+    g_assert_cmpuint(s.len, >, want->len + TARGET_PAGE_SIZE);
+    g_assert_cmpmem(s.data, want->len, want->data, want->len);
+    g_assert_cmpmem(s.data + want->len, TARGET_PAGE_SIZE,
+                    b0->host + 2 * TARGET_PAGE_SIZE, TARGET_PAGE_SIZE);
+    /* Every section ends with EOS. */
+    g_assert_cmpmem(s.data + s.len - 8, 8,
+                    "\0\0\0\0\0\0\0\x10", 8);
+    g_byte_array_free(want, true);
+    g_free(s.data);
+#undef PUT64
+#undef PUTSTR
+}
+
+typedef struct SentLog {
+    GArray *pages;      /* unsigned long, pages of bh only */
+    int other;
+} SentLog;
+
+static void record_sent(RAMBlock *rb, unsigned long page, void *opaque)
+{
+    SentLog *log = opaque;
+
+    if (rb == bh) {
+        g_array_append_val(log->pages, page);
+    } else {
+        log->other++;
+    }
+}
+
+/* Drain: after setup, send everything so the bitmaps are clean. */
+static void drain(QEMUFile *f)
+{
+    GError *err = NULL;
+
+    while (ram_save_iterate(f, &err) == 0) {
+    }
+    g_assert_no_error(err);
+}
+
+/*
+ * With a 2 MiB host page, one rate-limited iteration (room for one host
+ * page) sends every dirty target page of that host page and nothing else;
+ * with 4 KiB pages it sends a single page.
+ */
+static void test_host_page_search(void)
+{
+    static const unsigned long dirty_pages[] = { 600, 3, 511, 5, 512, 1023 };
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    SentLog log = { g_array_new(false, false, sizeof(unsigned long)) };
+    GError *err = NULL;
+    Saved s;
+
+    fill_block(bh, 7);          /* no zero page among dirty_pages? mixed */
+    bh->page_size = HUGE;
+    g_assert_true(ram_save_setup(f, &err));
+    drain(f);
+    ram_set_page_sent_hook(record_sent, &log);
+
+    for (size_t i = 0; i < ARRAY_SIZE(dirty_pages); i++) {
+        dirty(bh, dirty_pages[i]);
+    }
+    dirty(b0, 17);
+    g_assert_true(migration_bitmap_sync(&err));
+    g_assert_cmpuint(ram_bytes_remaining(), ==, 7 * TARGET_PAGE_SIZE);
+
+    /* One byte per slice: each call sends exactly one host page. */
+    qemu_file_set_rate_limit(f, 10);
+    qemu_file_rate_limit_reset(f);
+    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpuint(log.pages->len + log.other, >, 0);
+    if (log.other) {
+        /* The scan resumed in b0 first: that host page is 4 KiB. */
+        g_assert_cmpint(log.other, ==, 1);
+        g_assert_cmpuint(log.pages->len, ==, 0);
+        qemu_file_rate_limit_reset(f);
+        g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    }
+    g_assert_cmpuint(log.pages->len, ==, 3);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 0), ==, 3);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 1), ==, 5);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 2), ==, 511);
+
+    qemu_file_rate_limit_reset(f);
+    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpuint(log.pages->len, ==, 6);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 3), ==, 512);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 4), ==, 600);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 5), ==, 1023);
+
+    qemu_file_set_rate_limit(f, 0);
+    g_assert_cmpint(ram_save_iterate(f, &err), ==, 1);
+    g_assert_cmpint(log.other, ==, 1);
+    g_assert_cmpuint(ram_bytes_remaining(), ==, 0);
+    g_assert_no_error(err);
+
+    ram_set_page_sent_hook(NULL, NULL);
+    s = finish_out(f, ioc);
+    ram_save_cleanup();
+    bh->page_size = TARGET_PAGE_SIZE;
+    g_array_free(log.pages, true);
+    g_free(s.data);
+}
+
+/* With 4 KiB pages the same rate-limited call sends a single page. */
+static void test_small_page_search(void)
+{
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    SentLog log = { g_array_new(false, false, sizeof(unsigned long)) };
+    GError *err = NULL;
+    Saved s;
+
+    fill_block(bh, 8);
+    g_assert_true(ram_save_setup(f, &err));
+    drain(f);
+    ram_set_page_sent_hook(record_sent, &log);
+    dirty(bh, 5);
+    dirty(bh, 3);
+    g_assert_true(migration_bitmap_sync(&err));
+    qemu_file_set_rate_limit(f, 10);
+    qemu_file_rate_limit_reset(f);
+    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpuint(log.pages->len, ==, 1);
+    g_assert_cmpuint(g_array_index(log.pages, unsigned long, 0), ==, 3);
+    ram_set_page_sent_hook(NULL, NULL);
+    s = finish_out(f, ioc);
+    ram_save_cleanup();
+    g_array_free(log.pages, true);
+    g_free(s.data);
+}
+
+/* A dirty page is re-sent after a sync, and loads over the old copy. */
+static void test_redirty_resend(void)
+{
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    GError *err = NULL;
+    uint8_t *copy = g_malloc(B1_SIZE);
+    RAMCounters rc;
+    Saved s;
+
+    fill_block(b1, 9);
+    g_assert_true(ram_save_setup(f, &err));
+    drain(f);
+    memset(b1->host + 10 * TARGET_PAGE_SIZE, 0xab, TARGET_PAGE_SIZE);
+    dirty(b1, 10);
+    g_assert_true(migration_bitmap_sync(&err));
+    g_assert_cmpuint(ram_bytes_remaining(), ==, TARGET_PAGE_SIZE);
+    g_assert_true(ram_save_complete(f, &err));
+    ram_counters_get(&rc);
+    g_assert_cmpuint(rc.dirty_sync_count, ==, 3);
+    s = finish_out(f, ioc);
+    ram_save_cleanup();
+
+    memcpy(copy, b1->host, B1_SIZE);
+    memset(b1->host, 0, B1_SIZE);
+    g_assert_true(ram_load_setup(&err));
+    g_assert_true(load_all(&s, &err));
+    g_assert_no_error(err);
+    g_assert_cmpmem(b1->host, B1_SIZE, copy, B1_SIZE);
+    ram_load_cleanup();
+    g_free(copy);
+    g_free(s.data);
+}
+
+/* ---- malformed streams ---- */
+
+typedef struct Stream {
+    GByteArray *b;
+} Stream;
+
+static void s_u8(Stream *s, uint8_t v)
+{
+    g_byte_array_append(s->b, &v, 1);
+}
+
+static void s_be64(Stream *s, uint64_t v)
+{
+    uint64_t be = GUINT64_TO_BE(v);
+
+    g_byte_array_append(s->b, (const uint8_t *)&be, 8);
+}
+
+static void s_str(Stream *s, const char *str)
+{
+    s_u8(s, strlen(str));
+    g_byte_array_append(s->b, (const uint8_t *)str, strlen(str));
+}
+
+/* A correct MEM_SIZE list of our three blocks. */
+static void s_block_list(Stream *s)
+{
+    s_be64(s, (uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE) |
+           RAM_SAVE_FLAG_MEM_SIZE);
+    s_str(s, "t0");
+    s_be64(s, B0_SIZE);
+    s_str(s, "t1");
+    s_be64(s, B1_SIZE);
+    s_str(s, "th");
+    s_be64(s, HP_SIZE);
+}
+
+/* Load s as one section; return the error message (or NULL if it loaded). */
+static char *load_bad(Stream *s)
+{
+    Saved sv = { s->b->data, s->b->len };
+    GError *err = NULL;
+    char *msg = NULL;
+
+    g_assert_true(ram_load_setup(&err));
+    if (!load_all(&sv, &err)) {
+        g_assert_nonnull(err);
+        msg = g_strdup(err->message);
+        g_error_free(err);
+    }
+    ram_load_cleanup();
+    g_byte_array_free(s->b, true);
+    s->b = g_byte_array_new();
+    return msg;
+}
+
+static void expect_error(Stream *s, const char *fragment)
+{
+    g_autofree char *msg = load_bad(s);
+
+    if (g_test_verbose()) {
+        g_test_message("error: %s", msg ? msg : "(none)");
+    }
+    g_assert_nonnull(msg);
+    g_assert_nonnull(strstr(msg, fragment));
+}
+
+static void test_load_errors(void)
+{
+    Stream s = { g_byte_array_new() };
+    char *msg;
+
+    /* Unknown block in the list. */
+    s_be64(&s, (uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE) |
+           RAM_SAVE_FLAG_MEM_SIZE);
+    s_str(&s, "nope");
+    s_be64(&s, B0_SIZE);
+    expect_error(&s, "Unknown ramblock \"nope\", cannot accept migration");
+
+    /* Total differs from ours. */
+    s_be64(&s, (uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE + TARGET_PAGE_SIZE) |
+           RAM_SAVE_FLAG_MEM_SIZE);
+    expect_error(&s, "RAM size mismatch");
+
+    /* Length of one block differs. */
+    s_be64(&s, (uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE) |
+           RAM_SAVE_FLAG_MEM_SIZE);
+    s_str(&s, "t1");
+    s_be64(&s, B0_SIZE);
+    expect_error(&s, "Length mismatch: t1: stream 0x400000 != local 0x200000");
+
+    /* CONTINUE before any block was named. */
+    s_be64(&s, RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE);
+    s_u8(&s, 0);
+    expect_error(&s, "CONTINUE but no previous block");
+
+    /* Offset past the end of the block. */
+    s_be64(&s, (uint64_t)B1_SIZE | RAM_SAVE_FLAG_ZERO);
+    s_str(&s, "t1");
+    s_u8(&s, 0);
+    expect_error(&s, "Illegal RAM offset 0x200000 in block \"t1\"");
+
+    /* Huge offset (would overflow a naive end check). */
+    s_be64(&s, (~0ULL & TARGET_PAGE_MASK) | RAM_SAVE_FLAG_PAGE);
+    s_str(&s, "t0");
+    expect_error(&s, "Illegal RAM offset");
+
+    /* A misaligned offset spills into the flag bits. */
+    s_be64(&s, 0x800 | RAM_SAVE_FLAG_PAGE);
+    s_str(&s, "t0");
+    expect_error(&s, "Unknown combination of migration flags: 0x808");
+
+    /* Obsolete FULL flag, and CONTINUE with EOS. */
+    s_be64(&s, RAM_SAVE_FLAG_FULL);
+    expect_error(&s, "Unknown combination of migration flags: 0x1");
+    s_be64(&s, RAM_SAVE_FLAG_EOS | RAM_SAVE_FLAG_CONTINUE);
+    expect_error(&s, "Unknown combination of migration flags: 0x30");
+    s_be64(&s, RAM_SAVE_FLAG_XBZRLE);
+    expect_error(&s, "Unknown combination of migration flags: 0x40");
+
+    /* Truncated page data. */
+    s_be64(&s, RAM_SAVE_FLAG_PAGE);
+    s_str(&s, "t0");
+    g_byte_array_append(s.b, (const uint8_t *)"abc", 3);
+    msg = load_bad(&s);
+    g_assert_nonnull(msg);
+    g_free(msg);
+
+    /* Missing EOS: the stream just ends. */
+    s_block_list(&s);
+    msg = load_bad(&s);
+    g_assert_nonnull(msg);
+    g_free(msg);
+
+    /* Empty block name. */
+    s_be64(&s, RAM_SAVE_FLAG_ZERO);
+    s_u8(&s, 0);
+    s_u8(&s, 0);
+    msg = load_bad(&s);
+    g_assert_nonnull(msg);
+    g_free(msg);
+
+    /* The good case, as a control: list, a ZERO with fill, EOS. */
+    s_block_list(&s);
+    s_be64(&s, RAM_SAVE_FLAG_EOS);
+    s_be64(&s, 3 * TARGET_PAGE_SIZE | RAM_SAVE_FLAG_ZERO);
+    s_str(&s, "t1");
+    s_u8(&s, 0x77);
+    s_be64(&s, RAM_SAVE_FLAG_EOS);
+    memset(b1->host, 0, B1_SIZE);
+    msg = load_bad(&s);
+    g_assert_null(msg);
+    /* A non-zero fill byte fills the page (as QEMU 7.2 accepts). */
+    g_assert_cmpint(b1->host[3 * TARGET_PAGE_SIZE], ==, 0x77);
+    g_assert_cmpint(b1->host[4 * TARGET_PAGE_SIZE - 1], ==, 0x77);
+    g_assert_cmpint(b1->host[4 * TARGET_PAGE_SIZE], ==, 0);
+
+    g_byte_array_free(s.b, true);
+}
+
+/* CONTINUE refers to the previous section's block. */
+static void test_continue_across_sections(void)
+{
+    Stream s = { g_byte_array_new() };
+    Saved sv;
+    GError *err = NULL;
+
+    s_be64(&s, RAM_SAVE_FLAG_ZERO);
+    s_str(&s, "t0");
+    s_u8(&s, 0x31);
+    s_be64(&s, RAM_SAVE_FLAG_EOS);
+    s_be64(&s, TARGET_PAGE_SIZE | RAM_SAVE_FLAG_ZERO |
+           RAM_SAVE_FLAG_CONTINUE);
+    s_u8(&s, 0x32);
+    s_be64(&s, RAM_SAVE_FLAG_EOS);
+    sv.data = s.b->data;
+    sv.len = s.b->len;
+    g_assert_true(ram_load_setup(&err));
+    g_assert_true(load_all(&sv, &err));
+    g_assert_no_error(err);
+    g_assert_cmpint(b0->host[0], ==, 0x31);
+    g_assert_cmpint(b0->host[TARGET_PAGE_SIZE], ==, 0x32);
+    g_assert_true(test_bit(0, b0->receivedmap));
+    g_assert_true(test_bit(1, b0->receivedmap));
+    g_assert_false(test_bit(2, b0->receivedmap));
+    ram_load_cleanup();
+    g_byte_array_free(s.b, true);
+}
+
+static void test_bad_version(void)
+{
+    QIOChannel *ioc = qio_channel_new_from_bytes("\0\0\0\0\0\0\0\x10", 8);
+    QEMUFile *f = qemu_file_new_input(ioc);
+    GError *err = NULL;
+
+    qio_channel_unref(ioc);
+    g_assert_false(ram_load(f, 3, &err));
+    g_assert_nonnull(err);
+    g_error_free(err);
+    qemu_fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    GError *err = NULL;
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    rcu_register_thread();
+    fake_dirty = g_array_new(false, false, sizeof(FakeDirty));
+    memory_register_accel_ops(&fake_ops);
+    b0 = qemu_ram_alloc("t0", B0_SIZE, NULL, &err);
+    g_assert_no_error(err);
+    b1 = qemu_ram_alloc("t1", B1_SIZE, NULL, &err);
+    g_assert_no_error(err);
+    bh = qemu_ram_alloc("th", HP_SIZE, NULL, &err);
+    g_assert_no_error(err);
+
+    g_test_add_func("/ram/roundtrip", test_roundtrip);
+    g_test_add_func("/ram/wire-format", test_wire_format);
+    g_test_add_func("/ram/host-page-search", test_host_page_search);
+    g_test_add_func("/ram/small-page-search", test_small_page_search);
+    g_test_add_func("/ram/redirty-resend", test_redirty_resend);
+    g_test_add_func("/ram/load-errors", test_load_errors);
+    g_test_add_func("/ram/continue-across-sections",
+                    test_continue_across_sections);
+    g_test_add_func("/ram/bad-version", test_bad_version);
+    ret = g_test_run();
+    qemu_ram_free(b0);
+    qemu_ram_free(b1);
+    qemu_ram_free(bh);
+    rcu_unregister_thread();
+    return ret;
+}
