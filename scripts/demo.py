@@ -30,9 +30,7 @@ def main():
     print()
     vm.qmp.cmd("stop")
     t = time.time()
-    dump = vm.pmemsave(MEM)
-    start, end = ft.guest_region(MEM)
-    ok, report = ft.guest_check(dump, SMP, start, end)
+    ok, report, dump = vm.check_guest_ram(MEM)
     os.unlink(dump)
     print(report.strip())
     print(f"summary: status={vm.qmp.cmd('query-status')['status']} RAM check "

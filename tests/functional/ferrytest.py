@@ -243,10 +243,26 @@ class VM:
             time.sleep(0.05)
 
     def sweeps(self, ncpus):
-        """Sweeps completed per vCPU, counted from the guest's serial digits."""
+        """Sweeps completed per vCPU, counted from the guest's serial digits
+        (everything after the guest's parameter line)."""
         out = self.serial()
-        body = out.split("\n", 1)[1] if out.startswith("guest:") and "\n" in out else ""
-        return [body.count(str(i % 10)) for i in range(ncpus)]
+        i = out.find("guest: ncpus=")
+        if i < 0:
+            return [0] * ncpus
+        j = out.find("\n", i)
+        body = out[j + 1:] if j >= 0 else ""
+        return [body.count(str(k % 10)) for k in range(ncpus)]
+
+    def guest_params(self):
+        return guest_params(self.serial())
+
+    def check_guest_ram(self, size, min_sweeps=1):
+        """stop must have been done: dump RAM and run the checker over it."""
+        p = self.guest_params()
+        dump = self.pmemsave(size)
+        ok, report = guest_check(dump, p["ncpus"], p["start"], p["end"], p["seed"],
+                                 min_sweeps=min_sweeps)
+        return ok, report, dump
 
     def wait_sweeps(self, ncpus, count, timeout=120.0):
         """Wait until each vCPU completed count sweeps (an int, or a list with
@@ -322,19 +338,23 @@ def qemu_guest_args(mem="512M", smp=1, append="", extra=()):
             "-kernel", GUEST, "-append", cmd] + list(extra)
 
 
-def guest_region(mem_bytes, start=0x400000, end=None):
-    """The guest's default swept region for a RAM size (see tests/guest/README.md)."""
-    if end is None:
-        end = min(mem_bytes, 3 << 30)
-    return start, end
+def guest_params(serial_text):
+    """The parameters the guest announced on its first serial line:
+    {'ncpus':..., 'start':..., 'end':..., 'seed':...} (tests/guest/README.md)."""
+    for line in serial_text.splitlines():
+        if line.startswith("guest: ncpus="):
+            kv = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+            return {k: int(v, 0) for k, v in kv.items()}
+    fail(f"no guest parameter line on serial: {serial_text[:200]!r}")
 
 
-def guest_check(dump, ncpus, start, end, seed=0, base=0):
+def guest_check(dump, ncpus, start, end, seed=0, base=0, min_sweeps=1):
     """Run the guest RAM checker over a dump; returns (ok, report text)."""
     require_file(GUEST_CHECK, "guest RAM checker")
     p = subprocess.run([GUEST_CHECK, "--dump", dump, "--base", hex(base),
                         "--ncpus", str(ncpus), "--start", hex(start),
-                        "--end", hex(end), "--seed", str(seed)],
+                        "--end", hex(end), "--seed", str(seed),
+                        "--min-sweeps", str(min_sweeps)],
                        capture_output=True, text=True, timeout=300)
     if p.returncode == 2:
         fail(f"guest-check could not run: {p.stderr}")

@@ -26,9 +26,11 @@ def boot_stop_check(make_vm, smp, seed):
     if vm.qmp.cmd("query-status")["status"] != "paused":
         ft.fail("not paused after stop")
     before = vm.sweeps(smp)
-    dump = vm.pmemsave(MEM_BYTES)
-    start, end = ft.guest_region(MEM_BYTES)
-    ok, report = ft.guest_check(dump, smp, start, end, seed)
+    params = vm.guest_params()
+    if params["ncpus"] != smp or params["seed"] != seed:
+        ft.fail(f"guest did not take its command line: {params}")
+    start, end = params["start"], params["end"]
+    ok, report, dump = vm.check_guest_ram(MEM_BYTES, min_sweeps=3)
     ft.log(report.strip().splitlines()[-1] if report.strip() else "(no report)")
     if not ok:
         ft.fail(f"guest RAM check failed:\n{report}")
@@ -36,7 +38,7 @@ def boot_stop_check(make_vm, smp, seed):
     with open(dump, "r+b") as f:
         f.seek(start + 77 * 4096 + 8)
         f.write(b"\xde\xad\xbe\xef")
-    ok, _ = ft.guest_check(dump, smp, start, end, seed)
+    ok, _ = ft.guest_check(dump, smp, start, end, seed, min_sweeps=3)
     if ok:
         ft.fail("checker accepted a corrupted page")
     if vm.sweeps(smp) != before:

@@ -108,7 +108,7 @@ def test_machine_merge_backend_and_loader():
     vm.shutdown()
     expect_error(["-M", "none", "-machine", "memory-backend=mem0",
                   "-object", "memory-backend-ram,id=mem0,size=64M", "-m", "128M"],
-                 ["mem0"])
+                 ["memory-backend", "-m"])
     expect_error(["-M", "none", "-m", "16M",
                   "-device", f"loader,file={blob},addr=0xfff000,force-raw=on"],
                  ["loader"])
