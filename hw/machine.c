@@ -5,6 +5,7 @@
 #include "hw/machine.h"
 #include "exec/memory.h"
 #include "sysemu/kvm.h"
+#include "migration/savevm.h"
 
 #if __has_include("hw/pc.h")
 #include "hw/pc.h"
@@ -24,6 +25,7 @@ static bool none_machine_init(MachineState *ms, GError **errp)
         !kvm_init(ms, errp)) {
         return false;
     }
+    savevm_machine_name = "none";
     if (!ms->ram) {
         error_setg(errp, "machine 'none' has no RAM");
         return false;

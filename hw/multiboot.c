@@ -176,7 +176,11 @@ static bool mb_load_addresses(const char *name, const uint8_t *img,
 static bool mb_elf_check_ident(const char *name, const uint8_t *img,
                                size_t len, GError **errp)
 {
-    const Elf32_Ehdr *eh = (const Elf32_Ehdr *)img;
+    /* A copy: img has no alignment guarantee (UBSan flags the cast). */
+    Elf32_Ehdr ehdr = { 0 };
+    const Elf32_Ehdr *eh = &ehdr;
+
+    memcpy(&ehdr, img, MIN(len, sizeof(ehdr)));
 
     if (len < EI_NIDENT || memcmp(img, ELFMAG, SELFMAG) != 0) {
         error_setg(errp, "%s: Multiboot header without address fields "
@@ -228,12 +232,14 @@ static bool mb_load_elf(const char *name, const uint8_t *img, size_t len,
                         uint8_t *ram, uint64_t low_size, MultibootBoot *boot,
                         GError **errp)
 {
-    const Elf32_Ehdr *eh = (const Elf32_Ehdr *)img;
+    Elf32_Ehdr ehdr;
+    const Elf32_Ehdr *eh = &ehdr;
     unsigned loaded = 0;
 
     if (!mb_elf_check_ident(name, img, len, errp)) {
         return false;
     }
+    memcpy(&ehdr, img, sizeof(ehdr));
     boot->entry = eh->e_entry;
     for (unsigned i = 0; i < eh->e_phnum; i++) {
         Elf32_Phdr ph;

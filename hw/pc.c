@@ -5,10 +5,12 @@
 #include "qemu/osdep.h"
 #include "exec/memory.h"
 #include "hw/pc.h"
+#include "hw/pc-vmstate.h"
 #include "hw/multiboot.h"
 #include "sysemu/cpus.h"
 #include "sysemu/kvm.h"
 #include "sysemu/runstate.h"
+#include "migration/savevm.h"
 
 #define PC_KBD_STATUS_PORT 0x64
 #define PC_KBD_CMD_RESET   0xfe
@@ -162,7 +164,10 @@ static bool pc_init(MachineState *ms, GError **errp)
     if (!pc_boot_kernel(ms, errp) || !kvm_init_vcpus(ms, errp)) {
         return false;
     }
-    return pc_boot_kernel(ms, errp);
+    /* Not QEMU's pc-i440fx-*: each side refuses the other's pc stream. */
+    savevm_machine_name = PC_MACHINE_MIGRATION_NAME;
+    return pc_vmstate_register(ms->smp_cpus, &pc_serial, errp) &&
+           pc_boot_kernel(ms, errp);
 }
 
 /* With the vCPUs paused: everything back as right after init. */

@@ -79,6 +79,17 @@ static bool qmp_migrate_continue(JsonObject *args, JsonNode **ret,
     return migrate_continue(st, errp);
 }
 
+static bool qmp_migrate_start_postcopy(JsonObject *args, JsonNode **ret,
+                                       GError **errp)
+{
+    static const char *const known[] = { NULL };
+
+    if (!qmp_args_check_known(args, known, errp)) {
+        return false;
+    }
+    return migrate_start_postcopy(errp);
+}
+
 static bool qmp_query_migrate(JsonObject *args, JsonNode **ret,
                               GError **errp)
 {
@@ -398,6 +409,8 @@ void migration_register_qmp(void)
     qmp_register_command("migrate-incoming", qmp_migrate_incoming);
     qmp_register_command("migrate_cancel", qmp_migrate_cancel);
     qmp_register_command("migrate-continue", qmp_migrate_continue);
+    qmp_register_command("migrate-start-postcopy",
+                         qmp_migrate_start_postcopy);
     qmp_register_command("query-migrate", qmp_query_migrate);
     qmp_register_command("query-migrate-capabilities",
                          qmp_query_migrate_capabilities);

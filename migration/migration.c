@@ -22,8 +22,20 @@
 #include "migration/savevm.h"
 #include "migration/qemu-file.h"
 #include "migration/channel.h"
+#include "migration/postcopy-ram.h"
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+/*
+ * Postcopy: unsent data allowed in the kernel's socket queue, so that an
+ * urgent page does not wait behind megabytes of background pages.
+ */
+#define POSTCOPY_TCP_NOTSENT_LOWAT (128 * 1024)
+#define POSTCOPY_UNIX_SNDBUF (256 * 1024)
 
 static const char *const status_names[MIGRATION_STATUS__MAX] = {
     [MIGRATION_STATUS_NONE] = "none",
@@ -223,6 +235,12 @@ uint64_t migrate_max_bandwidth(void)
                            __ATOMIC_RELAXED);
 }
 
+uint64_t migrate_max_postcopy_bandwidth(void)
+{
+    return __atomic_load_n(&current_migration.params.max_postcopy_bandwidth,
+                           __ATOMIC_RELAXED);
+}
+
 uint64_t migrate_downtime_limit(void)
 {
     return __atomic_load_n(&current_migration.params.downtime_limit,
@@ -257,6 +275,13 @@ bool migrate_capability_check(MigrationCapability c, bool on, GError **errp)
     if (on && !capability_supported(c)) {
         error_setg(errp, "Capability '%s' is not supported by this VMM",
                    MigrationCapability_str(c));
+        return false;
+    }
+    /* The destination must be able to take faults: check it now. */
+    if (on && c == MIGRATION_CAPABILITY_POSTCOPY_RAM &&
+        runstate_get() == RUN_STATE_INMIGRATE &&
+        !postcopy_ram_supported_by_host(errp)) {
+        error_prepend(errp, "Postcopy is not supported: ");
         return false;
     }
     return true;
@@ -311,11 +336,36 @@ static char *dup_error_desc(GMutex *lock, char *const *desc)
 /* ---------------------------------------------------------------------- */
 /* Source: return path */
 
+/* A page request: queue it for the migration thread (postcopy). */
+static bool rp_req_pages(MigrationState *s, const RPMessage *msg,
+                         char last_block[256], GError **errp)
+{
+    uint64_t start;
+    uint32_t len;
+    char id[256];
+
+    if (!rp_message_get_req_pages(msg, &start, &len, id, errp)) {
+        return false;
+    }
+    if (id[0]) {
+        g_strlcpy(last_block, id, 256);
+    } else if (!last_block[0]) {
+        error_setg(errp, "page request without a block name and no "
+                   "previous block");
+        return false;
+    }
+    if (!migrate_postcopy_ram()) {
+        return true;    /* a hint only, nothing to serve it with */
+    }
+    return ram_postcopy_queue_request(last_block, start, len, errp);
+}
+
 static void *source_return_path_thread(void *opaque)
 {
     MigrationState *s = opaque;
     GError *err = NULL;
     RPMessage msg;
+    char last_block[256] = "";
 
     for (;;) {
         if (source_return_path_read(s->rp_file, &msg, &err) < 0) {
@@ -333,17 +383,11 @@ static void *source_return_path_thread(void *opaque)
         case MIG_RP_MSG_PONG:
             break;
         case MIG_RP_MSG_REQ_PAGES:
-        case MIG_RP_MSG_REQ_PAGES_ID: {
-            uint64_t start;
-            uint32_t len;
-            char id[256];
-
-            /* Precopy: only a hint; validate it, nothing to queue yet. */
-            if (!rp_message_get_req_pages(&msg, &start, &len, id, &err)) {
+        case MIG_RP_MSG_REQ_PAGES_ID:
+            if (!rp_req_pages(s, &msg, last_block, &err)) {
                 goto out;
             }
             break;
-        }
         default:
             error_setg(&err, "Unexpected return-path message type %u",
                        msg.type);
@@ -569,6 +613,203 @@ static uint64_t pending_total(bool exact)
     return must + can;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Source: postcopy */
+
+/* Keep the kernel's queue of unsent data short (see the #defines). */
+static void postcopy_tune_socket(QEMUFile *f)
+{
+    int fd = qio_channel_get_fd(qemu_file_get_ioc(f));
+    int domain = 0, v;
+    socklen_t l = sizeof(domain);
+
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) {
+        return;
+    }
+    if (domain == AF_INET || domain == AF_INET6) {
+        v = POSTCOPY_TCP_NOTSENT_LOWAT;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v))) {
+            warn_report("postcopy: TCP_NOTSENT_LOWAT: %s", g_strerror(errno));
+        }
+    } else if (domain == AF_UNIX) {
+        v = POSTCOPY_UNIX_SNDBUF;
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v))) {
+            warn_report("postcopy: SO_SNDBUF: %s", g_strerror(errno));
+        }
+    }
+}
+
+/*
+ * LISTEN, the device sections, PING 3, RUN, built in memory and sent as
+ * one PACKAGED blob: the destination's listen thread takes over the
+ * stream right after it.
+ */
+static bool postcopy_send_package(MigrationState *s, GError **errp)
+{
+    QIOChannel *bioc = qio_channel_new_buffer();
+    QEMUFile *fb = qemu_file_new_output(bioc);
+    const uint8_t *data;
+    size_t len;
+    int ret;
+
+    qemu_savevm_send_postcopy_listen(fb);
+    ret = qemu_savevm_state_complete_precopy_non_iterable(fb, true, false);
+    if (ret >= 0) {
+        qemu_savevm_send_ping(fb, 3);
+        qemu_savevm_send_postcopy_run(fb);
+        ret = qemu_fflush(fb);
+    }
+    if (ret < 0) {
+        qemu_file_get_error_obj(fb, errp);
+        if (errp && !*errp) {
+            error_setg(errp, "postcopy: building the device package failed");
+        }
+        qemu_fclose(fb);
+        qio_channel_unref(bioc);
+        return false;
+    }
+    data = qio_channel_buffer_data(bioc, &len);
+    /* From here the destination may run the guest: no way back. */
+    s->postcopy_after_devices = true;
+    ret = qemu_savevm_send_packaged(s->to_dst_file, data, len);
+    qemu_fclose(fb);
+    qio_channel_unref(bioc);
+    if (ret < 0) {
+        collect_error(s, errp);
+        return false;
+    }
+    return true;
+}
+
+/* The switch: stop, discards, package; then the postcopy phase. */
+static bool postcopy_start(MigrationState *s, GError **errp)
+{
+    QEMUFile *f = s->to_dst_file;
+    int64_t stop_start = now_ms();
+
+    if (!migrate_set_state(&s->status, MIGRATION_STATUS_ACTIVE,
+                           MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        return false;
+    }
+    global_state_store();
+    s->runstate_before = runstate_get();
+    s->vm_was_running = runstate_is_running();
+    vm_stop(RUN_STATE_FINISH_MIGRATE);
+    s->vm_stopped_by_us = true;
+    ram_set_downtime_phase(true);
+
+    if (qemu_savevm_state_complete_precopy_iterable(f, true) < 0) {
+        collect_error(s, errp);
+        return false;
+    }
+    if (!ram_postcopy_send_discard_bitmap(f, errp)) {
+        return false;
+    }
+    qemu_savevm_send_ping(f, 2);
+    if (!postcopy_send_package(s, errp)) {
+        return false;
+    }
+    qemu_savevm_send_ping(f, 4);
+    if (qemu_fflush(f) < 0) {
+        collect_error(s, errp);
+        return false;
+    }
+    s->downtime = now_ms() - stop_start;
+    /* ram paces background pages itself; urgent ones must never wait. */
+    qemu_file_set_rate_limit(f, 0);
+    ram_set_postcopy_phase(true);
+    postcopy_tune_socket(f);
+    return true;
+}
+
+static void postcopy_error(MigrationState *s, GError **errp)
+{
+    GError *e = NULL;
+
+    collect_error(s, &e);
+    if (s->postcopy_after_devices) {
+        error_setg(errp, "postcopy: destination went away: %s (the VM stays "
+                   "stopped here: its RAM is complete on neither side, and "
+                   "postcopy recovery is not supported)", e->message);
+    } else {
+        error_setg(errp, "postcopy: %s", e->message);
+    }
+    g_error_free(e);
+}
+
+/* After the switch: send the rest (urgent pages first) and finish. */
+static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
+{
+    QEMUFile *f = s->to_dst_file;
+    int ret;
+
+    while (status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        if (rp_has_error(s)) {
+            postcopy_error(s, errp);
+            return false;
+        }
+        ret = qemu_savevm_state_iterate(f, true);
+        if (ret < 0 || qemu_file_get_error(f)) {
+            postcopy_error(s, errp);
+            return false;
+        }
+        if (ret == 1) {
+            break;
+        }
+    }
+    if (!status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        return false;
+    }
+    ret = qemu_savevm_state_complete_postcopy(f);
+    if (ret >= 0) {
+        ret = qemu_fflush(f);
+    }
+    if (ret < 0) {
+        postcopy_error(s, errp);
+        return false;
+    }
+    /* The destination answers SHUT when its listen thread is done. */
+    close_return_path(s);
+    if (!s->rp_shut_received || rp_has_error(s)) {
+        if (!rp_has_error(s)) {
+            error_setg(errp, "postcopy: destination went away: it closed "
+                       "the return path without reporting success (the VM "
+                       "stays stopped here: its RAM is complete on neither "
+                       "side, and postcopy recovery is not supported)");
+            return false;
+        }
+        postcopy_error(s, errp);
+        return false;
+    }
+    s->total_time = now_ms() - s->start_time;
+    if (s->total_time > 0) {
+        RAMCounters rc;
+
+        ram_counters_get(&rc);
+        s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
+    }
+    return migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                             MIGRATION_STATUS_COMPLETED);
+}
+
+bool migrate_start_postcopy(GError **errp)
+{
+    MigrationState *s = &current_migration;
+
+    if (!migrate_postcopy_ram()) {
+        error_setg(errp, "Enable postcopy with migrate_set_capability before "
+                   "the start of migration");
+        return false;
+    }
+    if (migrate_get_state(&s->status) == MIGRATION_STATUS_NONE) {
+        error_setg(errp, "Postcopy must be started after migration has been "
+                   "started");
+        return false;
+    }
+    __atomic_store_n(&s->start_postcopy, true, __ATOMIC_SEQ_CST);
+    return true;
+}
+
 /* Iterate until the rest fits in the downtime; then complete. */
 static bool migration_iterate_loop(MigrationState *s, GError **errp)
 {
@@ -589,6 +830,16 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
         if (migrate_max_bandwidth() != rate) {
             rate = migrate_max_bandwidth();
             qemu_file_set_rate_limit(f, rate);
+        }
+        if (pending && pending >= threshold && migrate_postcopy_ram() &&
+            __atomic_load_n(&s->start_postcopy, __ATOMIC_SEQ_CST)) {
+            if (!postcopy_start(s, errp)) {
+                if (errp && !*errp) {
+                    collect_error(s, errp);
+                }
+                return false;
+            }
+            return postcopy_iterate_loop(s, errp);
         }
         if (pending == 0 || pending < threshold) {
             /* Nothing left by the estimate: completion syncs anyway. */
@@ -657,7 +908,8 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
 /* Put the VM back the way migration found it. */
 static void restore_vm(MigrationState *s)
 {
-    if (!s->vm_stopped_by_us) {
+    /* After the postcopy package the destination may run it: stay off. */
+    if (!s->vm_stopped_by_us || s->postcopy_after_devices) {
         return;
     }
     s->vm_stopped_by_us = false;
@@ -752,6 +1004,8 @@ static void migration_reset_stats(MigrationState *s)
     s->rp_shut_received = false;
     s->rp_shut_value = 0;
     s->pause_released = false;
+    __atomic_store_n(&s->start_postcopy, false, __ATOMIC_SEQ_CST);
+    s->postcopy_after_devices = false;
     g_mutex_lock(&s->error_lock);
     g_clear_pointer(&s->error_desc, g_free);
     g_clear_error(&s->rp_error);
@@ -763,6 +1017,7 @@ static void migration_sections_init(void)
 {
     migration_register_core_sections();
     ram_mig_init();
+    postcopy_ram_init();
 }
 
 bool migrate_start(const char *uri, GError **errp)
@@ -854,9 +1109,9 @@ bool migrate_continue(MigrationStatus state, GError **errp)
 /* ---------------------------------------------------------------------- */
 /* Destination */
 
-static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
-                          GError *err)
+void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
 {
+    MigrationIncomingState *mis = &current_incoming;
     MigrationStatus cur;
 
     migration_incoming_set_error(mis, err);
@@ -870,6 +1125,12 @@ static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
     error_report("load of migration failed: %s", err->message);
     /* As QEMU does: a destination whose load failed has nothing to run. */
     exit(1);
+}
+
+static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
+                          GError *err)
+{
+    migration_incoming_fail_exit(ctx, err);
 }
 
 /* Start the guest if the source ran it (or sent no state), else pause. */
@@ -902,6 +1163,15 @@ static void *incoming_thread(void *opaque)
             error_setg(&err, "load failed");
         }
         incoming_fail(mis, &ctx, err);
+    }
+    if (ctx.postcopy_listening) {
+        /* The listen thread finishes the job (SHUT, completed). */
+        postcopy_incoming_main_done();
+        postcopy_incoming_wait();
+        loadvm_context_destroy(&ctx);
+        qemu_fclose(mis->from_src_file);
+        mis->from_src_file = NULL;
+        return NULL;
     }
     incoming_start_vm();
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
@@ -939,6 +1209,7 @@ static bool incoming_listen(const char *uri, GError **errp)
     MigrationIncomingState *mis = &current_incoming;
 
     migration_sections_init();
+    postcopy_incoming_reset();
     if (!migration_channel_listen(uri, incoming_accept, mis, errp)) {
         return false;
     }
@@ -1028,6 +1299,7 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
         }
         g_free(desc);
     }
+    postcopy_fill_query(o);
 }
 
 JsonObject *migration_query(void)

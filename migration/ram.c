@@ -24,10 +24,23 @@
 #include "migration/qemu-file.h"
 #include "migration/ram.h"
 #include "migration/savevm.h"
+#include "migration/postcopy-ram.h"
 #include "monitor/qmp.h"
 
 /* An iteration stops after this long even if the rate limit allows more. */
 #define RAM_ITERATE_MAX_WAIT_MS 50
+/*
+ * Postcopy: background data is pushed to the socket every this many bytes
+ * so that an urgent page never queues behind much of it in our buffer.
+ */
+#define POSTCOPY_FLUSH_BYTES (64 * 1024)
+
+/* A page request from the destination: [start, start+len) in rb. */
+typedef struct RAMRequest {
+    RAMBlock *rb;
+    uint64_t start;
+    uint64_t len;
+} RAMRequest;
 
 typedef struct RAMState {
     /* Where the background scan resumes. */
@@ -43,6 +56,17 @@ typedef struct RAMState {
     uint64_t num_dirty_pages_period;
     uint64_t pages_at_last_sync;        /* duplicate + normal then */
     bool in_downtime;
+    bool in_postcopy;
+    /* The last host page came from the urgent queue. */
+    bool last_was_urgent;
+
+    /* Postcopy: page requests (RAMRequest) from the return-path thread. */
+    GMutex req_lock;
+    GCond req_cond;                     /* signalled when one is queued */
+    GQueue requests;
+    /* Postcopy background budget, per BUFFER_DELAY_MS slice. */
+    int64_t pc_slice_start;             /* us */
+    uint64_t pc_slice_bytes;
 } RAMState;
 
 static RAMState *ram_state;
@@ -87,7 +111,22 @@ void ram_counters_get(RAMCounters *out)
     out->remaining = ram_bytes_remaining();
 }
 
-static void counters_add_page(bool zero, uint64_t bytes, bool downtime)
+/* Called with counters_lock held: split bytes by migration phase. */
+static void counters_add_phase_bytes(uint64_t bytes)
+{
+    RAMState *rs = ram_state;
+
+    ram_counters.transferred += bytes;
+    if (rs && rs->in_postcopy) {
+        ram_counters.postcopy_bytes += bytes;
+    } else if (rs && rs->in_downtime) {
+        ram_counters.downtime_bytes += bytes;
+    } else {
+        ram_counters.precopy_bytes += bytes;
+    }
+}
+
+static void counters_add_page(bool zero, uint64_t bytes)
 {
     g_mutex_lock(&counters_lock);
     if (zero) {
@@ -95,26 +134,14 @@ static void counters_add_page(bool zero, uint64_t bytes, bool downtime)
     } else {
         ram_counters.normal++;
     }
-    ram_counters.transferred += bytes;
-    if (downtime) {
-        ram_counters.downtime_bytes += bytes;
-    } else {
-        ram_counters.precopy_bytes += bytes;
-    }
+    counters_add_phase_bytes(bytes);
     g_mutex_unlock(&counters_lock);
 }
 
 static void counters_add_bytes(uint64_t bytes)
 {
-    bool downtime = ram_state && ram_state->in_downtime;
-
     g_mutex_lock(&counters_lock);
-    ram_counters.transferred += bytes;
-    if (downtime) {
-        ram_counters.downtime_bytes += bytes;
-    } else {
-        ram_counters.precopy_bytes += bytes;
-    }
+    counters_add_phase_bytes(bytes);
     g_mutex_unlock(&counters_lock);
 }
 
@@ -137,6 +164,18 @@ void ram_set_downtime_phase(bool in_downtime)
 {
     if (ram_state) {
         ram_state->in_downtime = in_downtime;
+    }
+}
+
+void ram_set_postcopy_phase(bool on)
+{
+    RAMState *rs = ram_state;
+
+    if (rs) {
+        rs->in_postcopy = on;
+        rs->in_downtime = false;
+        rs->pc_slice_start = g_get_monotonic_time();
+        rs->pc_slice_bytes = 0;
     }
 }
 
@@ -395,12 +434,132 @@ static void pss_host_page_finish(PageSearchStatus *pss)
 }
 
 /*
- * Urgent pages requested by the destination (postcopy) would be taken
- * here before the background scan; precopy has none.
+ * The first target page still to send in [start, start+len) of rb, or
+ * false when the destination has it all already (a requested page that
+ * was sent in the meantime is skipped, never sent twice).
+ */
+static bool request_next_page(RAMRequest *req, unsigned long *page)
+{
+    unsigned long *bmap = rcu_dereference(req->rb->bmap);
+    unsigned long first = req->start >> TARGET_PAGE_BITS;
+    unsigned long end = (req->start + req->len) >> TARGET_PAGE_BITS;
+
+    if (!bmap) {
+        return false;
+    }
+    *page = find_next_bit(bmap, end, first);
+    return *page < end;
+}
+
+/*
+ * Urgent pages requested by the destination go before the background
+ * scan.  pss is set to the first unsent target page of the oldest
+ * request; the caller sends its whole host page.
  */
 static bool get_queued_page(RAMState *rs, PageSearchStatus *pss)
 {
-    return false;
+    bool found = false;
+
+    g_mutex_lock(&rs->req_lock);
+    while (!found && !g_queue_is_empty(&rs->requests)) {
+        RAMRequest *req = g_queue_peek_head(&rs->requests);
+        unsigned long page;
+
+        if (request_next_page(req, &page)) {
+            unsigned long hp = ramblock_host_page_pages(req->rb);
+            uint64_t hp_end = (uint64_t)QEMU_ALIGN_DOWN(page, hp) + hp;
+            uint64_t end = req->start + req->len;
+
+            pss->block = req->rb;
+            pss->page = page;
+            pss->complete_round = false;
+            found = true;
+            /* The host page is about to go; keep the rest of the range. */
+            req->start = MIN(hp_end << TARGET_PAGE_BITS, end);
+            req->len = end - req->start;
+            if (req->len) {
+                continue;
+            }
+        }
+        g_free(g_queue_pop_head(&rs->requests));
+    }
+    g_mutex_unlock(&rs->req_lock);
+    rs->last_was_urgent = found;
+    return found;
+}
+
+static void requests_clear(RAMState *rs)
+{
+    g_mutex_lock(&rs->req_lock);
+    while (!g_queue_is_empty(&rs->requests)) {
+        g_free(g_queue_pop_head(&rs->requests));
+    }
+    g_mutex_unlock(&rs->req_lock);
+}
+
+unsigned ram_postcopy_queue_length(void)
+{
+    unsigned n = 0;
+
+    g_mutex_lock(&ram_state_lock);
+    if (ram_state) {
+        g_mutex_lock(&ram_state->req_lock);
+        n = g_queue_get_length(&ram_state->requests);
+        g_mutex_unlock(&ram_state->req_lock);
+    }
+    g_mutex_unlock(&ram_state_lock);
+    return n;
+}
+
+bool ram_postcopy_queue_request(const char *idstr, uint64_t start,
+                                uint64_t len, GError **errp)
+{
+    RAMRequest *req;
+    RAMBlock *rb;
+    bool ok = false;
+
+    g_mutex_lock(&ram_state_lock);
+    if (!ram_state) {
+        error_setg(errp, "page request for '%s' but RAM migration is not "
+                   "set up", idstr);
+        goto out;
+    }
+    rcu_read_lock();
+    rb = qemu_ram_block_by_name(idstr);
+    rcu_read_unlock();
+    /* RAMBlocks of a running migration are not freed (no hot-unplug). */
+    if (!rb || !(rb->flags & RAM_MIGRATABLE)) {
+        error_setg(errp, "page request for unknown RAMBlock '%s'", idstr);
+        goto out;
+    }
+    if (!len || !QEMU_IS_ALIGNED(start, rb->page_size) ||
+        !QEMU_IS_ALIGNED(len, rb->page_size)) {
+        error_setg(errp, "page request for '%s' at 0x%" PRIx64 "+0x%" PRIx64
+                   " is not aligned to its page size 0x%zx", idstr, start,
+                   len, rb->page_size);
+        goto out;
+    }
+    if (start >= rb->used_length || len > rb->used_length - start) {
+        error_setg(errp, "page request for '%s' at 0x%" PRIx64 "+0x%" PRIx64
+                   " is beyond its used length 0x%" PRIx64, idstr, start, len,
+                   (uint64_t)rb->used_length);
+        goto out;
+    }
+    req = g_new(RAMRequest, 1);
+    req->rb = rb;
+    req->start = start;
+    req->len = len;
+    g_mutex_lock(&ram_state->req_lock);
+    g_queue_push_tail(&ram_state->requests, req);
+    g_cond_broadcast(&ram_state->req_cond);
+    g_mutex_unlock(&ram_state->req_lock);
+    g_mutex_lock(&counters_lock);
+    ram_counters.postcopy_requests++;
+    g_mutex_unlock(&counters_lock);
+    ok = true;
+out:
+    g_mutex_unlock(&ram_state_lock);
+    return ok;
 }
 
 /* Pick the next page to send: urgent queue first, then the scan. */
@@ -480,7 +639,7 @@ static void ram_save_target_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
     if (unsent) {
         clear_bit_atomic(page, unsent);
     }
-    counters_add_page(zero, bytes, rs->in_downtime);
+    counters_add_page(zero, bytes);
     if (page_sent_hook) {
         page_sent_hook(rb, page, page_sent_opaque);
     }
@@ -549,6 +708,9 @@ bool ram_save_setup(QEMUFile *f, GError **errp)
     }
     rs = g_new0(RAMState, 1);
     g_mutex_init(&rs->bitmap_mutex);
+    g_mutex_init(&rs->req_lock);
+    g_cond_init(&rs->req_cond);
+    g_queue_init(&rs->requests);
     g_mutex_lock(&counters_lock);
     memset(&ram_counters, 0, sizeof(ram_counters));
     g_mutex_unlock(&counters_lock);
@@ -585,6 +747,106 @@ bool ram_save_setup(QEMUFile *f, GError **errp)
     return qemu_file_get_error_obj(f, errp) == 0;
 }
 
+/* Background bytes allowed per slice after the switch (0: unlimited). */
+static uint64_t postcopy_slice_budget(void)
+{
+    uint64_t bw = migrate_max_postcopy_bandwidth();
+
+    return bw ? MAX(bw / (1000 / BUFFER_DELAY_MS), 1) : 0;
+}
+
+/*
+ * The background budget of this slice is used up: wait until the slice
+ * ends or a page request arrives, whichever comes first.
+ */
+static void postcopy_wait_budget(RAMState *rs)
+{
+    int64_t slice_end = rs->pc_slice_start + BUFFER_DELAY_MS * 1000;
+
+    g_mutex_lock(&rs->req_lock);
+    while (g_queue_is_empty(&rs->requests) &&
+           g_get_monotonic_time() < slice_end) {
+        g_cond_wait_until(&rs->req_cond, &rs->req_lock, slice_end);
+    }
+    g_mutex_unlock(&rs->req_lock);
+}
+
+static bool postcopy_budget_left(RAMState *rs)
+{
+    uint64_t budget = postcopy_slice_budget();
+    int64_t now = g_get_monotonic_time();
+
+    if (now - rs->pc_slice_start >= BUFFER_DELAY_MS * 1000) {
+        rs->pc_slice_start = now;
+        rs->pc_slice_bytes = 0;
+    }
+    return !budget || rs->pc_slice_bytes < budget;
+}
+
+static bool requests_pending(RAMState *rs)
+{
+    bool r;
+
+    g_mutex_lock(&rs->req_lock);
+    r = !g_queue_is_empty(&rs->requests);
+    g_mutex_unlock(&rs->req_lock);
+    return r;
+}
+
+/*
+ * After the switch: the urgent queue is looked at before every host page,
+ * urgent pages ignore the bandwidth limit and are pushed out at once;
+ * background pages follow max-postcopy-bandwidth (f itself is unlimited).
+ */
+static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
+{
+    int64_t t0 = now_ms();
+    uint64_t unflushed = 0;
+    int done = 0;
+
+    for (;;) {
+        uint64_t before = qemu_file_transferred(f);
+        int pages;
+
+        if (!requests_pending(rs) && !postcopy_budget_left(rs)) {
+            if (now_ms() - t0 > RAM_ITERATE_MAX_WAIT_MS) {
+                break;
+            }
+            qemu_fflush(f);
+            unflushed = 0;
+            postcopy_wait_budget(rs);
+            continue;
+        }
+        pages = ram_find_and_save_block(rs, f);
+        if (pages < 0) {
+            break;
+        }
+        if (pages == 0) {
+            done = 1;
+            break;
+        }
+        if (rs->last_was_urgent) {
+            /* The faulting vCPU waits for exactly this. */
+            qemu_fflush(f);
+            unflushed = 0;
+        } else {
+            uint64_t n = qemu_file_transferred(f) - before;
+
+            rs->pc_slice_bytes += n;
+            unflushed += n;
+            if (unflushed >= POSTCOPY_FLUSH_BYTES) {
+                qemu_fflush(f);
+                unflushed = 0;
+            }
+        }
+        if (qemu_file_get_error(f) ||
+            now_ms() - t0 > RAM_ITERATE_MAX_WAIT_MS) {
+            break;
+        }
+    }
+    return done;
+}
+
 int ram_save_iterate(QEMUFile *f, GError **errp)
 {
     RAMState *rs = ram_state;
@@ -595,6 +857,14 @@ int ram_save_iterate(QEMUFile *f, GError **errp)
     if (!rs) {
         error_setg(errp, "RAM migration is not set up");
         return -1;
+    }
+    if (rs->in_postcopy) {
+        rcu_read_lock();
+        done = ram_save_iterate_postcopy(rs, f);
+        rcu_read_unlock();
+        put_eos(f);
+        qemu_fflush(f);
+        return qemu_file_get_error_obj(f, errp) ? -1 : done;
     }
     rcu_read_lock();
     while (!qemu_file_rate_limit(f)) {
@@ -628,7 +898,11 @@ bool ram_save_complete(QEMUFile *f, GError **errp)
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
-    if (!migration_bitmap_sync(errp)) {
+    /*
+     * After the switch the VM is stopped and the bitmap is exact: a sync
+     * could only add pages the destination already holds.
+     */
+    if (!rs->in_postcopy && !migration_bitmap_sync(errp)) {
         return false;
     }
     rcu_read_lock();
@@ -642,6 +916,154 @@ bool ram_save_complete(QEMUFile *f, GError **errp)
     rcu_read_unlock();
     put_eos(f);
     return qemu_file_get_error_obj(f, errp) == 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Postcopy switch: discards */
+
+typedef struct DiscardBatch {
+    RAMBlock *rb;
+    RamDiscardSendFn fn;
+    void *opaque;
+    uint16_t n;
+    uint64_t start[MAX_DISCARDS_PER_COMMAND];
+    uint64_t length[MAX_DISCARDS_PER_COMMAND];
+    long total;
+    bool failed;
+} DiscardBatch;
+
+static void discard_flush(DiscardBatch *b)
+{
+    if (b->n && !b->failed &&
+        b->fn(b->opaque, b->rb->idstr, b->n, b->start, b->length) < 0) {
+        b->failed = true;
+    }
+    b->n = 0;
+}
+
+/* Queue the target pages [first, end) as one range. */
+static void discard_add(DiscardBatch *b, unsigned long first,
+                        unsigned long end)
+{
+    b->start[b->n] = (uint64_t)first << TARGET_PAGE_BITS;
+    b->length[b->n] = (uint64_t)(end - first) << TARGET_PAGE_BITS;
+    b->n++;
+    b->total++;
+    if (b->n == MAX_DISCARDS_PER_COMMAND) {
+        discard_flush(b);
+    }
+}
+
+/*
+ * Host pages with anything left to send become wholly "to send" (they are
+ * placed atomically) and wholly discarded.  Returns the number of target
+ * pages added to bmap.
+ */
+static unsigned long discard_chunk(RAMBlock *rb, unsigned long *bmap,
+                                   unsigned long *disc)
+{
+    unsigned long npages = ramblock_pages(rb);
+    unsigned long hp = ramblock_host_page_pages(rb);
+    unsigned long added = 0;
+    unsigned long page = find_first_bit(bmap, npages);
+
+    while (page < npages) {
+        unsigned long first = QEMU_ALIGN_DOWN(page, hp);
+        unsigned long end = MIN(first + hp, npages);
+        unsigned long n = end - first;
+        added += n - bitmap_count_one_range(bmap, first, n);
+        bitmap_set(bmap, first, n);
+        /*
+         * Never-sent pages are discarded too (as QEMU 7.2 does): the
+         * destination may hold them although we never sent them (a
+         * transparent huge page filled around a neighbour, a zero page
+         * mapped by a read), and placing over them would fail (EEXIST).
+         */
+        bitmap_set(disc, first, n);
+        page = find_next_bit(bmap, npages, end);
+    }
+    return added;
+}
+
+long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
+                                void *opaque)
+{
+    RAMState *rs = ram_state;
+    unsigned long *bmap = rb->bmap;
+    unsigned long npages = ramblock_pages(rb);
+    unsigned long *disc;
+    unsigned long page, added;
+    DiscardBatch b = { .rb = rb, .fn = fn, .opaque = opaque };
+
+    if (!bmap) {
+        return 0;
+    }
+    disc = bitmap_new(npages);
+    if (rs) {
+        g_mutex_lock(&rs->bitmap_mutex);
+    }
+    added = discard_chunk(rb, bmap, disc);
+    if (rs) {
+        rs->migration_dirty_pages += added;
+        g_mutex_unlock(&rs->bitmap_mutex);
+    }
+    page = find_first_bit(disc, npages);
+    while (page < npages) {
+        unsigned long end = find_next_zero_bit(disc, npages, page);
+
+        discard_add(&b, page, end);
+        page = find_next_bit(disc, npages, end);
+    }
+    discard_flush(&b);
+    g_free(disc);
+    return b.failed ? -1 : b.total;
+}
+
+static int discard_send_cmd(void *opaque, const char *idstr, uint16_t n,
+                            const uint64_t *start, const uint64_t *length)
+{
+    QEMUFile *f = opaque;
+    uint64_t bytes = 1 + 2 + 2 + 3 + strlen(idstr) + 16 * n;
+
+    counters_add_bytes(bytes);
+    return qemu_savevm_send_postcopy_ram_discard(f, idstr, n, start, length);
+}
+
+bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp)
+{
+    RAMState *rs = ram_state;
+    GPtrArray *blocks;
+    bool ok = true;
+
+    if (!rs) {
+        error_setg(errp, "RAM migration is not set up");
+        return false;
+    }
+    if (!migration_bitmap_sync(errp)) {
+        return false;
+    }
+    /* Restart the scan; the first postcopy record names its block. */
+    rs->last_seen_block = NULL;
+    rs->last_page = 0;
+    rs->last_sent_block = NULL;
+    blocks = ram_blocks_snapshot(true);
+    rcu_read_lock();
+    for (guint i = 0; ok && i < blocks->len; i++) {
+        RAMBlock *rb = blocks->pdata[i];
+        if (ram_postcopy_block_discard(rb, discard_send_cmd, f) < 0) {
+            ok = false;
+        }
+    }
+    rcu_read_unlock();
+    g_ptr_array_free(blocks, true);
+    if (!ok || qemu_file_get_error(f)) {
+        qemu_file_get_error_obj(f, errp);
+        if (errp && !*errp) {
+            error_setg(errp, "postcopy: sending the discard commands failed");
+        }
+        return false;
+    }
+    return true;
 }
 
 uint64_t ram_save_pending(uint64_t max_size)
@@ -672,6 +1094,9 @@ void ram_save_cleanup(void)
     g_mutex_lock(&ram_state_lock);
     ram_state = NULL;
     g_mutex_unlock(&ram_state_lock);
+    requests_clear(rs);
+    g_mutex_clear(&rs->req_lock);
+    g_cond_clear(&rs->req_cond);
     g_mutex_clear(&rs->bitmap_mutex);
     g_free(rs);
 }
@@ -683,6 +1108,28 @@ void ram_save_cleanup(void)
 static RAMBlock *load_last_block;
 static bool load_postcopy_advised;
 
+/*
+ * Postcopy placement: the target pages of one host page are gathered in a
+ * temporary page and placed together, atomically, with userfaultfd.
+ */
+typedef struct PostcopyTmpPage {
+    uint8_t *buf;
+    size_t size;
+    RAMBlock *rb;               /* host page being gathered */
+    ram_addr_t host_offset;
+    unsigned long got;          /* target pages gathered so far */
+    bool all_zero;
+} PostcopyTmpPage;
+
+static PostcopyTmpPage pc_tmp;
+
+static void postcopy_tmp_free(void)
+{
+    free(pc_tmp.buf);
+    memset(&pc_tmp, 0, sizeof(pc_tmp));
+}
+
+
 void ram_load_set_postcopy_advised(bool advised)
 {
     load_postcopy_advised = advised;
@@ -693,6 +1140,7 @@ bool ram_load_setup(GError **errp)
     GPtrArray *blocks = ram_blocks_snapshot(true);
 
     load_last_block = NULL;
+    pc_tmp.got = 0;
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -707,6 +1155,7 @@ void ram_load_cleanup(void)
     GPtrArray *blocks = ram_blocks_snapshot(false);
 
     load_last_block = NULL;
+    postcopy_tmp_free();
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -854,6 +1303,157 @@ static bool load_page(QEMUFile *f, uint64_t flags, uint64_t offset,
     return true;
 }
 
+static bool postcopy_tmp_prepare(RAMBlock *rb, ram_addr_t host_offset,
+                                 GError **errp)
+{
+    size_t size = MAX(rb->page_size, (size_t)TARGET_PAGE_SIZE);
+
+    if (pc_tmp.size < size) {
+        void *p;
+
+        free(pc_tmp.buf);
+        pc_tmp.buf = NULL;
+        pc_tmp.size = 0;
+        if (posix_memalign(&p, size, size)) {
+            error_setg(errp, "postcopy: cannot allocate a %zu byte "
+                       "temporary page", size);
+            return false;
+        }
+        pc_tmp.buf = p;
+        pc_tmp.size = size;
+    }
+    pc_tmp.rb = rb;
+    pc_tmp.host_offset = host_offset;
+    pc_tmp.got = 0;
+    pc_tmp.all_zero = true;
+    return true;
+}
+
+static bool load_page_postcopy(QEMUFile *f, uint64_t flags, uint64_t offset,
+                               GError **errp)
+{
+    RAMBlock *rb = load_block(f, flags, offset, errp);
+    size_t hps;
+    ram_addr_t hp_off;
+    unsigned long need;
+    uint8_t *dst;
+    const uint8_t *src;
+
+    if (!rb) {
+        return false;
+    }
+    hps = MAX(rb->page_size, (size_t)TARGET_PAGE_SIZE);
+    hp_off = QEMU_ALIGN_DOWN(offset, hps);
+    need = hps >> TARGET_PAGE_BITS;
+    if (pc_tmp.got == 0) {
+        if (!postcopy_tmp_prepare(rb, hp_off, errp)) {
+            return false;
+        }
+    } else if (pc_tmp.rb != rb || pc_tmp.host_offset != hp_off) {
+        error_setg(errp, "postcopy: non-same host page: page 0x%" PRIx64
+                   " of \"%s\" arrived while host page 0x%" PRIx64 " of "
+                   "\"%s\" has %lu of %lu target pages", offset, rb->idstr,
+                   (uint64_t)pc_tmp.host_offset, pc_tmp.rb->idstr,
+                   pc_tmp.got, need);
+        return false;
+    }
+    if (offset != hp_off + (pc_tmp.got << TARGET_PAGE_BITS)) {
+        error_setg(errp, "postcopy: page 0x%" PRIx64 " of \"%s\" out of "
+                   "order in its host page (expected 0x%" PRIx64 ")", offset,
+                   rb->idstr, (uint64_t)(hp_off +
+                                         (pc_tmp.got << TARGET_PAGE_BITS)));
+        return false;
+    }
+    dst = pc_tmp.buf + (offset - hp_off);
+    src = pc_tmp.buf;
+    if (flags & RAM_SAVE_FLAG_ZERO) {
+        int fill = qemu_get_byte(f);
+
+        memset(dst, fill, TARGET_PAGE_SIZE);
+        if (fill) {
+            pc_tmp.all_zero = false;
+        }
+    } else {
+        uint8_t *p = dst;
+
+        /* A 4 KiB host page is placed straight from the stream buffer. */
+        if (need == 1) {
+            if (qemu_get_buffer_in_place(f, &p, TARGET_PAGE_SIZE) !=
+                TARGET_PAGE_SIZE) {
+                p = NULL;
+            }
+            src = p;
+        } else if (qemu_get_buffer(f, dst, TARGET_PAGE_SIZE) !=
+                   TARGET_PAGE_SIZE) {
+            p = NULL;
+        }
+        if (!p) {
+            qemu_file_get_error_obj(f, errp);
+            if (errp && !*errp) {
+                error_setg(errp, "Short RAM page in block \"%s\"",
+                           rb->idstr);
+            }
+            return false;
+        }
+        pc_tmp.all_zero = false;
+    }
+    if (qemu_file_get_error_obj(f, errp)) {
+        return false;
+    }
+    if (++pc_tmp.got < need) {
+        return true;
+    }
+    pc_tmp.got = 0;
+    if (pc_tmp.all_zero) {
+        return postcopy_place_page_zero(rb, hp_off, errp);
+    }
+    return postcopy_place_page(rb, hp_off, src, errp);
+}
+
+static bool ram_load_postcopy(QEMUFile *f, GError **errp)
+{
+    for (;;) {
+        uint64_t word = qemu_get_be64(f);
+        uint64_t offset = word & TARGET_PAGE_MASK;
+        uint64_t flags = word & ~TARGET_PAGE_MASK;
+
+        if (qemu_file_get_error_obj(f, errp)) {
+            return false;
+        }
+        switch (flags) {
+        case RAM_SAVE_FLAG_ZERO:
+        case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
+        case RAM_SAVE_FLAG_PAGE:
+        case RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE:
+            if (!load_page_postcopy(f, flags, offset, errp)) {
+                return false;
+            }
+            break;
+        case RAM_SAVE_FLAG_EOS:
+            if (offset) {
+                error_setg(errp, "RAM EOS record with offset 0x%" PRIx64,
+                           offset);
+                return false;
+            }
+            return true;
+        case RAM_SAVE_FLAG_MEM_SIZE:
+            error_setg(errp, "postcopy: MEM_SIZE record after "
+                       "POSTCOPY_LISTEN");
+            return false;
+        default:
+            if (flags & RAM_SAVE_FLAG_XBZRLE) {
+                error_setg(errp, "postcopy: XBZRLE page 0x%" PRIx64 " "
+                           "cannot be placed atomically", offset);
+            } else {
+                error_setg(errp, "postcopy: unknown combination of "
+                           "migration flags: 0x%" PRIx64 " (record 0x%016"
+                           PRIx64 ")", flags, word);
+            }
+            return false;
+        }
+    }
+}
+
 bool ram_load(QEMUFile *f, int version_id, GError **errp)
 {
     bool ok = true;
@@ -862,6 +1462,12 @@ bool ram_load(QEMUFile *f, int version_id, GError **errp)
         error_setg(errp, "Unsupported RAM section version %d (want %d)",
                    version_id, RAM_SECTION_VERSION);
         return false;
+    }
+    if (postcopy_is_running()) {
+        rcu_read_lock();
+        ok = ram_load_postcopy(f, errp);
+        rcu_read_unlock();
+        return ok;
     }
     rcu_read_lock();
     while (ok) {

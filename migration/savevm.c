@@ -23,7 +23,14 @@ typedef struct SaveStateEntry {
 
 /* In registration order, which is also the order sections are sent. */
 static GPtrArray *savevm_handlers;
-static uint32_t next_section_id;
+/*
+ * Section ids start at 1: a QEMU 7.2 destination resolves PART/END ids
+ * against every handler's last loaded id, which is 0 for handlers not
+ * loaded yet, so a live section numbered 0 gets dispatched to the wrong
+ * handler (seen: RAM as id 0 reached "timer" and failed the load).
+ */
+#define FIRST_SECTION_ID 1
+static uint32_t next_section_id = FIRST_SECTION_ID;
 static const LoadvmPostcopyOps *postcopy_ops;
 
 static GPtrArray *handlers(void)
@@ -120,7 +127,7 @@ void vmstate_unregister(const VMStateDescription *vmsd, void *opaque)
 void savevm_unregister_all(void)
 {
     g_ptr_array_set_size(handlers(), 0);
-    next_section_id = 0;
+    next_section_id = FIRST_SECTION_ID;
 }
 
 static const char *machine_name(void)
@@ -986,6 +993,11 @@ static int cmd_packaged(QEMUFile *f, LoadVMContext *ctx,
     qemu_fclose(blob);
     if (ret < 0) {
         g_prefix_error(errp, "in PACKAGED blob: ");
+    } else if (ret == 0 && ctx->postcopy_listening) {
+        /* The listen thread owns the stream now: we must not read on. */
+        error_setg(errp, "PACKAGED blob started POSTCOPY_LISTEN but did not "
+                   "end with POSTCOPY_RUN");
+        ret = -EINVAL;
     }
     return ret;
 }
@@ -1338,20 +1350,26 @@ int qemu_loadvm_state(QEMUFile *f, LoadVMContext *ctx, GError **errp)
 
 /* ---- return path: destination -> source ---- */
 
+/* Caller holds rp_mutex. */
+static int rp_send_locked(LoadVMContext *ctx, int type, uint16_t len,
+                          const uint8_t *data)
+{
+    if (!ctx->to_src) {
+        return -EIO;
+    }
+    qemu_put_be16(ctx->to_src, type);
+    qemu_put_be16(ctx->to_src, len);
+    qemu_put_buffer(ctx->to_src, data, len);
+    return qemu_fflush(ctx->to_src);
+}
+
 int migrate_send_rp_message(LoadVMContext *ctx, enum mig_rp_message_type type,
                             uint16_t len, const uint8_t *data)
 {
     int ret;
 
     g_mutex_lock(&ctx->rp_mutex);
-    if (!ctx->to_src) {
-        g_mutex_unlock(&ctx->rp_mutex);
-        return -EIO;
-    }
-    qemu_put_be16(ctx->to_src, type);
-    qemu_put_be16(ctx->to_src, len);
-    qemu_put_buffer(ctx->to_src, data, len);
-    ret = qemu_fflush(ctx->to_src);
+    ret = rp_send_locked(ctx, type, len, data);
     g_mutex_unlock(&ctx->rp_mutex);
     return ret;
 }
@@ -1394,34 +1412,32 @@ int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
     uint32_t be32 = GUINT32_TO_BE(len);
     size_t msglen = 12;
     int type = MIG_RP_MSG_REQ_PAGES;
-    int ret;
+    int ret = -EINVAL;
 
     memcpy(buf, &be64, 8);
     memcpy(buf + 8, &be32, 4);
+    /* one critical section: "same block as before" must stay true */
     g_mutex_lock(&ctx->rp_mutex);
     if (idstr && strcmp(idstr, ctx->last_rp_block) != 0) {
         size_t n = strlen(idstr);
 
         if (n < 1 || n > 255) {
-            g_mutex_unlock(&ctx->rp_mutex);
-            return -EINVAL;
+            goto out;
         }
         buf[12] = n;
         memcpy(buf + 13, idstr, n);
         msglen = 13 + n;
         type = MIG_RP_MSG_REQ_PAGES_ID;
-        g_strlcpy(ctx->last_rp_block, idstr, sizeof(ctx->last_rp_block));
     } else if (!ctx->last_rp_block[0]) {
         /* the source cannot know the block of a first request */
-        g_mutex_unlock(&ctx->rp_mutex);
-        return -EINVAL;
+        goto out;
     }
+    ret = rp_send_locked(ctx, type, msglen, buf);
+    if (ret == 0 && type == MIG_RP_MSG_REQ_PAGES_ID) {
+        g_strlcpy(ctx->last_rp_block, idstr, sizeof(ctx->last_rp_block));
+    }
+out:
     g_mutex_unlock(&ctx->rp_mutex);
-    /*
-     * Two senders could interleave between here and the message lock only
-     * by both being page requesters; there is one fault thread.
-     */
-    ret = migrate_send_rp_message(ctx, type, msglen, buf);
     return ret;
 }
 

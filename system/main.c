@@ -193,6 +193,7 @@ int main(int argc, char **argv)
         } else {
             machine_print_types(stdout);
         }
+        qemu_free_options(&opts);
         return 0;
     }
     ms = &opts.machine;

@@ -12,6 +12,7 @@
 #include <json-glib/json-glib.h>
 
 typedef struct QEMUFile QEMUFile;
+typedef struct LoadVMContext LoadVMContext;
 
 /* QEMU 7.2 MigrationStatus, in QAPI order (the strings are the contract). */
 typedef enum MigrationStatus {
@@ -113,6 +114,11 @@ typedef struct MigrationState {
 
     GMutex error_lock;
     char *error_desc;                   /* first error, for query-migrate */
+
+    /* migrate-start-postcopy was called: switch when it makes sense. */
+    bool start_postcopy;                /* atomic */
+    /* The postcopy package (with RUN) went out: the source cannot resume. */
+    bool postcopy_after_devices;
 } MigrationState;
 
 typedef struct MigrationIncomingState {
@@ -149,6 +155,7 @@ bool migrate_pause_before_switchover(void);
 bool migrate_postcopy_blocktime(void);
 uint64_t migrate_max_bandwidth(void);
 uint64_t migrate_downtime_limit(void);
+uint64_t migrate_max_postcopy_bandwidth(void);
 
 /* Record the first error of a migration (for error-desc). */
 void migrate_set_error(MigrationState *s, const GError *err);
@@ -159,6 +166,14 @@ void migration_incoming_set_error(MigrationIncomingState *mis,
 bool migrate_start(const char *uri, GError **errp);
 void migrate_cancel(void);
 bool migrate_continue(MigrationStatus state, GError **errp);
+/* QMP migrate-start-postcopy: sets the flag the migration thread acts on. */
+bool migrate_start_postcopy(GError **errp);
+/*
+ * Fail the incoming migration from any thread: record err (taken), status
+ * failed, SHUT(1) on the return path if ctx has one, print, exit(1).
+ */
+void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
+    G_GNUC_NORETURN;
 bool migrate_incoming_qmp(const char *uri, GError **errp);
 /* query-migrate's answer, source or destination view */
 JsonObject *migration_query(void);

@@ -76,6 +76,41 @@ void ram_load_cleanup(void);
 /* POSTCOPY_ADVISE seen: the block list then carries host page sizes. */
 void ram_load_set_postcopy_advised(bool advised);
 
+/* ---- Postcopy, source side ---- */
+
+/* Receives one POSTCOPY_RAM_DISCARD worth of ranges (bytes in the block). */
+typedef int (*RamDiscardSendFn)(void *opaque, const char *idstr, uint16_t n,
+                                const uint64_t *start, const uint64_t *length);
+/*
+ * At the switch, for one block: round the pages left to send (dirty or
+ * never sent) out to whole host pages (a host page with anything left is
+ * sent again whole), and emit exactly those as discard runs, at most
+ * MAX_DISCARDS_PER_COMMAND per call of fn: after LISTEN the destination
+ * then holds none of the pages still to come (no EEXIST), and every page
+ * it holds is final.  Returns the number of ranges, or -1 when fn failed.
+ */
+long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
+                                void *opaque);
+/*
+ * The switch: final dirty sync, discards for every block, page search
+ * restarted (the next record names its block).
+ */
+bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp);
+/*
+ * From now on ram_save_iterate is in postcopy mode: urgent pages first,
+ * background pages limited to max-postcopy-bandwidth, bytes counted as
+ * postcopy-bytes.
+ */
+void ram_set_postcopy_phase(bool on);
+/*
+ * A page request from the return path (idstr: its block).  Validates the
+ * block, the alignment to its host page size and the range.
+ */
+bool ram_postcopy_queue_request(const char *idstr, uint64_t start,
+                                uint64_t len, GError **errp);
+/* Number of queued requests not served yet. */
+unsigned ram_postcopy_queue_length(void);
+
 /*
  * Dirty bitmap sync over all migratable blocks; bumps dirty-sync-count,
  * emits MIGRATION_PASS with the events capability.  Exposed for tests.

@@ -244,11 +244,15 @@ class VM:
 
     def sweeps(self, ncpus):
         """Sweeps completed per vCPU, counted from the guest's serial digits
-        (everything after the guest's parameter line)."""
+        (everything after the guest's parameter line).  A log without any
+        "guest:" text belongs to a migration destination, whose serial
+        starts mid-run: there every digit counts."""
         out = self.serial()
         i = out.find("guest: ncpus=")
         if i < 0:
-            return [0] * ncpus
+            if "guest:" in out:
+                return [0] * ncpus
+            return [out.count(str(k % 10)) for k in range(ncpus)]
         j = out.find("\n", i)
         body = out[j + 1:] if j >= 0 else ""
         return [body.count(str(k % 10)) for k in range(ncpus)]
@@ -256,9 +260,11 @@ class VM:
     def guest_params(self):
         return guest_params(self.serial())
 
-    def check_guest_ram(self, size, min_sweeps=1):
-        """stop must have been done: dump RAM and run the checker over it."""
-        p = self.guest_params()
+    def check_guest_ram(self, size, min_sweeps=1, params=None):
+        """stop must have been done: dump RAM and run the checker over it.
+        params: the guest's parameters when this VM's serial lacks the
+        banner (a migration destination: take them from the source)."""
+        p = params or self.guest_params()
         dump = self.pmemsave(size)
         ok, report = guest_check(dump, p["ncpus"], p["start"], p["end"], p["seed"],
                                  min_sweeps=min_sweeps)
@@ -289,6 +295,38 @@ class VM:
         if os.path.getsize(path) != size:
             fail(f"pmemsave wrote {os.path.getsize(path)} bytes, expected {size}")
         return path
+
+    def query_status(self):
+        return self.qmp.cmd("query-status")["status"]
+
+    def wait_status(self, status, timeout=30.0):
+        """Wait for a run state (query-status), e.g. "running"."""
+        deadline = time.time() + timeout
+        while True:
+            st = self.query_status()
+            if st == status:
+                return
+            self.check_alive()
+            if time.time() > deadline:
+                fail(f"{self.name}: run state {st}, wanted {status}")
+            time.sleep(0.05)
+
+    def wait_migration(self, timeout=120.0, poll=0.1):
+        """Poll query-migrate until completed: returns its reply; fails on
+        failed/cancelled (with the error) or timeout."""
+        deadline = time.time() + timeout
+        while True:
+            info = self.qmp.cmd("query-migrate")
+            st = info.get("status")
+            if st == "completed":
+                return info
+            if st in ("failed", "cancelled"):
+                fail(f"{self.name}: migration {st}: "
+                     f"{info.get('error-desc', '(no error-desc)')}")
+            self.check_alive()
+            if time.time() > deadline:
+                fail(f"{self.name}: migration not done in {timeout}s: {info}")
+            time.sleep(poll)
 
     def wait_exit(self, timeout=30.0):
         try:
@@ -322,6 +360,13 @@ class VM:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+def free_tcp_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ferry_guest_args(mem="512M", smp=1, append="", extra=()):

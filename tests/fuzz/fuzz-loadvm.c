@@ -131,23 +131,65 @@ static void write_seed(const char *dir, const char *name, QIOChannel *ioc)
     g_file_set_contents(path, (const char *)data, len, NULL);
 }
 
+static QEMUFile *seed_file(QIOChannel **ioc)
+{
+    *ioc = qio_channel_new_buffer();
+    return qemu_file_new_output(*ioc);
+}
+
+static void seed_done(const char *dir, const char *name, QEMUFile *f,
+                      QIOChannel *ioc)
+{
+    qemu_fflush(f);
+    write_seed(dir, name, ioc);
+    qemu_fclose(f);
+    qio_channel_unref(ioc);
+}
+
 static void write_seeds(const char *dir)
 {
-    QIOChannel *ioc = qio_channel_new_buffer();
-    QEMUFile *f = qemu_file_new_output(ioc);
+    QIOChannel *ioc, *pioc;
+    QEMUFile *f, *pkg;
     uint64_t start = 0x1000, length = 0x2000;
+    size_t len;
+    const uint8_t *blob;
+    static const uint8_t rp[] = {
+        0, 2, 0, 4, 0, 0, 0, 1,                             /* PONG 1 */
+        0, 3, 0, 16, 0, 0, 0, 0, 2, 0x34, 0x50, 0, 0, 0, 0x10, 0,
+        3, 'r', 'a', 'm',                                   /* REQ_PAGES_ID */
+        0, 4, 0, 12, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0x10, 0, /* REQ_PAGES */
+        0, 1, 0, 4, 0, 0, 0, 0,                             /* SHUT 0 */
+    };
 
     g_mkdir_with_parents(dir, 0755);
     fuzz_init();
     global_state_store_runstate(RUN_STATE_RUNNING);
+
+    f = seed_file(&ioc);
+    qemu_savevm_state_header(f);
+    qemu_savevm_state_complete_precopy(f, false, false);
+    seed_done(dir, "precopy", f, ioc);
+
+    /* postcopy: advise, discard, then the package LISTEN..RUN */
+    f = seed_file(&ioc);
+    pkg = seed_file(&pioc);
     qemu_savevm_state_header(f);
     qemu_savevm_send_postcopy_advise_sizes(f, 4096, 4096);
     qemu_savevm_send_postcopy_ram_discard(f, "ram", 1, &start, &length);
-    qemu_savevm_state_complete_precopy(f, false, false);
-    qemu_fflush(f);
-    write_seed(dir, "precopy", ioc);
-    qemu_fclose(f);
-    qio_channel_unref(ioc);
+    qemu_savevm_send_postcopy_listen(pkg);
+    qemu_savevm_state_complete_precopy_non_iterable(pkg, true, false);
+    qemu_savevm_send_ping(pkg, 3);
+    qemu_savevm_send_postcopy_run(pkg);
+    qemu_fflush(pkg);
+    blob = qio_channel_buffer_data(pioc, &len);
+    qemu_savevm_send_packaged(f, blob, len);
+    qemu_fclose(pkg);
+    qio_channel_unref(pioc);
+    seed_done(dir, "postcopy", f, ioc);
+
+    f = seed_file(&ioc);
+    qemu_put_buffer(f, rp, sizeof(rp));
+    seed_done(dir, "return-path", f, ioc);
 }
 
 int main(int argc, char **argv)

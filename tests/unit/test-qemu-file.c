@@ -376,6 +376,210 @@ static void test_wrong_direction(void)
     qemu_fclose(out);
 }
 
+
+/* ---- channels and URIs ---- */
+
+typedef struct Accepted {
+    QIOChannel *ioc;
+} Accepted;
+
+static void on_accept(QIOChannel *ioc, void *opaque)
+{
+    ((Accepted *)opaque)->ioc = ioc;
+}
+
+static QIOChannel *wait_accept(Accepted *acc)
+{
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+    while (!acc->ioc && g_get_monotonic_time() < deadline) {
+        g_main_context_iteration(NULL, FALSE);
+        g_usleep(1000);
+    }
+    g_assert_nonnull(acc->ioc);
+    return acc->ioc;
+}
+
+/* Send a word each way over a connected pair of channels. */
+static void exchange(QIOChannel *src, QIOChannel *dst)
+{
+    QEMUFile *out = qemu_file_new_output(src);
+    QEMUFile *in = qemu_file_new_input(dst);
+    QEMUFile *rp_in = qemu_file_get_return_path(out);
+    QEMUFile *rp_out = qemu_file_get_return_path(in);
+
+    qemu_put_be64(out, 0x1122334455667788ULL);
+    qemu_fflush(out);
+    g_assert_cmpuint(qemu_get_be64(in), ==, 0x1122334455667788ULL);
+    g_assert_nonnull(rp_in);
+    g_assert_nonnull(rp_out);
+    qemu_put_be32(rp_out, 0x600d);
+    qemu_fflush(rp_out);
+    g_assert_cmpuint(qemu_get_be32(rp_in), ==, 0x600d);
+    qemu_fclose(rp_in);
+    qemu_fclose(rp_out);
+    g_assert_cmpint(qemu_fclose(out), ==, 0);
+    g_assert_cmpint(qemu_fclose(in), ==, 0);
+}
+
+static void test_uri_errors(void)
+{
+    QIOChannel *ioc = NULL;
+    GError *err = NULL;
+    Accepted acc = { 0 };
+    int port;
+    g_autofree char *uri = NULL;
+
+    g_assert_false(migration_channel_connect("foo:bar", &ioc, &err));
+    g_assert_cmpstr(err->message, ==, "unknown migration protocol: foo");
+    g_clear_error(&err);
+    g_assert_false(migration_channel_listen("rdma:1.2.3.4:5", on_accept,
+                                            &acc, &err));
+    g_assert_cmpstr(err->message, ==, "unknown migration protocol: rdma");
+    g_clear_error(&err);
+    g_assert_false(migration_channel_connect("tcp:127.0.0.1", &ioc, &err));
+    g_clear_error(&err);
+
+    /* a port that was just free: connection refused, naming the address */
+    g_assert_true(migration_channel_listen("tcp:127.0.0.1:0", on_accept,
+                                           &acc, &err));
+    port = migration_channel_listen_port();
+    g_assert_cmpint(port, >, 0);
+    migration_channel_listen_cancel();
+    uri = g_strdup_printf("tcp:127.0.0.1:%d", port);
+    g_assert_false(migration_channel_connect(uri, &ioc, &err));
+    g_autofree char *want = g_strdup_printf(
+        "Failed to connect to '127.0.0.1:%d': Connection refused", port);
+    g_assert_cmpstr(err->message, ==, want);
+    g_clear_error(&err);
+
+    g_assert_false(migration_channel_connect("file:/nonexistent/x/y", &ioc,
+                                             &err));
+    g_clear_error(&err);
+    g_assert_false(migration_channel_connect("file:/tmp/x,offset=4", &ioc,
+                                             &err));
+    g_clear_error(&err);
+    g_assert_false(migration_channel_connect("fd:nosuchname", &ioc, &err));
+    g_assert_nonnull(strstr(err->message, "nosuchname"));
+    g_clear_error(&err);
+}
+
+static void test_uri_tcp(void)
+{
+    const char *hosts[] = { "127.0.0.1", "[::1]" };
+
+    for (guint i = 0; i < G_N_ELEMENTS(hosts); i++) {
+        Accepted acc = { 0 };
+        QIOChannel *src = NULL;
+        GError *err = NULL;
+        g_autofree char *luri = g_strdup_printf("tcp:%s:0", hosts[i]);
+        g_autofree char *curi = NULL;
+
+        if (!migration_channel_listen(luri, on_accept, &acc, &err)) {
+            /* no IPv6 in this sandbox */
+            g_test_message("skipping %s: %s", luri, err->message);
+            g_clear_error(&err);
+            continue;
+        }
+        curi = g_strdup_printf("tcp:%s:%d", hosts[i],
+                               migration_channel_listen_port());
+        g_assert_true(migration_channel_connect(curi, &src, &err));
+        g_assert_no_error(err);
+        exchange(src, wait_accept(&acc));
+        qio_channel_unref(src);
+        qio_channel_unref(acc.ioc);
+    }
+}
+
+static void test_uri_unix_and_fd(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("migstream-XXXXXX", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s/sock", dir);
+    g_autofree char *path = g_strdup_printf("%s/sock", dir);
+    Accepted acc = { 0 };
+    QIOChannel *src = NULL, *a = NULL, *b = NULL;
+    GError *err = NULL;
+    int sv[2];
+    char fduri[32];
+
+    g_assert_true(migration_channel_listen(uri, on_accept, &acc, &err));
+    g_assert_true(migration_channel_connect(uri, &src, &err));
+    g_assert_no_error(err);
+    exchange(src, wait_accept(&acc));
+    qio_channel_unref(src);
+    qio_channel_unref(acc.ioc);
+    unlink(path);
+    rmdir(dir);
+
+    /* fd: with a plain number (the monitor's getfd names come later) */
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+    snprintf(fduri, sizeof(fduri), "fd:%d", sv[0]);
+    g_assert_true(migration_channel_connect(fduri, &a, &err));
+    snprintf(fduri, sizeof(fduri), "fd:%d", sv[1]);
+    acc.ioc = NULL;
+    g_assert_true(migration_channel_listen(fduri, on_accept, &acc, &err));
+    b = wait_accept(&acc);
+    close(sv[0]);       /* the channels hold duplicates */
+    close(sv[1]);
+    exchange(a, b);
+    qio_channel_unref(a);
+    qio_channel_unref(b);
+}
+
+static void write_stream(QIOChannel *ioc, size_t n)
+{
+    QEMUFile *f = qemu_file_new_output(ioc);
+
+    for (size_t i = 0; i < n; i++) {
+        qemu_put_be32(f, i);
+    }
+    g_assert_null(qemu_file_get_return_path(f));
+    g_assert_cmpint(qemu_fclose(f), ==, 0);
+}
+
+static void read_stream(QIOChannel *ioc, size_t n)
+{
+    QEMUFile *f = qemu_file_new_input(ioc);
+
+    for (size_t i = 0; i < n; i++) {
+        g_assert_cmpuint(qemu_get_be32(f), ==, i);
+    }
+    g_assert_cmpint(qemu_peek_byte(f, 0), ==, -1);
+    g_assert_cmpint(qemu_fclose(f), ==, 0);
+}
+
+static void test_uri_exec_and_file(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("migstream-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "stream", NULL);
+    g_autofree char *src_uri = g_strdup_printf("exec:cat > %s", path);
+    g_autofree char *dst_uri = g_strdup_printf("exec:cat %s", path);
+    g_autofree char *file_uri = g_strdup_printf("file:%s", path);
+    Accepted acc = { 0 };
+    QIOChannel *ioc = NULL;
+    GError *err = NULL;
+    const size_t n = 100000;
+
+    g_assert_true(migration_channel_connect(src_uri, &ioc, &err));
+    g_assert_no_error(err);
+    write_stream(ioc, n);
+    qio_channel_unref(ioc);     /* closes and reaps "cat" */
+
+    g_assert_true(migration_channel_listen(dst_uri, on_accept, &acc, &err));
+    read_stream(wait_accept(&acc), n);
+    qio_channel_unref(acc.ioc);
+
+    g_assert_true(migration_channel_connect(file_uri, &ioc, &err));
+    write_stream(ioc, n / 2);
+    qio_channel_unref(ioc);
+    acc.ioc = NULL;
+    g_assert_true(migration_channel_listen(file_uri, on_accept, &acc, &err));
+    read_stream(wait_accept(&acc), n / 2);
+    qio_channel_unref(acc.ioc);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -389,5 +593,9 @@ int main(int argc, char **argv)
     g_test_add_func("/qemu-file/return-path", test_return_path);
     g_test_add_func("/qemu-file/shutdown", test_shutdown_wakes_reader);
     g_test_add_func("/qemu-file/wrong-direction", test_wrong_direction);
+    g_test_add_func("/channel/uri-errors", test_uri_errors);
+    g_test_add_func("/channel/tcp", test_uri_tcp);
+    g_test_add_func("/channel/unix-fd", test_uri_unix_and_fd);
+    g_test_add_func("/channel/exec-file", test_uri_exec_and_file);
     return g_test_run();
 }

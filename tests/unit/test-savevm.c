@@ -292,13 +292,14 @@ static void test_exact_bytes(void)
     qemu_fclose(f);
 
     hex_append(want, "5145564d 00000003 07 00000004 6e6f6e65");
-    hex_append(want, "04 00000000 05 74696d6572 00000000 00000002"
+    /* our ids start at 1 (never 0: see savevm.c) */
+    hex_append(want, "04 00000001 05 74696d6572 00000000 00000002"
                      "0102030405060708 0000000000000000 1112131415161718"
-                     "7e 00000000");
-    hex_append(want, "04 00000001 0b 676c6f62616c7374617465 00000000 00000001"
+                     "7e 00000001");
+    hex_append(want, "04 00000002 0b 676c6f62616c7374617465 00000000 00000001"
                      "00000008");
     g_byte_array_append(want, running, sizeof(running));
-    hex_append(want, "7e 00000001 00 06");
+    hex_append(want, "7e 00000002 00 06");
     json_len = GUINT32_TO_BE(strlen(json_head));
     g_byte_array_append(want, (guint8 *)&json_len, 4);
     g_byte_array_append(want, (const guint8 *)json_head, strlen(json_head));
@@ -475,10 +476,11 @@ static void test_section_errors(void)
     s->data[pos] = 0x7e;
 
     /* PART for an id never started */
-    pos = find(s, "\x02\x00\x00\x00", 4);
+    /* "fake" is the third registration: id 3 */
+    pos = find(s, "\x02\x00\x00\x00\x03", 5);
     s->data[pos + 4] = 0x77;
     expect_load_error(s, "Unknown section id 119");
-    s->data[pos + 4] = 0x02;
+    s->data[pos + 4] = 0x03;
 
     /* an unknown record type */
     s->data[pos] = 0x42;

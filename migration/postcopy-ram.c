@@ -1,0 +1,1105 @@
+/*
+ * Postcopy RAM on the destination.
+ *
+ * The POSTCOPY_* commands drive one atomic state variable
+ * (NONE -> ADVISE -> DISCARD -> LISTENING -> RUNNING -> END); a command
+ * in the wrong state or with a bad payload fails the load before anything
+ * is applied.  At LISTEN every RAMBlock is registered with userfaultfd in
+ * MISSING mode: a vCPU touching a page that is not there blocks in the
+ * kernel, the fault thread asks the source for the host page over the
+ * return path, and the listen thread (which keeps reading the main
+ * stream) places whole host pages atomically with UFFDIO_COPY, which also
+ * wakes the vCPU.  Each fault's latency (request -> placement) is kept
+ * for query-migrate, and with postcopy-blocktime the time vCPUs spent
+ * blocked as well.
+ */
+#include "qemu/osdep.h"
+#include "qemu/bitmap.h"
+#include "qemu/rcu.h"
+#include "qemu/thread.h"
+#include "exec/ramblock.h"
+#include "migration/migration.h"
+#include "migration/postcopy-ram.h"
+#include "migration/ram.h"
+#include "migration/savevm.h"
+#include "sysemu/cpus.h"
+#include "sysemu/runstate.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/userfaultfd.h>
+
+#define UFFD_NEEDED_IOCTLS ((1ULL << _UFFDIO_WAKE) | (1ULL << _UFFDIO_COPY) | \
+                            (1ULL << _UFFDIO_ZEROPAGE))
+
+/* Per-RAMBlock destination state. */
+typedef struct PostcopyBlock {
+    RAMBlock *rb;
+    unsigned long *requested;   /* host pages asked for, not placed yet */
+    int64_t *fault_time;        /* per host page: us of the first fault */
+    bool registered;
+    bool zeropage;              /* UFFDIO_ZEROPAGE works (not hugetlbfs) */
+} PostcopyBlock;
+
+typedef struct PostcopyStats {
+    GMutex lock;
+    bool did_postcopy;
+    uint64_t faults;            /* page requests sent */
+    uint64_t hist[POSTCOPY_LATENCY_BUCKETS];
+    GArray *latencies;          /* uint32 us per placed requested page */
+    uint64_t max_latency;
+    /* blocktime (postcopy-blocktime): one slot per vCPU */
+    bool blocktime;
+    int nvcpus;
+    uintptr_t *vcpu_addr;       /* host page a vCPU waits for, 0 = none */
+    int64_t *vcpu_start;
+    uint64_t *vcpu_total;       /* us */
+    int blocked;
+    int64_t all_blocked_start;
+    uint64_t total_blocked;     /* us */
+} PostcopyStats;
+
+typedef struct PostcopyIncoming {
+    LoadVMContext *ctx;
+    int uffd;
+    int quit_fd;
+    uint64_t features;
+    QemuThread fault_thread;
+    bool fault_running;
+    QemuThread listen_thread;
+    bool listen_running;
+    GMutex blocks_lock;
+    GHashTable *blocks;         /* RAMBlock * -> PostcopyBlock * */
+    bool thp_disabled;
+    bool thp_was_on;
+    /* The main loader returned (after RUN). */
+    GMutex lock;
+    GCond cond;
+    bool main_done;
+    PostcopyStats stats;
+} PostcopyIncoming;
+
+static int pc_state;
+static PostcopyIncoming pis = { .uffd = -1, .quit_fd = -1 };
+static uint64_t host_uffd_features;
+static bool host_checked_ok;
+
+static const char *const state_names[] = {
+    [POSTCOPY_INCOMING_NONE] = "NONE",
+    [POSTCOPY_INCOMING_ADVISE] = "ADVISE",
+    [POSTCOPY_INCOMING_DISCARD] = "DISCARD",
+    [POSTCOPY_INCOMING_LISTENING] = "LISTENING",
+    [POSTCOPY_INCOMING_RUNNING] = "RUNNING",
+    [POSTCOPY_INCOMING_END] = "END",
+};
+
+const char *postcopy_state_str(PostcopyState s)
+{
+    if ((unsigned)s >= ARRAY_SIZE(state_names)) {
+        return "invalid";
+    }
+    return state_names[s];
+}
+
+PostcopyState postcopy_state_get(void)
+{
+    return __atomic_load_n(&pc_state, __ATOMIC_SEQ_CST);
+}
+
+void postcopy_state_set(PostcopyState s)
+{
+    __atomic_store_n(&pc_state, s, __ATOMIC_SEQ_CST);
+}
+
+bool postcopy_state_cas(PostcopyState old, PostcopyState new_state)
+{
+    int expected = old;
+
+    return __atomic_compare_exchange_n(&pc_state, &expected, new_state,
+                                       false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+}
+
+bool postcopy_is_running(void)
+{
+    PostcopyState s = postcopy_state_get();
+
+    return s == POSTCOPY_INCOMING_LISTENING ||
+           s == POSTCOPY_INCOMING_RUNNING;
+}
+
+static int64_t now_us(void)
+{
+    return g_get_monotonic_time();
+}
+
+/* ---------------------------------------------------------------------- */
+/* userfaultfd */
+
+static int uffd_open(uint64_t features, uint64_t *got, GError **errp)
+{
+    struct uffdio_api api = { .api = UFFD_API, .features = features };
+    int fd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Host doesn't support userfaultfd");
+        return -1;
+    }
+    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+        error_setg_errno(errp, errno, "userfaultfd: UFFDIO_API handshake "
+                         "failed");
+        close(fd);
+        return -1;
+    }
+    if (api.api != UFFD_API) {
+        error_setg(errp, "userfaultfd: the kernel answered API 0x%llx, "
+                   "expected 0x%llx", (unsigned long long)api.api,
+                   (unsigned long long)UFFD_API);
+        close(fd);
+        return -1;
+    }
+    if (got) {
+        *got = api.features;
+    }
+    return fd;
+}
+
+/* Register a test area in MISSING mode and check the ioctls offered. */
+static bool uffd_probe_area(int fd, GError **errp)
+{
+    size_t ps = getpagesize();
+    struct uffdio_register reg = { 0 };
+    struct uffdio_range range;
+    void *area = mmap(NULL, ps, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool ok = false;
+
+    if (area == MAP_FAILED) {
+        error_setg_errno(errp, errno, "userfaultfd check: cannot map a test "
+                         "area");
+        return false;
+    }
+    reg.range.start = (uintptr_t)area;
+    reg.range.len = ps;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
+        error_setg_errno(errp, errno, "userfaultfd check: UFFDIO_REGISTER "
+                         "of a test area failed");
+        goto out;
+    }
+    range = reg.range;
+    if (ioctl(fd, UFFDIO_UNREGISTER, &range) < 0) {
+        error_setg_errno(errp, errno, "userfaultfd check: UFFDIO_UNREGISTER "
+                         "of the test area failed");
+        goto out;
+    }
+    if ((reg.ioctls & UFFD_NEEDED_IOCTLS) != UFFD_NEEDED_IOCTLS) {
+        error_setg(errp, "userfaultfd check: the kernel does not offer "
+                   "WAKE, COPY and ZEROPAGE (ioctls 0x%llx)",
+                   (unsigned long long)reg.ioctls);
+        goto out;
+    }
+    ok = true;
+out:
+    munmap(area, ps);
+    return ok;
+}
+
+bool postcopy_ram_supported_by_host(GError **errp)
+{
+    uint64_t features = 0;
+    int fd;
+    bool ok;
+
+    if ((size_t)getpagesize() < TARGET_PAGE_SIZE) {
+        error_setg(errp, "Target page size %llu is bigger than the host "
+                   "page size %d", (unsigned long long)TARGET_PAGE_SIZE,
+                   getpagesize());
+        return false;
+    }
+    fd = uffd_open(0, &features, errp);
+    if (fd < 0) {
+        return false;
+    }
+    ok = uffd_probe_area(fd, errp);
+    close(fd);
+    if (ok) {
+        host_uffd_features = features;
+        host_checked_ok = true;
+    }
+    return ok;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Per-block state */
+
+static void pc_block_free(gpointer p)
+{
+    PostcopyBlock *b = p;
+
+    g_free(b->requested);
+    g_free(b->fault_time);
+    g_free(b);
+}
+
+static PostcopyBlock *pc_block(RAMBlock *rb)
+{
+    PostcopyBlock *b;
+
+    g_mutex_lock(&pis.blocks_lock);
+    if (!pis.blocks) {
+        pis.blocks = g_hash_table_new_full(g_direct_hash, g_direct_equal,
+                                           NULL, pc_block_free);
+    }
+    b = g_hash_table_lookup(pis.blocks, rb);
+    if (!b) {
+        unsigned long hpages = DIV_ROUND_UP(rb->used_length, rb->page_size);
+
+        b = g_new0(PostcopyBlock, 1);
+        b->rb = rb;
+        b->requested = bitmap_new(hpages);
+        b->fault_time = g_new0(int64_t, hpages);
+        g_hash_table_insert(pis.blocks, rb, b);
+    }
+    g_mutex_unlock(&pis.blocks_lock);
+    return b;
+}
+
+bool postcopy_request_mark(RAMBlock *rb, ram_addr_t offset)
+{
+    PostcopyBlock *b = pc_block(rb);
+
+    return !test_and_set_bit_atomic(offset / rb->page_size, b->requested);
+}
+
+bool postcopy_request_pending(RAMBlock *rb, ram_addr_t offset)
+{
+    PostcopyBlock *b = pc_block(rb);
+
+    return test_bit(offset / rb->page_size, b->requested);
+}
+
+static GPtrArray *migratable_blocks(void)
+{
+    GPtrArray *a = g_ptr_array_new();
+    RAMBlock *rb;
+
+    rcu_read_lock();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        g_ptr_array_add(a, rb);
+    }
+    rcu_read_unlock();
+    return a;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Statistics: fault latency and blocktime */
+
+static void stats_reset(void)
+{
+    PostcopyStats *st = &pis.stats;
+
+    g_mutex_lock(&st->lock);
+    st->did_postcopy = false;
+    st->faults = 0;
+    memset(st->hist, 0, sizeof(st->hist));
+    if (st->latencies) {
+        g_array_set_size(st->latencies, 0);
+    } else {
+        st->latencies = g_array_new(false, false, sizeof(uint32_t));
+    }
+    st->max_latency = 0;
+    g_clear_pointer(&st->vcpu_addr, g_free);
+    g_clear_pointer(&st->vcpu_start, g_free);
+    g_clear_pointer(&st->vcpu_total, g_free);
+    st->blocktime = false;
+    st->nvcpus = 0;
+    st->blocked = 0;
+    st->all_blocked_start = 0;
+    st->total_blocked = 0;
+    g_mutex_unlock(&st->lock);
+}
+
+static void stats_start(void)
+{
+    PostcopyStats *st = &pis.stats;
+
+    g_mutex_lock(&st->lock);
+    st->did_postcopy = true;
+    if (migrate_postcopy_blocktime() && !st->blocktime) {
+        /* QEMU keeps one slot even without vCPUs (-M none). */
+        st->nvcpus = MAX(cpu_count(), 1);
+        st->vcpu_addr = g_new0(uintptr_t, st->nvcpus);
+        st->vcpu_start = g_new0(int64_t, st->nvcpus);
+        st->vcpu_total = g_new0(uint64_t, st->nvcpus);
+        st->blocktime = true;
+    }
+    g_mutex_unlock(&st->lock);
+}
+
+static void stats_latency(int64_t us)
+{
+    PostcopyStats *st = &pis.stats;
+    uint32_t v = MIN(MAX(us, 0), (int64_t)UINT32_MAX);
+    int bucket = v ? MIN(g_bit_nth_msf(v, -1), POSTCOPY_LATENCY_BUCKETS - 1)
+                   : 0;
+
+    g_mutex_lock(&st->lock);
+    st->hist[bucket]++;
+    g_array_append_val(st->latencies, v);
+    st->max_latency = MAX(st->max_latency, v);
+    g_mutex_unlock(&st->lock);
+}
+
+/* A vCPU thread (tid) faulted on the host page at addr. */
+static void blocktime_begin(pid_t tid, uintptr_t addr)
+{
+    PostcopyStats *st = &pis.stats;
+    int cpu;
+
+    if (!st->blocktime || !tid) {
+        return;
+    }
+    cpu = cpu_index_by_thread_id(tid);
+    g_mutex_lock(&st->lock);
+    if (cpu >= 0 && cpu < st->nvcpus && !st->vcpu_addr[cpu]) {
+        st->vcpu_addr[cpu] = addr;
+        st->vcpu_start[cpu] = now_us();
+        if (++st->blocked == st->nvcpus) {
+            st->all_blocked_start = st->vcpu_start[cpu];
+        }
+    }
+    g_mutex_unlock(&st->lock);
+}
+
+/* The page at addr is there: the vCPUs waiting for it run again. */
+static void blocktime_end(uintptr_t addr, bool count)
+{
+    PostcopyStats *st = &pis.stats;
+    int64_t now = now_us();
+
+    if (!st->blocktime) {
+        return;
+    }
+    g_mutex_lock(&st->lock);
+    for (int i = 0; i < st->nvcpus; i++) {
+        if (st->vcpu_addr[i] != addr) {
+            continue;
+        }
+        if (count && st->blocked == st->nvcpus) {
+            st->total_blocked += now - st->all_blocked_start;
+        }
+        if (count) {
+            st->vcpu_total[i] += now - st->vcpu_start[i];
+        }
+        st->vcpu_addr[i] = 0;
+        st->blocked--;
+    }
+    g_mutex_unlock(&st->lock);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+void postcopy_fill_query(JsonObject *o)
+{
+    PostcopyStats *st = &pis.stats;
+    JsonArray *arr;
+    uint32_t *sorted = NULL;
+    guint n;
+
+    g_mutex_lock(&st->lock);
+    if (st->blocktime) {
+        arr = json_array_new();
+        for (int i = 0; i < st->nvcpus; i++) {
+            json_array_add_int_element(arr, st->vcpu_total[i] / 1000);
+        }
+        json_object_set_int_member(o, "postcopy-blocktime",
+                                   st->total_blocked / 1000);
+        json_object_set_array_member(o, "postcopy-vcpu-blocktime", arr);
+    }
+    if (!st->did_postcopy) {
+        g_mutex_unlock(&st->lock);
+        return;
+    }
+    n = st->latencies->len;
+    if (n) {
+        sorted = g_memdup2(st->latencies->data, n * sizeof(uint32_t));
+    }
+    json_object_set_int_member(o, "postcopy-faults", st->faults);
+    json_object_set_int_member(o, "postcopy-latency-max-us",
+                               st->max_latency);
+    arr = json_array_new();
+    for (int i = 0; i < POSTCOPY_LATENCY_BUCKETS; i++) {
+        json_array_add_int_element(arr, st->hist[i]);
+    }
+    json_object_set_array_member(o, "postcopy-latency-histogram", arr);
+    g_mutex_unlock(&st->lock);
+
+    /* Sorting outside the lock: the listen thread keeps placing pages. */
+    if (sorted) {
+        qsort(sorted, n, sizeof(uint32_t), cmp_u32);
+    }
+    json_object_set_int_member(o, "postcopy-latency-p50-us",
+                               n ? sorted[(n - 1) / 2] : 0);
+    json_object_set_int_member(o, "postcopy-latency-p99-us",
+                               n ? sorted[(n - 1) * 99 / 100] : 0);
+    g_free(sorted);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Placing pages */
+
+static void placed(RAMBlock *rb, ram_addr_t offset)
+{
+    unsigned long *map = rcu_dereference(rb->receivedmap);
+    PostcopyBlock *b = pc_block(rb);
+    unsigned long hp = offset / rb->page_size;
+    int64_t t;
+
+    if (map) {
+        bitmap_set_atomic(map, offset >> TARGET_PAGE_BITS,
+                          rb->page_size >> TARGET_PAGE_BITS);
+    }
+    t = __atomic_exchange_n(&b->fault_time[hp], 0, __ATOMIC_SEQ_CST);
+    clear_bit_atomic(hp, b->requested);
+    if (t) {
+        stats_latency(now_us() - t);
+    }
+    blocktime_end((uintptr_t)(rb->host + offset), true);
+}
+
+static bool place_check(RAMBlock *rb, ram_addr_t offset, GError **errp)
+{
+    if (pis.uffd < 0) {
+        error_setg(errp, "postcopy: placing page 0x%" PRIx64 " of '%s' "
+                   "but userfaultfd is not open (state %s)", offset,
+                   rb->idstr, postcopy_state_str(postcopy_state_get()));
+        return false;
+    }
+    if (!QEMU_IS_ALIGNED(offset, rb->page_size) ||
+        offset >= rb->used_length ||
+        rb->page_size > rb->used_length - offset) {
+        error_setg(errp, "postcopy: bad host page 0x%" PRIx64 " of '%s'",
+                   offset, rb->idstr);
+        return false;
+    }
+    return true;
+}
+
+static bool place_failed(RAMBlock *rb, ram_addr_t offset, const char *how,
+                         int err, GError **errp)
+{
+    if (err == EEXIST) {
+        error_setg(errp, "postcopy: %s of host page 0x%" PRIx64 " of '%s' "
+                   "failed: the page is already present (EEXIST): the "
+                   "source sent it twice", how, offset, rb->idstr);
+    } else {
+        error_setg_errno(errp, err, "postcopy: %s of host page 0x%" PRIx64
+                         " of '%s' failed", how, offset, rb->idstr);
+    }
+    return false;
+}
+
+bool postcopy_place_page(RAMBlock *rb, ram_addr_t offset, const void *from,
+                         GError **errp)
+{
+    struct uffdio_copy copy = {
+        .dst = (uintptr_t)(rb->host + offset),
+        .src = (uintptr_t)from,
+        .len = rb->page_size,
+        .mode = 0,
+    };
+
+    if (!place_check(rb, offset, errp)) {
+        return false;
+    }
+    while (ioctl(pis.uffd, UFFDIO_COPY, &copy) < 0) {
+        /* EAGAIN: the mm changed under us; nothing was copied yet. */
+        if (errno != EAGAIN || copy.copy > 0) {
+            return place_failed(rb, offset, "UFFDIO_COPY", errno, errp);
+        }
+    }
+    placed(rb, offset);
+    return true;
+}
+
+bool postcopy_place_page_zero(RAMBlock *rb, ram_addr_t offset,
+                              GError **errp)
+{
+    static uint8_t *zero_page;
+    static size_t zero_size;
+    PostcopyBlock *b = pc_block(rb);
+    struct uffdio_zeropage zp = {
+        .range = { .start = (uintptr_t)(rb->host + offset),
+                   .len = rb->page_size },
+        .mode = 0,
+    };
+
+    if (!place_check(rb, offset, errp)) {
+        return false;
+    }
+    if (b->zeropage) {
+        while (ioctl(pis.uffd, UFFDIO_ZEROPAGE, &zp) < 0) {
+            if (errno != EAGAIN || zp.zeropage > 0) {
+                return place_failed(rb, offset, "UFFDIO_ZEROPAGE", errno,
+                                    errp);
+            }
+        }
+        placed(rb, offset);
+        return true;
+    }
+    /* hugetlbfs has no ZEROPAGE: copy from a zeroed buffer. */
+    if (zero_size < rb->page_size) {
+        g_free(zero_page);
+        zero_page = g_malloc0(rb->page_size);
+        zero_size = rb->page_size;
+    }
+    return postcopy_place_page(rb, offset, zero_page, errp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The fault thread */
+
+static void fault_failed(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void fault_failed(const char *fmt, ...)
+{
+    GError *err = NULL;
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    error_setg(&err, "postcopy: %s", msg);
+    migration_incoming_fail_exit(pis.ctx, err);
+}
+
+static void handle_fault(uintptr_t addr, pid_t tid)
+{
+    ram_addr_t off;
+    RAMBlock *rb;
+    unsigned long *map;
+    ram_addr_t hp_off;
+    uintptr_t hp_addr;
+    PostcopyBlock *b;
+    int ret;
+
+    rcu_read_lock();
+    rb = qemu_ram_block_from_host((void *)addr, &off);
+    if (!rb || off >= rb->used_length) {
+        rcu_read_unlock();
+        fault_failed("fault at 0x%" PRIxPTR " outside guest RAM", addr);
+        return;
+    }
+    hp_off = QEMU_ALIGN_DOWN(off, rb->page_size);
+    hp_addr = (uintptr_t)(rb->host + hp_off);
+    map = rcu_dereference(rb->receivedmap);
+    blocktime_begin(tid, hp_addr);
+    if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
+        /* Placed meanwhile; the copy woke it unless it faulted after. */
+        struct uffdio_range r = { .start = hp_addr, .len = rb->page_size };
+
+        blocktime_end(hp_addr, false);
+        rcu_read_unlock();
+        if (ioctl(pis.uffd, UFFDIO_WAKE, &r) < 0) {
+            fault_failed("UFFDIO_WAKE at 0x%" PRIxPTR ": %s", hp_addr,
+                         g_strerror(errno));
+        }
+        return;
+    }
+    b = pc_block(rb);
+    if (!postcopy_request_mark(rb, hp_off)) {
+        rcu_read_unlock();
+        return;     /* already on its way */
+    }
+    __atomic_store_n(&b->fault_time[hp_off / rb->page_size], now_us(),
+                     __ATOMIC_SEQ_CST);
+    g_mutex_lock(&pis.stats.lock);
+    pis.stats.faults++;
+    g_mutex_unlock(&pis.stats.lock);
+    ret = migrate_send_rp_req_pages(pis.ctx, rb->idstr, hp_off,
+                                    rb->page_size);
+    rcu_read_unlock();
+    if (ret < 0) {
+        fault_failed("cannot request host page 0x%" PRIx64 " of '%s' on "
+                     "the return path: %s (the source is gone; postcopy "
+                     "recovery is not supported)", (uint64_t)hp_off,
+                     rb->idstr, g_strerror(-ret));
+    }
+}
+
+static void *fault_thread(void *opaque)
+{
+    struct pollfd pfd[2] = {
+        { .fd = pis.uffd, .events = POLLIN },
+        { .fd = pis.quit_fd, .events = POLLIN },
+    };
+
+    for (;;) {
+        struct uffd_msg msg;
+        ssize_t n;
+
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fault_failed("poll on userfaultfd: %s", g_strerror(errno));
+            break;
+        }
+        if (pfd[1].revents) {
+            break;
+        }
+        while ((n = read(pis.uffd, &msg, sizeof(msg))) == sizeof(msg)) {
+            if (msg.event != UFFD_EVENT_PAGEFAULT) {
+                continue;
+            }
+            handle_fault(msg.arg.pagefault.address,
+                         msg.arg.pagefault.feat.ptid);
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            fault_failed("reading userfaultfd: %s", g_strerror(errno));
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Transparent huge pages off while discarding (so discards really drop) */
+
+static bool thp_system_always(void)
+{
+    g_autofree char *s = NULL;
+
+    return g_file_get_contents("/sys/kernel/mm/transparent_hugepage/enabled",
+                               &s, NULL, NULL) && strstr(s, "[always]");
+}
+
+static void thp_set(bool on)
+{
+    g_autoptr(GPtrArray) blocks = migratable_blocks();
+
+    for (guint i = 0; i < blocks->len; i++) {
+        RAMBlock *rb = blocks->pdata[i];
+
+        /* hugetlbfs is huge anyway; THP advice does not apply to it */
+        if (!(rb->flags & RAM_HUGETLB) && rb->host) {
+            madvise(rb->host, rb->max_length,
+                    on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+        }
+    }
+}
+
+static void discard_prepare(void)
+{
+    if (!pis.thp_disabled) {
+        pis.thp_was_on = thp_system_always();
+        thp_set(false);
+        pis.thp_disabled = true;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Commands */
+
+static bool wrong_state(const char *cmd, PostcopyState st,
+                        const char *expected, GError **errp)
+{
+    error_setg(errp, "%s in wrong postcopy state %d (%s), expected %s", cmd,
+               st, postcopy_state_str(st), expected);
+    return false;
+}
+
+static bool pc_advise(LoadVMContext *ctx, uint64_t summary,
+                      uint64_t target_page_size, GError **errp)
+{
+    PostcopyState st = postcopy_state_get();
+    g_autoptr(GPtrArray) blocks = NULL;
+    uint64_t local = 0;
+
+    if (st != POSTCOPY_INCOMING_NONE) {
+        return wrong_state("POSTCOPY_ADVISE", st, "NONE", errp);
+    }
+    if (!migrate_postcopy_ram()) {
+        error_setg(errp, "POSTCOPY_ADVISE: the source wants postcopy but "
+                   "postcopy-ram is not enabled on the destination");
+        return false;
+    }
+    if (target_page_size != TARGET_PAGE_SIZE) {
+        error_setg(errp, "POSTCOPY_ADVISE: target page size 0x%" PRIx64
+                   " differs from ours 0x%llx", target_page_size,
+                   (unsigned long long)TARGET_PAGE_SIZE);
+        return false;
+    }
+    blocks = migratable_blocks();
+    for (guint i = 0; i < blocks->len; i++) {
+        local |= qemu_ram_pagesize(blocks->pdata[i]);
+    }
+    if (summary != local) {
+        error_setg(errp, "POSTCOPY_ADVISE: RAM page sizes differ: source "
+                   "page size summary 0x%" PRIx64 ", destination 0x%" PRIx64
+                   " (both sides need the same host page sizes, e.g. the "
+                   "same hugetlbfs backing)", summary, local);
+        return false;
+    }
+    if (!postcopy_ram_supported_by_host(errp)) {
+        return false;
+    }
+    /* Everything will be sent again: nothing stale may survive. */
+    for (guint i = 0; i < blocks->len; i++) {
+        RAMBlock *rb = blocks->pdata[i];
+        unsigned long *map;
+
+        if (!ram_block_discard_range(rb, 0, rb->used_length, errp)) {
+            error_prepend(errp, "POSTCOPY_ADVISE: ");
+            return false;
+        }
+        rcu_read_lock();
+        map = rcu_dereference(rb->receivedmap);
+        if (map) {
+            bitmap_clear_atomic(map, 0, rb->used_length >> TARGET_PAGE_BITS);
+        }
+        rcu_read_unlock();
+    }
+    if (!postcopy_state_cas(POSTCOPY_INCOMING_NONE,
+                            POSTCOPY_INCOMING_ADVISE)) {
+        return wrong_state("POSTCOPY_ADVISE", postcopy_state_get(), "NONE",
+                           errp);
+    }
+    ram_load_set_postcopy_advised(true);
+    return true;
+}
+
+static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
+                       const uint64_t *starts, const uint64_t *lengths,
+                       GError **errp)
+{
+    const char *cmd = "POSTCOPY_RAM_DISCARD";
+    PostcopyState st = postcopy_state_get();
+    unsigned long *map;
+    RAMBlock *rb;
+
+    if (st != POSTCOPY_INCOMING_ADVISE && st != POSTCOPY_INCOMING_DISCARD) {
+        return wrong_state(cmd, st, "ADVISE or DISCARD", errp);
+    }
+    if (n == 0) {
+        error_setg(errp, "%s: '%s': no ranges", cmd, idstr);
+        return false;
+    }
+    rcu_read_lock();
+    rb = qemu_ram_block_by_name(idstr);
+    rcu_read_unlock();
+    if (!rb || !(rb->flags & RAM_MIGRATABLE)) {
+        error_setg(errp, "%s: unknown RAMBlock '%s'", cmd, idstr);
+        return false;
+    }
+    /* All ranges are checked before any is applied. */
+    for (unsigned i = 0; i < n; i++) {
+        if (!lengths[i] || !QEMU_IS_ALIGNED(starts[i], rb->page_size) ||
+            !QEMU_IS_ALIGNED(lengths[i], rb->page_size)) {
+            error_setg(errp, "%s: '%s': range %u (start 0x%" PRIx64 " length "
+                       "0x%" PRIx64 ") is empty or not aligned to the host "
+                       "page size 0x%zx", cmd, idstr, i, starts[i],
+                       lengths[i], rb->page_size);
+            return false;
+        }
+        if (starts[i] >= rb->used_length ||
+            lengths[i] > rb->used_length - starts[i]) {
+            error_setg(errp, "%s: '%s': range %u (start 0x%" PRIx64 " length "
+                       "0x%" PRIx64 ") is beyond the block's used length 0x%"
+                       PRIx64, cmd, idstr, i, starts[i], lengths[i],
+                       (uint64_t)rb->used_length);
+            return false;
+        }
+    }
+    if (st == POSTCOPY_INCOMING_ADVISE) {
+        discard_prepare();
+        if (!postcopy_state_cas(POSTCOPY_INCOMING_ADVISE,
+                                POSTCOPY_INCOMING_DISCARD)) {
+            return wrong_state(cmd, postcopy_state_get(), "ADVISE", errp);
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        rcu_read_lock();
+        map = rcu_dereference(rb->receivedmap);
+        if (map) {
+            bitmap_clear_atomic(map, starts[i] >> TARGET_PAGE_BITS,
+                                lengths[i] >> TARGET_PAGE_BITS);
+        }
+        rcu_read_unlock();
+        if (!ram_block_discard_range(rb, starts[i], lengths[i], errp)) {
+            error_prepend(errp, "%s: ", cmd);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Register every block in MISSING mode. */
+static bool uffd_register_blocks(GError **errp)
+{
+    g_autoptr(GPtrArray) blocks = migratable_blocks();
+
+    for (guint i = 0; i < blocks->len; i++) {
+        RAMBlock *rb = blocks->pdata[i];
+        PostcopyBlock *b = pc_block(rb);
+        struct uffdio_register reg = {
+            .range = { .start = (uintptr_t)rb->host,
+                       .len = QEMU_ALIGN_UP(rb->used_length, rb->page_size) },
+            .mode = UFFDIO_REGISTER_MODE_MISSING,
+        };
+
+        if (ioctl(pis.uffd, UFFDIO_REGISTER, &reg) < 0) {
+            error_setg_errno(errp, errno, "postcopy: UFFDIO_REGISTER of "
+                             "RAMBlock '%s' (0x%" PRIx64 " bytes, page size "
+                             "0x%zx) failed", rb->idstr,
+                             (uint64_t)rb->used_length, rb->page_size);
+            return false;
+        }
+        b->registered = true;
+        if (!(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
+            error_setg(errp, "postcopy: RAMBlock '%s' does not support "
+                       "UFFDIO_COPY", rb->idstr);
+            return false;
+        }
+        b->zeropage = reg.ioctls & (1ULL << _UFFDIO_ZEROPAGE);
+    }
+    return true;
+}
+
+static void uffd_unregister_blocks(void)
+{
+    GHashTableIter it;
+    gpointer v;
+
+    if (!pis.blocks || pis.uffd < 0) {
+        return;
+    }
+    g_mutex_lock(&pis.blocks_lock);
+    g_hash_table_iter_init(&it, pis.blocks);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        PostcopyBlock *b = v;
+        struct uffdio_range r = {
+            .start = (uintptr_t)b->rb->host,
+            .len = QEMU_ALIGN_UP(b->rb->used_length, b->rb->page_size),
+        };
+
+        if (b->registered && ioctl(pis.uffd, UFFDIO_UNREGISTER, &r) < 0) {
+            warn_report("postcopy: UFFDIO_UNREGISTER of '%s': %s",
+                        b->rb->idstr, g_strerror(errno));
+        }
+        b->registered = false;
+    }
+    g_mutex_unlock(&pis.blocks_lock);
+}
+
+/* Stop the fault thread, unregister, close; THP back as it was. */
+static void postcopy_incoming_cleanup(void)
+{
+    if (pis.fault_running) {
+        uint64_t one = 1;
+
+        if (write(pis.quit_fd, &one, sizeof(one)) != sizeof(one)) {
+            warn_report("postcopy: cannot signal the fault thread: %s",
+                        g_strerror(errno));
+        }
+        qemu_thread_join(&pis.fault_thread);
+        pis.fault_running = false;
+    }
+    uffd_unregister_blocks();
+    if (pis.uffd >= 0) {
+        close(pis.uffd);
+        pis.uffd = -1;
+    }
+    if (pis.quit_fd >= 0) {
+        close(pis.quit_fd);
+        pis.quit_fd = -1;
+    }
+    if (pis.thp_disabled && pis.thp_was_on) {
+        thp_set(true);
+    }
+    pis.thp_disabled = false;
+}
+
+static bool uffd_enable(GError **errp)
+{
+    uint64_t want = 0;
+
+    if (!host_checked_ok && !postcopy_ram_supported_by_host(errp)) {
+        return false;
+    }
+    /* The faulting thread's id maps faults to vCPUs (blocktime). */
+    if (host_uffd_features & UFFD_FEATURE_THREAD_ID) {
+        want |= UFFD_FEATURE_THREAD_ID;
+    }
+    pis.uffd = uffd_open(want, &pis.features, errp);
+    if (pis.uffd < 0) {
+        return false;
+    }
+    pis.quit_fd = eventfd(0, EFD_CLOEXEC);
+    if (pis.quit_fd < 0) {
+        error_setg_errno(errp, errno, "postcopy: eventfd");
+        return false;
+    }
+    if (!uffd_register_blocks(errp)) {
+        return false;
+    }
+    if (!qemu_thread_create(&pis.fault_thread, "mig/dst/fault", fault_thread,
+                            NULL, errp)) {
+        return false;
+    }
+    pis.fault_running = true;
+    return true;
+}
+
+static void *listen_thread(void *opaque)
+{
+    LoadVMContext *ctx = opaque;
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    GError *err = NULL;
+    int ret;
+
+    migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
+                      MIGRATION_STATUS_POSTCOPY_ACTIVE);
+    ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err);
+    if (ret < 0) {
+        g_prefix_error(&err, "postcopy: ");
+        migration_incoming_fail_exit(ctx, err);
+    }
+    /* The main loader may still be in the package: wait for it. */
+    g_mutex_lock(&pis.lock);
+    while (!pis.main_done) {
+        g_cond_wait(&pis.cond, &pis.lock);
+    }
+    g_mutex_unlock(&pis.lock);
+    if (ret == LOADVM_QUIT ||
+        postcopy_state_get() != POSTCOPY_INCOMING_RUNNING) {
+        error_setg(&err, "postcopy: the stream ended in postcopy state %s "
+                   "(expected RUNNING after POSTCOPY_RUN)",
+                   postcopy_state_str(postcopy_state_get()));
+        migration_incoming_fail_exit(ctx, err);
+    }
+    postcopy_incoming_cleanup();
+    postcopy_state_set(POSTCOPY_INCOMING_END);
+    qemu_loadvm_state_cleanup();
+    if (migrate_send_rp_shut(ctx, 0) < 0) {
+        warn_report("postcopy: could not send SHUT to the source");
+    }
+    migrate_set_state(&mis->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                      MIGRATION_STATUS_COMPLETED);
+    return NULL;
+}
+
+static bool pc_listen(LoadVMContext *ctx, GError **errp)
+{
+    const char *cmd = "POSTCOPY_LISTEN";
+    PostcopyState st = postcopy_state_get();
+
+    if (st != POSTCOPY_INCOMING_ADVISE && st != POSTCOPY_INCOMING_DISCARD) {
+        return wrong_state(cmd, st, "ADVISE or DISCARD", errp);
+    }
+    /* The listen thread takes the main stream: the rest must be in a blob. */
+    if (!ctx->package_depth) {
+        error_setg(errp, "%s outside of a PACKAGED blob", cmd);
+        return false;
+    }
+    if (!ctx->to_src) {
+        error_setg(errp, "%s without a return path (OPEN_RETURN_PATH)", cmd);
+        return false;
+    }
+    discard_prepare();
+    if (!postcopy_state_cas(st, POSTCOPY_INCOMING_LISTENING)) {
+        return wrong_state(cmd, postcopy_state_get(), "ADVISE or DISCARD",
+                           errp);
+    }
+    pis.ctx = ctx;
+    stats_start();
+    if (!uffd_enable(errp)) {
+        error_prepend(errp, "%s: ", cmd);
+        postcopy_incoming_cleanup();
+        return false;
+    }
+    ctx->postcopy_listening = true;
+    if (!qemu_thread_create(&pis.listen_thread, "mig/dst/listen",
+                            listen_thread, ctx, errp)) {
+        return false;
+    }
+    pis.listen_running = true;
+    return true;
+}
+
+static gboolean start_vm_bh(gpointer opaque)
+{
+    /* The received runstate does not matter after RUN (as QEMU). */
+    if (autostart) {
+        vm_start();
+    } else {
+        runstate_set(RUN_STATE_PAUSED);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+static bool pc_run(LoadVMContext *ctx, GError **errp)
+{
+    PostcopyState st = postcopy_state_get();
+
+    if (st != POSTCOPY_INCOMING_LISTENING ||
+        !postcopy_state_cas(POSTCOPY_INCOMING_LISTENING,
+                            POSTCOPY_INCOMING_RUNNING)) {
+        return wrong_state("POSTCOPY_RUN", st, "LISTENING", errp);
+    }
+    /* vCPU state came in the package already; start them in the main loop */
+    g_idle_add(start_vm_bh, NULL);
+    return true;
+}
+
+static const LoadvmPostcopyOps postcopy_ops = {
+    .advise = pc_advise,
+    .discard = pc_discard,
+    .listen = pc_listen,
+    .run = pc_run,
+};
+
+void postcopy_ram_init(void)
+{
+    loadvm_register_postcopy_ops(&postcopy_ops);
+}
+
+void postcopy_incoming_reset(void)
+{
+    postcopy_state_set(POSTCOPY_INCOMING_NONE);
+    ram_load_set_postcopy_advised(false);
+    g_mutex_lock(&pis.lock);
+    pis.main_done = false;
+    g_mutex_unlock(&pis.lock);
+    g_mutex_lock(&pis.blocks_lock);
+    g_clear_pointer(&pis.blocks, g_hash_table_destroy);
+    g_mutex_unlock(&pis.blocks_lock);
+    pis.thp_disabled = false;
+    stats_reset();
+}
+
+void postcopy_incoming_main_done(void)
+{
+    g_mutex_lock(&pis.lock);
+    pis.main_done = true;
+    g_cond_broadcast(&pis.cond);
+    g_mutex_unlock(&pis.lock);
+}
+
+void postcopy_incoming_wait(void)
+{
+    if (pis.listen_running) {
+        qemu_thread_join(&pis.listen_thread);
+        pis.listen_running = false;
+    }
+}

@@ -1,0 +1,217 @@
+"""Postcopy live migration end to end, ferry -> ferry.
+
+RAM-only guests (-M none) with random content loaded by -device loader:
+the destination touches every page with pmemsave while in postcopy (so the
+pages come through userfaultfd page requests), and its RAM must equal the
+source's byte for byte afterwards.  Variants: anonymous RAM switched at
+once, memfd share=on RAM, 2 MiB hugetlbfs RAM (memfd hugetlb=on, huge
+pages reserved for the test and given back), and the destination killed
+during postcopy (the source must fail cleanly and keep answering QMP).
+"""
+
+import os
+import socket
+import time
+
+import ferrytest as ft
+from ferrytest import VM, log, fail
+
+MEM = 256 << 20
+PATTERN = 64 << 20
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pattern_file(size=PATTERN):
+    d = ft.make_tmpdir("ferrytest-pc-")
+    path = os.path.join(d, "pattern.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    return path
+
+
+def set_caps(vm, **caps):
+    vm.qmp.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": k.replace("_", "-"), "state": v}
+                             for k, v in caps.items()])
+
+
+def wait_status(vm, want, timeout=60.0, bad=("failed", "cancelled")):
+    deadline = time.time() + timeout
+    while True:
+        st = vm.qmp.cmd("query-migrate")
+        if st.get("status") in want:
+            return st
+        if st.get("status") in bad:
+            fail(f"{vm.name}: migration {st.get('status')}: {st} {vm.stderr()[-1000:]}")
+        vm.check_alive()
+        if time.time() > deadline:
+            fail(f"{vm.name}: status {st.get('status')}, wanted {want}")
+        time.sleep(0.05)
+
+
+def pair(backend=(), mem=MEM, pattern=None, postcopy_bw=20_000_000,
+         bandwidth=20 << 20):
+    """Source with content, destination listening; both with postcopy-ram."""
+    pattern = pattern or pattern_file(min(PATTERN, mem // 2))
+    port = free_port()
+    machine = ["-M", "none"] if not backend else \
+        ["-M", "none,memory-backend=mem0"] + list(backend)
+    src = VM(machine + ["-m", str(mem >> 20),
+                        "-device", f"loader,file={pattern},addr=0x100000,force-raw=on"],
+             name="src", serial=False).launch()
+    dst = VM(machine + ["-m", str(mem >> 20),
+                        "-incoming", f"tcp:127.0.0.1:{port}"],
+             name="dst", serial=False).launch()
+    set_caps(src, postcopy_ram=True, events=True)
+    set_caps(dst, postcopy_ram=True, postcopy_blocktime=True)
+    src.qmp.cmd("migrate-set-parameters", **{
+        "max-bandwidth": bandwidth, "max-postcopy-bandwidth": postcopy_bw})
+    return src, dst, f"tcp:127.0.0.1:{port}"
+
+
+def postcopy_and_compare(src, dst, uri, mem=MEM):
+    t0 = time.time()
+    src.qmp.cmd("migrate", uri=uri)
+    src.qmp.cmd("migrate-start-postcopy")
+    wait_status(dst, ("postcopy-active", "completed"))
+    # Touch every page on the destination while the rest streams in.
+    dst_dump = dst.pmemsave(mem)
+    sst = wait_status(src, ("completed",))
+    dstst = wait_status(dst, ("completed",))
+    total = time.time() - t0
+    log(f"source: {sst}")
+    log(f"destination: {dstst}")
+    src_dump = src.pmemsave(mem)
+    with open(src_dump, "rb") as a, open(dst_dump, "rb") as b:
+        pa, pb = a.read(), b.read()
+    if pa != pb:
+        bad = [i for i in range(0, mem, 4096) if pa[i:i + 4096] != pb[i:i + 4096]]
+        fail(f"{len(bad)} pages differ, first at 0x{bad[0]:x}")
+    ram = sst["ram"]
+    if ram["postcopy-requests"] <= 0:
+        fail("no page was requested in postcopy")
+    if ram["postcopy-bytes"] <= 0:
+        fail("no postcopy-bytes counted")
+    if dstst.get("postcopy-faults", 0) <= 0 or "postcopy-latency-p50-us" not in dstst:
+        fail(f"destination latency stats missing: {dstst}")
+    if "postcopy-vcpu-blocktime" not in dstst:
+        fail(f"postcopy-blocktime missing: {dstst}")
+    st = dst.qmp.cmd("query-status")
+    log(f"ok in {total:.2f}s: {ram['postcopy-requests']} requests, "
+        f"latency p50 {dstst['postcopy-latency-p50-us']} us, "
+        f"p99 {dstst['postcopy-latency-p99-us']} us; dst {st['status']}")
+    if st["status"] != "running":
+        fail(f"destination should run after RUN, is {st['status']}")
+    srcst = src.qmp.cmd("query-status")
+    if srcst["status"] != "postmigrate":
+        fail(f"source runstate {srcst['status']}, expected postmigrate")
+    return sst, dstst
+
+
+def test_anon_immediate():
+    src, dst, uri = pair()
+    # Not before migrate: QEMU refuses it in state "none".
+    try:
+        src.qmp.cmd("migrate-start-postcopy")
+        fail("migrate-start-postcopy accepted before any migration")
+    except ft.QMPError as e:
+        if "after migration has been started" not in e.desc:
+            fail(f"unexpected error: {e.desc}")
+    postcopy_and_compare(src, dst, uri)
+    src.shutdown()
+    dst.shutdown()
+
+
+def test_start_postcopy_needs_capability():
+    vm = VM(["-M", "none", "-m", "64"], name="nocap", serial=False).launch()
+    try:
+        vm.qmp.cmd("migrate-start-postcopy")
+        fail("migrate-start-postcopy accepted without postcopy-ram")
+    except ft.QMPError as e:
+        if "Enable postcopy with migrate_set_capability" not in e.desc:
+            fail(f"unexpected error: {e.desc}")
+    vm.shutdown()
+
+
+def test_memfd_shared():
+    src, dst, uri = pair(backend=["-object",
+                                  f"memory-backend-memfd,id=mem0,size={MEM >> 20}M,share=on"])
+    postcopy_and_compare(src, dst, uri)
+    src.shutdown()
+    dst.shutdown()
+
+
+def test_hugetlb():
+    mem = 64 << 20
+    path = "/proc/sys/vm/nr_hugepages"
+    try:
+        with open(path) as f:
+            old = int(f.read())
+    except OSError as e:
+        ft.skip(f"cannot read {path}: {e}")
+    need = old + 2 * (mem >> 21) + 4
+    try:
+        try:
+            with open(path, "w") as f:
+                f.write(str(need))
+            with open(path) as f:
+                got = int(f.read())
+        except OSError as e:
+            log(f"SKIPPED hugetlb: cannot reserve huge pages: {e}")
+            return
+        if got < need:
+            log(f"SKIPPED hugetlb: the kernel gave {got} huge pages of {need}")
+            return
+        src, dst, uri = pair(backend=["-object",
+                                      f"memory-backend-memfd,id=mem0,size={mem >> 20}M,"
+                                      "hugetlb=on,hugetlbsize=2M"], mem=mem)
+        postcopy_and_compare(src, dst, uri, mem=mem)
+        src.shutdown()
+        dst.shutdown()
+    finally:
+        ft._cleanup_vms()
+        with open(path, "w") as f:
+            f.write(str(old))
+
+
+def test_destination_killed():
+    # Slow background stream so that postcopy lasts long enough to kill.
+    src, dst, uri = pair(postcopy_bw=2_000_000)
+    src.qmp.cmd("migrate", uri=uri)
+    src.qmp.cmd("migrate-start-postcopy")
+    wait_status(src, ("postcopy-active",))
+    wait_status(dst, ("postcopy-active",))
+    time.sleep(0.3)
+    dst.kill()
+    deadline = time.time() + 30
+    while True:
+        st = src.qmp.cmd("query-migrate")
+        if st["status"] == "failed":
+            break
+        if st["status"] == "completed":
+            fail("completed although the destination was killed")
+        if time.time() > deadline:
+            fail(f"source still {st['status']} after the destination died")
+        time.sleep(0.1)
+    desc = st.get("error-desc", "")
+    log(f"source error-desc: {desc}")
+    if "postcopy: destination went away" not in desc:
+        fail(f"unclear error-desc: {desc!r}")
+    # Still answering, and not running the guest (its RAM is incomplete).
+    rs = src.qmp.cmd("query-status")
+    if rs["status"] == "running":
+        fail("source resumed a guest whose RAM is partly on a dead host")
+    src.check_alive()
+    src.shutdown()
+
+
+if __name__ == "__main__":
+    ft.main([test_start_postcopy_needs_capability, test_anon_immediate,
+             test_memfd_shared, test_hugetlb, test_destination_killed])
