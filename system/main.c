@@ -250,5 +250,7 @@ int main(int argc, char **argv)
     flush_main_context();
     qmp_server_shutdown();
     remove_pidfile();
+    current_machine = NULL;
+    qemu_free_options(&opts);
     return 0;
 }

@@ -1048,6 +1048,19 @@ usage_error:
     return EXIT_USAGE;
 }
 
+static void options_free(Options *o)
+{
+    g_free(o->src);
+    g_free(o->dst);
+    g_free(o->uri);
+    g_free(o->dst_cmd);
+    g_free(o->dst_log);
+    g_free(o->max_bw);
+    g_free(o->max_pc_bw);
+    g_free(o->switch_policy);
+    g_strfreev(o->caps);
+}
+
 int main(int argc, char **argv)
 {
     Options opts = { 0 };
@@ -1058,6 +1071,7 @@ int main(int argc, char **argv)
 
     if (!parse_options(argc, argv, &opts, &err)) {
         report("%s (see --help)", err->message);
+        options_free(&opts);
         return EXIT_USAGE;
     }
     sigemptyset(&sa.sa_mask);
@@ -1082,5 +1096,6 @@ int main(int argc, char **argv)
     }
     g_free(m.dst_lost);
     g_free(m.uri);
+    options_free(&opts);
     return ret;
 }
