@@ -1470,7 +1470,7 @@ int source_return_path_read(QEMUFile *rp, RPMessage *msg, GError **errp)
     msg->type = qemu_get_be16(rp);
     msg->len = qemu_get_be16(rp);
     if (qemu_file_get_error(rp)) {
-        return stream_fail(rp, errp, "return path: reading message header");
+        return stream_fail(rp, errp, "reading message header");
     }
     if (msg->type == MIG_RP_MSG_INVALID || msg->type >= MIG_RP_MSG_MAX) {
         error_setg(errp, "Received invalid message type 0x%04x on the return "
@@ -1489,7 +1489,7 @@ int source_return_path_read(QEMUFile *rp, RPMessage *msg, GError **errp)
         return -EINVAL;
     }
     if (qemu_get_buffer(rp, msg->data, msg->len) != msg->len) {
-        return stream_fail(rp, errp, "return path: reading message type %u",
+        return stream_fail(rp, errp, "reading message type %u",
                            msg->type);
     }
     if (!rp_variable_len_ok(msg)) {

@@ -7,7 +7,7 @@ timeout."""
 
 import re
 
-from interop import GUEST, MiB, fail, log, main, refused, require_file
+from interop import GUEST, MiB, fail, ferrytest, log, main, refused, require_file
 
 MEM = 64 * MiB
 MSG = re.compile(r"Machine type received is '([^']*)' and local is '([^']*)'")
@@ -66,5 +66,7 @@ def test_qemu_pc_to_ferry_pc():
 
 
 if __name__ == "__main__":
+    # every case runs ferry's pc machine, which has vCPUs and needs KVM
+    ferrytest.require_kvm()
     main([test_ferry_pc_to_qemu_none, test_qemu_none_to_ferry_pc,
           test_ferry_pc_to_qemu_pc, test_qemu_pc_to_ferry_pc], timeout=200)
