@@ -81,6 +81,19 @@ def runstate(vm):
     return vm.qmp.cmd("query-status")["status"]
 
 
+def wait_runstate(vm, wanted, timeout=10.0):
+    """Status 'completed' shows a moment before the source's runstate moves
+    on (as in QEMU), so poll briefly instead of reading it once."""
+    deadline = time.time() + timeout
+    while True:
+        st = runstate(vm)
+        if st == wanted:
+            return
+        if time.time() > deadline:
+            ft.fail(f"{vm.name}: runstate {st}, expected {wanted}")
+        time.sleep(0.05)
+
+
 def assert_sweeping(vm, more=2, timeout=60):
     """The guest is alive and still writing RAM: new sweeps keep coming."""
     before = vm.sweeps(1)[0]
@@ -96,11 +109,9 @@ def migrate_and_check(src, name):
     info = wait_status(src, ("completed", "failed", "cancelled"), timeout=240)
     if info["status"] != "completed":
         ft.fail(f"second migration did not complete: {info}")
-    if runstate(src) != "postmigrate":
-        ft.fail(f"source runstate after completion: {runstate(src)}")
+    wait_runstate(src, "postmigrate")
     wait_status(dst, ("completed",), timeout=60)
-    if runstate(dst) != "running":
-        ft.fail(f"destination runstate after migration: {runstate(dst)}")
+    wait_runstate(dst, "running")
     time.sleep(0.5)
     dst.qmp.cmd("stop")
     dump = dst.pmemsave(GUEST_MEM_BYTES)
@@ -129,8 +140,7 @@ def test_cancel_active():
     info = wait_status(src, ("cancelled", "failed", "completed"), timeout=30)
     if info["status"] != "cancelled":
         ft.fail(f"status after migrate_cancel: {info}")
-    if runstate(src) != "running":
-        ft.fail(f"source runstate after cancel: {runstate(src)}")
+    wait_runstate(src, "running")
     assert_sweeping(src)
     # The destination saw its stream cut: it must not be running a guest.
     deadline = time.time() + 30
@@ -164,8 +174,7 @@ def test_cancel_paused():
     info = wait_status(src, ("cancelled", "failed", "completed"), timeout=30)
     if info["status"] != "cancelled":
         ft.fail(f"status after migrate_cancel: {info}")
-    if runstate(src) != "paused":
-        ft.fail(f"paused source is {runstate(src)} after cancel")
+    wait_runstate(src, "paused")
     before = src.sweeps(1)
     time.sleep(1.0)
     if src.sweeps(1) != before:
@@ -192,8 +201,7 @@ def test_destination_killed():
     if not desc:
         ft.fail(f"failed migration without error-desc: {info}")
     ft.log(f"error-desc: {desc}")
-    if runstate(src) != "running":
-        ft.fail(f"source runstate after a failed migration: {runstate(src)}")
+    wait_runstate(src, "running")
     assert_sweeping(src)
     migrate_and_check(src, "dst2")
     src.shutdown()

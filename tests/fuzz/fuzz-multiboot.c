@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                              FUZZ_RAM_SIZE, high, &boot, &err)) {
         /* What the loader reports must lie inside guest RAM. */
         g_assert(boot.load_start <= boot.load_end);
-        g_assert(boot.load_end < FUZZ_RAM_SIZE);
+        g_assert(boot.load_end <= FUZZ_RAM_SIZE);   /* exclusive */
         g_assert(boot.mbi_addr < FUZZ_RAM_SIZE);
     }
     return 0;

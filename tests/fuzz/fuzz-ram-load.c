@@ -12,6 +12,8 @@
 #include "migration/savevm.h"
 #include "fuzz.h"
 
+#include <sys/mman.h>
+
 #define FUZZ_RAM_SIZE (1u << 20)
 
 /*
@@ -44,10 +46,30 @@ static const LoadvmPostcopyOps fuzz_postcopy_ops = {
     .run = fuzz_hook,
 };
 
+/*
+ * Guest RAM is mmap'ed, out of the sanitizers' sight: move it between two
+ * inaccessible pages, so that a write outside the block faults.  Nothing
+ * has used the block's host address yet when this runs.
+ */
+static void guard_pages(RAMBlock *rb)
+{
+    size_t pg = sysconf(_SC_PAGESIZE);
+    uint8_t *area = mmap(NULL, rb->max_length + 2 * pg, PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *moved;
+
+    g_assert(area != MAP_FAILED);
+    moved = mremap(rb->host, rb->max_length, rb->max_length,
+                   MREMAP_MAYMOVE | MREMAP_FIXED, area + pg);
+    g_assert(moved == area + pg);
+    rb->host = moved;
+}
+
 static void fuzz_init(void)
 {
     static bool done;
     g_autoptr(GError) err = NULL;
+    RAMBlock *rb;
 
     if (done) {
         return;
@@ -56,9 +78,11 @@ static void fuzz_init(void)
     rcu_register_thread();
     savevm_machine_name = "none";
     migration_register_core_sections();
-    if (!qemu_ram_alloc("ram", FUZZ_RAM_SIZE, NULL, &err)) {
+    rb = qemu_ram_alloc("ram", FUZZ_RAM_SIZE, NULL, &err);
+    if (!rb) {
         g_error("fuzz-ram-load: %s", err->message);
     }
+    guard_pages(rb);
     ram_mig_init();
     loadvm_register_postcopy_ops(&fuzz_postcopy_ops);
 }
