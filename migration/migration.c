@@ -1214,6 +1214,8 @@ static bool incoming_listen(const char *uri, GError **errp)
         return false;
     }
     mis->have_listen = true;
+    g_free(mis->listen_uri);
+    mis->listen_uri = g_strdup(uri);
     runstate_set(RUN_STATE_INMIGRATE);
     /* QEMU reports "setup" here even without the events capability. */
     __atomic_store_n(&mis->status, MIGRATION_STATUS_SETUP, __ATOMIC_SEQ_CST);
@@ -1286,6 +1288,39 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
     json_object_set_object_member(o, "ram", ram);
 }
 
+/*
+ * QEMU's "socket-address" of a listening destination: the only way for a
+ * client that asked for port 0 to learn the port it got.
+ */
+static JsonArray *listen_socket_address(const char *uri)
+{
+    JsonArray *a = json_array_new();
+    JsonObject *sa = json_object_new();
+
+    if (g_str_has_prefix(uri, "unix:")) {
+        json_object_set_string_member(sa, "type", "unix");
+        json_object_set_string_member(sa, "path", uri + 5);
+    } else {
+        const char *hostport = uri + 4;             /* after "tcp:" */
+        const char *colon = strrchr(hostport, ':');
+        g_autofree char *host = g_strndup(hostport,
+                                          colon ? colon - hostport : 0);
+        g_autofree char *port = g_strdup_printf(
+            "%d", migration_channel_listen_port());
+        bool v6 = host[0] == '[';
+
+        if (v6) {
+            host[strlen(host) - 1] = '\0';
+        }
+        json_object_set_string_member(sa, "type", "inet");
+        json_object_set_string_member(sa, "host", v6 ? host + 1 : host);
+        json_object_set_string_member(sa, "port", port);
+        json_object_set_boolean_member(sa, v6 ? "ipv6" : "ipv4", true);
+    }
+    json_array_add_object_element(a, sa);
+    return a;
+}
+
 static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
 {
     MigrationStatus st = migrate_get_state(&mis->status);
@@ -1298,6 +1333,13 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
             json_object_set_string_member(o, "error-desc", desc);
         }
         g_free(desc);
+    }
+    if (mis->listen_uri && st != MIGRATION_STATUS_COMPLETED &&
+        st != MIGRATION_STATUS_FAILED &&
+        (g_str_has_prefix(mis->listen_uri, "tcp:") ||
+         g_str_has_prefix(mis->listen_uri, "unix:"))) {
+        json_object_set_array_member(o, "socket-address",
+                                     listen_socket_address(mis->listen_uri));
     }
     postcopy_fill_query(o);
 }

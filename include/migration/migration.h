@@ -128,6 +128,7 @@ typedef struct MigrationIncomingState {
     QemuThread thread;
     bool thread_running;
     bool have_listen;                   /* migrate-incoming used once */
+    char *listen_uri;                   /* for query-migrate socket-address */
     GMutex error_lock;
     char *error_desc;
 } MigrationIncomingState;
