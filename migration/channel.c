@@ -317,12 +317,6 @@ bool qio_channel_close(QIOChannel *ioc, GError **errp)
 
 /* ---- URIs ---- */
 
-int __attribute__((weak)) monitor_get_fd(const char *name)
-{
-    errno = ENOENT;
-    return -1;
-}
-
 /* "HOST:PORT" or "[V6]:PORT" -> host (maybe "") and port strings. */
 static bool parse_host_port(const char *str, char **host, char **port,
                             GError **errp)

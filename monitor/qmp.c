@@ -13,6 +13,7 @@
  */
 #include "qemu/osdep.h"
 #include "monitor/qmp.h"
+#include "migration/channel.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -38,11 +39,25 @@
 #define QMP_OUT_HARD_LIMIT (64 * 1024 * 1024)
 #define QMP_MAX_CLIENTS 64
 #define QMP_READ_CHUNK 65536
+/* Descriptors a client may have in flight (received, not yet consumed). */
+#define QMP_MAX_CLIENT_FDS 16
+/* Room for one recvmsg; the kernel discards what does not fit. */
+#define QMP_CMSG_FDS 32
 
 typedef struct QmpCommand {
     char *name;
     QmpCommandFunc fn;
 } QmpCommand;
+
+/*
+ * A descriptor received with SCM_RIGHTS.  It belongs to the request that
+ * contains (or, for a blank chunk, follows) the stream offset "owner": the
+ * last non-blank byte that arrived with it.
+ */
+typedef struct QmpPendingFd {
+    int fd;
+    uint64_t owner;
+} QmpPendingFd;
 
 typedef struct QmpListener {
     int fd;
@@ -71,6 +86,10 @@ typedef struct QmpClient {
 
     GString *outbuf;
     size_t out_off;             /* bytes of outbuf already sent */
+
+    uint64_t in_base;           /* stream offset of inbuf->str[0] */
+    uint64_t cmd_end;           /* stream offset just past the request */
+    GArray *fds;                /* QmpPendingFd, in arrival order */
 } QmpClient;
 
 static GHashTable *qmp_commands;        /* name -> QmpCommand */
@@ -79,6 +98,10 @@ static GPtrArray *qmp_clients;          /* QmpClient, dead ones included */
 static guint qmp_reaper;
 static QmpClient *qmp_cur_client;       /* during dispatch */
 
+/* getfd's table, monitor-wide: name -> fd. */
+static GMutex qmp_named_fds_lock;
+static GHashTable *qmp_named_fds;
+
 /* Events handed over from other threads. */
 static GMutex qmp_event_lock;
 static GQueue qmp_event_queue = G_QUEUE_INIT;   /* char * lines */
@@ -86,6 +109,7 @@ static GSource *qmp_event_source;
 
 static void qmp_register_protocol_commands(void);
 static void qmp_client_process_input(QmpClient *c);
+static void qmp_named_fds_clear(void);
 
 /* ---- JSON output ------------------------------------------------------ */
 
@@ -525,6 +549,118 @@ static void qmp_handle_message(QmpClient *c, const char *text, size_t len)
     qmp_handle_request(c, root);
 }
 
+/* ---- descriptors passed with SCM_RIGHTS -------------------------------- */
+
+/* Close the pending descriptors that belong to requests before "upto". */
+static void qmp_client_drop_fds(QmpClient *c, uint64_t upto)
+{
+    guint keep = 0;
+
+    for (guint i = 0; i < c->fds->len; i++) {
+        QmpPendingFd *p = &g_array_index(c->fds, QmpPendingFd, i);
+
+        if (p->owner < upto) {
+            close(p->fd);
+        } else {
+            g_array_index(c->fds, QmpPendingFd, keep++) = *p;
+        }
+    }
+    g_array_set_size(c->fds, keep);
+}
+
+/*
+ * The oldest descriptor that came with the request being dispatched, now
+ * owned by the caller; -1 if there is none.  Older requests' leftovers
+ * were closed when they finished, so "owner < cmd_end" is enough.
+ */
+static int qmp_client_take_fd(QmpClient *c)
+{
+    int fd;
+
+    if (!c || !c->fds->len) {
+        return -1;
+    }
+    if (g_array_index(c->fds, QmpPendingFd, 0).owner >= c->cmd_end) {
+        return -1;
+    }
+    fd = g_array_index(c->fds, QmpPendingFd, 0).fd;
+    g_array_remove_index(c->fds, 0);
+    return fd;
+}
+
+static void qmp_client_hold_fd(QmpClient *c, int fd, uint64_t owner)
+{
+    QmpPendingFd p = { .fd = fd, .owner = owner };
+
+    if (c->fds->len >= QMP_MAX_CLIENT_FDS) {
+        /* A client hoarding descriptors does not get to exhaust ours. */
+        close(fd);
+        return;
+    }
+    g_array_append_val(c->fds, p);
+}
+
+/*
+ * Read into inbuf at offset old (room for QMP_READ_CHUNK bytes), keeping
+ * the descriptors that come along.  MSG_CMSG_CLOEXEC: none of them may
+ * leak into an exec: migration child.
+ */
+static ssize_t qmp_client_recv(QmpClient *c, size_t old)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * QMP_CMSG_FDS)];
+    } ctl;
+    struct iovec iov = {
+        .iov_base = c->inbuf->str + old,
+        .iov_len = QMP_READ_CHUNK,
+    };
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = ctl.buf,
+        .msg_controllen = sizeof(ctl.buf),
+    };
+    uint64_t owner;
+    ssize_t n;
+
+    do {
+        n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return n;
+    }
+    /*
+     * The kernel ends a read at the end of the data sent with descriptors,
+     * so they belong to the request holding the last non-blank byte read,
+     * or to the next one if only blanks came with them.
+     */
+    owner = c->in_base + old + n;
+    for (ssize_t i = n - 1; i >= 0; i--) {
+        if (!g_ascii_isspace(c->inbuf->str[old + i])) {
+            owner = c->in_base + old + i;
+            break;
+        }
+    }
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm;
+         cm = CMSG_NXTHDR(&msg, cm)) {
+        size_t nfds;
+
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+            cm->cmsg_len < CMSG_LEN(0)) {
+            continue;
+        }
+        nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfds; i++) {
+            int fd;
+
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            qmp_client_hold_fd(c, fd, owner);
+        }
+    }
+    return n;
+}
+
 /* ---- input framing ----------------------------------------------------- */
 
 static void qmp_client_reset_value(QmpClient *c)
@@ -542,8 +678,11 @@ static void qmp_client_take_value(QmpClient *c, size_t end)
     size_t begin = c->start;
 
     c->start = c->pos = end;
+    c->cmd_end = c->in_base + end;
     qmp_client_reset_value(c);
     qmp_handle_message(c, c->inbuf->str + begin, end - begin);
+    /* What came with this request and was not taken is of no use now. */
+    qmp_client_drop_fds(c, c->cmd_end);
 }
 
 static void qmp_client_framing_error(QmpClient *c, const char *desc)
@@ -552,6 +691,8 @@ static void qmp_client_framing_error(QmpClient *c, const char *desc)
     qmp_client_reset_value(c);
     c->start = c->pos;
     c->resync = true;
+    /* Descriptors sent with the garbage are not for the next request. */
+    qmp_client_drop_fds(c, c->in_base + c->pos);
 }
 
 static void qmp_client_fatal(QmpClient *c, const char *desc)
@@ -694,6 +835,7 @@ static void qmp_client_process_input(QmpClient *c)
     }
     if (c->start) {
         g_string_erase(c->inbuf, 0, c->start);
+        c->in_base += c->start;
         c->pos -= c->start;
         c->start = 0;
     }
@@ -708,9 +850,7 @@ static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
     ssize_t n;
 
     g_string_set_size(c->inbuf, old + QMP_READ_CHUNK);
-    do {
-        n = recv(c->fd, c->inbuf->str + old, QMP_READ_CHUNK, 0);
-    } while (n < 0 && errno == EINTR);
+    n = qmp_client_recv(c, old);
     g_string_set_size(c->inbuf, old + MAX(n, 0));
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         return G_SOURCE_CONTINUE;
@@ -754,6 +894,7 @@ static void qmp_client_update_watches(QmpClient *c)
 
 static void qmp_client_free(QmpClient *c)
 {
+    g_array_unref(c->fds);
     g_string_free(c->inbuf, TRUE);
     g_string_free(c->outbuf, TRUE);
     g_byte_array_unref(c->nest);
@@ -792,6 +933,7 @@ static void qmp_client_close(QmpClient *c)
     }
     c->dead = true;
     qmp_client_update_watches(c);
+    qmp_client_drop_fds(c, UINT64_MAX);
     close(c->fd);
     c->fd = -1;
     if (!qmp_reaper) {
@@ -840,6 +982,7 @@ static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
     c->inbuf = g_string_sized_new(QMP_READ_CHUNK);
     c->outbuf = g_string_new(NULL);
     c->nest = g_byte_array_new();
+    c->fds = g_array_new(FALSE, FALSE, sizeof(QmpPendingFd));
     g_ptr_array_add(qmp_clients, c);
     qmp_client_greet(c);
     qmp_client_update_watches(c);
@@ -1114,6 +1257,7 @@ void qmp_server_shutdown(void)
     qmp_reap_clients(NULL);
     g_ptr_array_free(qmp_clients, TRUE);
     qmp_clients = NULL;
+    qmp_named_fds_clear();
 }
 
 /* ---- events ------------------------------------------------------------ */
@@ -1401,9 +1545,122 @@ static bool qmp_cmd_query_commands(JsonObject *args, JsonNode **ret,
     return true;
 }
 
+/* ---- named descriptors (getfd, closefd, fd: URIs) ---------------------- */
+
+/* Store fd under name, closing the one it replaces.  Takes ownership. */
+static void qmp_named_fd_set(const char *name, int fd)
+{
+    gpointer old;
+
+    g_mutex_lock(&qmp_named_fds_lock);
+    if (!qmp_named_fds) {
+        qmp_named_fds = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                              g_free, NULL);
+    }
+    if (g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &old)) {
+        close(GPOINTER_TO_INT(old));
+    }
+    g_hash_table_insert(qmp_named_fds, g_strdup(name), GINT_TO_POINTER(fd));
+    g_mutex_unlock(&qmp_named_fds_lock);
+}
+
+/* Remove name from the table: its fd (now the caller's), or -1. */
+static int qmp_named_fd_take(const char *name)
+{
+    gpointer val;
+    int fd = -1;
+
+    g_mutex_lock(&qmp_named_fds_lock);
+    if (qmp_named_fds &&
+        g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &val)) {
+        fd = GPOINTER_TO_INT(val);
+        g_hash_table_remove(qmp_named_fds, name);
+    }
+    g_mutex_unlock(&qmp_named_fds_lock);
+    return fd;
+}
+
+static void qmp_named_fds_clear(void)
+{
+    GHashTableIter it;
+    gpointer val;
+
+    g_mutex_lock(&qmp_named_fds_lock);
+    if (qmp_named_fds) {
+        g_hash_table_iter_init(&it, qmp_named_fds);
+        while (g_hash_table_iter_next(&it, NULL, &val)) {
+            close(GPOINTER_TO_INT(val));
+        }
+        g_clear_pointer(&qmp_named_fds, g_hash_table_destroy);
+    }
+    g_mutex_unlock(&qmp_named_fds_lock);
+}
+
+/* The fd: migration transport takes the descriptor, as in QEMU. */
+int monitor_get_fd(const char *name)
+{
+    int fd = qmp_named_fd_take(name);
+
+    if (fd < 0) {
+        errno = ENOENT;
+    }
+    return fd;
+}
+
+static bool qmp_arg_fdname(JsonObject *args, const char **name,
+                           GError **errp)
+{
+    static const char *const known[] = { "fdname", NULL };
+
+    return qmp_args_check_known(args, known, errp) &&
+           qmp_arg_str(args, "fdname", true, name, errp);
+}
+
+static bool qmp_cmd_getfd(JsonObject *args, JsonNode **ret, GError **errp)
+{
+    const char *name;
+    int fd;
+
+    if (!qmp_arg_fdname(args, &name, errp)) {
+        return false;
+    }
+    /* Digits are how fd: URIs name an inherited descriptor by number. */
+    if (g_ascii_isdigit(name[0])) {
+        error_setg(errp, "Parameter 'fdname' expects a name not starting "
+                   "with a digit");
+        return false;
+    }
+    fd = qmp_client_take_fd(qmp_cur_client);
+    if (fd < 0) {
+        error_setg(errp, "No file descriptor supplied via SCM_RIGHTS");
+        return false;
+    }
+    qmp_named_fd_set(name, fd);
+    return true;
+}
+
+static bool qmp_cmd_closefd(JsonObject *args, JsonNode **ret, GError **errp)
+{
+    const char *name;
+    int fd;
+
+    if (!qmp_arg_fdname(args, &name, errp)) {
+        return false;
+    }
+    fd = qmp_named_fd_take(name);
+    if (fd < 0) {
+        error_setg(errp, "File descriptor named '%s' not found", name);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
 static void qmp_register_protocol_commands(void)
 {
     qmp_register_command("qmp_capabilities", qmp_cmd_capabilities);
     qmp_register_command("query-version", qmp_cmd_query_version);
     qmp_register_command("query-commands", qmp_cmd_query_commands);
+    qmp_register_command("getfd", qmp_cmd_getfd);
+    qmp_register_command("closefd", qmp_cmd_closefd);
 }

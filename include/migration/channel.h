@@ -73,8 +73,8 @@ bool qio_channel_close(QIOChannel *ioc, GError **errp);
 
 /*
  * Look up a descriptor received earlier with the QMP "getfd" command.
- * Returns the fd (the caller owns it) or -1 with errno set.  The monitor
- * provides it; channel.c has a weak fallback that knows no names.
+ * Returns the fd (the caller owns it; the name is forgotten) or -1 with
+ * errno set.  Implemented by the monitor (monitor/qmp.c).
  */
 int monitor_get_fd(const char *name);
 

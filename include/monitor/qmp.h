@@ -52,8 +52,12 @@ bool qmp_args_check_known(JsonObject *args, const char *const *known,
 /*
  * Register the VM commands of monitor/qmp-cmds.c (query-status, stop, cont,
  * system_reset, quit, query-name, query-cpus-fast, pmemsave).  main() calls
- * it once.  qmp_capabilities, query-version and query-commands are always
- * there without it.
+ * it once.  qmp_capabilities, query-version, query-commands, getfd and
+ * closefd are always there without it.
+ *
+ * getfd takes a descriptor sent with SCM_RIGHTS on a unix socket client,
+ * in the same sendmsg as the request, and stores it under a name that
+ * migration's fd:NAME URIs take with monitor_get_fd() (migration/channel.h).
  */
 void qmp_register_core_commands(void);
 

@@ -5,6 +5,7 @@
  */
 #include "qemu/osdep.h"
 #include "monitor/qmp.h"
+#include "migration/channel.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -879,6 +880,356 @@ static void test_tcp(void)
     tcp_roundtrip(AF_INET6, "[::1]", "::1");
 }
 
+/* ---- descriptor passing (getfd, closefd, fd: URIs) -------------------- */
+
+/* Send text with the descriptors attached (SCM_RIGHTS), in one sendmsg. */
+static void tc_send_fds(TestClient *c, const char *text, const int *fds,
+                        int nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 32)];
+    } ctl;
+    struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = ctl.buf,
+        .msg_controllen = CMSG_SPACE(sizeof(int) * nfds),
+    };
+    struct cmsghdr *cm;
+
+    g_assert_cmpint(nfds, >, 0);
+    g_assert_cmpint(nfds, <=, 32);
+    memset(&ctl, 0, sizeof(ctl));
+    cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    g_assert_cmpint(sendmsg(c->fd, &msg, MSG_NOSIGNAL), ==, iov.iov_len);
+}
+
+static int open_fd_count(void)
+{
+    g_autoptr(GDir) dir = g_dir_open("/proc/self/fd", 0, NULL);
+    int n = 0;
+
+    g_assert_nonnull(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    return n;
+}
+
+/* A pipe whose read end does not block: EOF tells the writers are gone. */
+static void test_pipe(int p[2])
+{
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    g_assert_cmpint(fcntl(p[0], F_SETFL, O_NONBLOCK), ==, 0);
+}
+
+/* Our write end is closed: is the server's copy still open? */
+static bool writer_alive(int rfd)
+{
+    char ch;
+    ssize_t n = read(rfd, &ch, 1);
+
+    g_assert_cmpint(n, <=, 0);
+    if (n < 0) {
+        g_assert_cmpint(errno, ==, EAGAIN);
+    }
+    return n < 0;
+}
+
+/* Pass p[1] to the server with a request, keeping only the read end. */
+static JsonNode *cmd_with_pipe(TestClient *c, const char *json, int p[2])
+{
+    test_pipe(p);
+    tc_send_fds(c, json, &p[1], 1);
+    close(p[1]);
+    p[1] = -1;
+    return tc_recv(c);
+}
+
+static void test_getfd(void)
+{
+    TestClient *c;
+    JsonNode *r;
+    int p[2], q[2], fd, base;
+    char ch = 0;
+
+    server_up();
+    c = tc_connect(true);
+    base = open_fd_count();
+
+    cmd_expect_error(c, "{\"execute\": \"getfd\", \"arguments\": "
+                     "{\"fdname\": \"x\"}}", "GenericError",
+                     "No file descriptor supplied via SCM_RIGHTS");
+    cmd_expect_error(c, "{\"execute\": \"getfd\"}", "GenericError",
+                     "Parameter 'fdname' is missing");
+    cmd_expect_error(c, "{\"execute\": \"getfd\", \"arguments\": "
+                     "{\"fdname\": 1}}", "GenericError",
+                     "Invalid parameter type for 'fdname', expected: string");
+
+    /* The fd the monitor keeps is our pipe, close-on-exec. */
+    r = cmd_with_pipe(c, "{\"execute\": \"getfd\", \"arguments\": "
+                      "{\"fdname\": \"pipe\"}}", p);
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_true(writer_alive(p[0]));
+    fd = monitor_get_fd("pipe");
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(fcntl(fd, F_GETFD) & FD_CLOEXEC, ==, FD_CLOEXEC);
+    g_assert_cmpint(write(fd, "z", 1), ==, 1);
+    g_assert_cmpint(read(p[0], &ch, 1), ==, 1);
+    g_assert_cmpint(ch, ==, 'z');
+    /* Taken: the name is gone. */
+    g_assert_cmpint(monitor_get_fd("pipe"), ==, -1);
+    g_assert_cmpint(errno, ==, ENOENT);
+    close(fd);
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+
+    /* closefd closes it; a second time the name is unknown. */
+    r = cmd_with_pipe(c, "{\"execute\": \"getfd\", \"arguments\": "
+                      "{\"fdname\": \"a\"}}", p);
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_true(writer_alive(p[0]));
+    r = tc_cmd(c, "{\"execute\": \"closefd\", \"arguments\": "
+               "{\"fdname\": \"a\"}}");
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+    cmd_expect_error(c, "{\"execute\": \"closefd\", \"arguments\": "
+                     "{\"fdname\": \"a\"}}", "GenericError",
+                     "File descriptor named 'a' not found");
+    cmd_expect_error(c, "{\"execute\": \"closefd\", \"arguments\": "
+                     "{\"fdname\": \"a\", \"x\": 1}}", "GenericError",
+                     "Parameter 'x' is unexpected");
+
+    /* The same name again replaces (and closes) the older fd. */
+    r = cmd_with_pipe(c, "{\"execute\": \"getfd\", \"arguments\": "
+                      "{\"fdname\": \"r\"}}", p);
+    json_node_unref(r);
+    r = cmd_with_pipe(c, "{\"execute\": \"getfd\", \"arguments\": "
+                      "{\"fdname\": \"r\"}}", q);
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_false(writer_alive(p[0]));
+    g_assert_true(writer_alive(q[0]));
+    r = tc_cmd(c, "{\"execute\": \"closefd\", \"arguments\": "
+               "{\"fdname\": \"r\"}}");
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_false(writer_alive(q[0]));
+    close(p[0]);
+    close(q[0]);
+
+    /* A name starting with a digit is refused and its fd closed. */
+    r = cmd_with_pipe(c, "{\"execute\": \"getfd\", \"arguments\": "
+                      "{\"fdname\": \"1x\"}}", p);
+    assert_error(r, "GenericError", "Parameter 'fdname' expects a name not "
+                 "starting with a digit");
+    json_node_unref(r);
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+
+    /* A command that takes no fd closes the one sent with it... */
+    r = cmd_with_pipe(c, "{\"execute\": \"query-version\"}\n", p);
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+    /* ...so that it is not there for the next getfd. */
+    cmd_expect_error(c, "{\"execute\": \"getfd\", \"arguments\": "
+                     "{\"fdname\": \"x\"}}", "GenericError",
+                     "No file descriptor supplied via SCM_RIGHTS");
+
+    g_assert_cmpint(open_fd_count(), ==, base);
+    tc_free(c);
+    server_down();
+}
+
+/* Requests in one read: each fd goes to the request it was sent with. */
+static void test_getfd_pipelined(void)
+{
+    TestClient *c;
+    JsonNode *r;
+    int p[2], q[2], fd, base;
+
+    server_up();
+    c = tc_connect(true);
+    base = open_fd_count();
+
+    /* Sent before the server reads: a plain request, then getfd + fd. */
+    test_pipe(p);
+    tc_send(c, "{\"execute\": \"query-version\", \"id\": 1}\n");
+    tc_send_fds(c, "{\"execute\": \"getfd\", \"arguments\": "
+                "{\"fdname\": \"late\"}, \"id\": 2}\n", &p[1], 1);
+    close(p[1]);
+    r = tc_recv(c);
+    reply_return(r);
+    json_node_unref(r);
+    r = tc_recv(c);
+    reply_return(r);
+    json_node_unref(r);
+    fd = monitor_get_fd("late");
+    g_assert_cmpint(fd, >=, 0);
+    close(fd);
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+
+    /* getfd without one, then another request with one: not taken. */
+    test_pipe(q);
+    tc_send(c, "{\"execute\": \"getfd\", \"arguments\": "
+            "{\"fdname\": \"early\"}}\n");
+    tc_send_fds(c, "{\"execute\": \"query-version\"}\n", &q[1], 1);
+    close(q[1]);
+    r = tc_recv(c);
+    assert_error(r, "GenericError",
+                 "No file descriptor supplied via SCM_RIGHTS");
+    json_node_unref(r);
+    r = tc_recv(c);
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_false(writer_alive(q[0]));
+    close(q[0]);
+    g_assert_cmpint(monitor_get_fd("early"), ==, -1);
+
+    /* Nor does one sent with garbage. */
+    test_pipe(q);
+    tc_send_fds(c, "]\n", &q[1], 1);
+    close(q[1]);
+    r = tc_recv(c);
+    assert_error(r, "GenericError", "JSON parse error, stray closing bracket");
+    json_node_unref(r);
+    g_assert_false(writer_alive(q[0]));
+    close(q[0]);
+    cmd_expect_error(c, "{\"execute\": \"getfd\", \"arguments\": "
+                     "{\"fdname\": \"x\"}}", "GenericError",
+                     "No file descriptor supplied via SCM_RIGHTS");
+
+    /* An fd sent with blanks only goes with the next request. */
+    test_pipe(p);
+    tc_send_fds(c, "\n", &p[1], 1);
+    close(p[1]);
+    spin(20);
+    r = tc_cmd(c, "{\"execute\": \"getfd\", \"arguments\": "
+               "{\"fdname\": \"blank\"}}");
+    reply_return(r);
+    json_node_unref(r);
+    g_assert_true(writer_alive(p[0]));
+    fd = monitor_get_fd("blank");
+    g_assert_cmpint(fd, >=, 0);
+    close(fd);
+    close(p[0]);
+
+    g_assert_cmpint(open_fd_count(), ==, base);
+    tc_free(c);
+    server_down();
+}
+
+/* A client holds at most 16 fds; leaving closes them; shutdown too. */
+static void test_getfd_limits(void)
+{
+    TestClient *c, *c2;
+    JsonNode *r;
+    int p[2], q[2], many[20], base, held;
+
+    server_up();
+    c = tc_connect(true);
+    base = open_fd_count();
+
+    /* 20 fds with the first half of a getfd: the server keeps 16. */
+    test_pipe(p);
+    for (int i = 0; i < 20; i++) {
+        many[i] = dup(p[1]);
+        g_assert_cmpint(many[i], >=, 0);
+    }
+    close(p[1]);
+    tc_send_fds(c, "{\"execute\": \"getfd\",", many, 20);
+    for (int i = 0; i < 20; i++) {
+        close(many[i]);
+    }
+    spin(50);
+    held = open_fd_count() - base;
+    g_assert_cmpint(held, ==, 1 + 16);         /* p[0] + what is held */
+    tc_send(c, " \"arguments\": {\"fdname\": \"many\"}}");
+    r = tc_recv(c);
+    reply_return(r);
+    json_node_unref(r);
+    /* One kept under the name, the other 15 closed. */
+    g_assert_cmpint(open_fd_count() - base, ==, 1 + 1);
+    g_assert_true(writer_alive(p[0]));
+
+    /* A client that leaves mid-request: its fds are closed. */
+    c2 = tc_connect(true);
+    test_pipe(q);
+    tc_send_fds(c2, "{\"execute\": \"getfd\",", &q[1], 1);
+    close(q[1]);
+    spin(50);
+    g_assert_true(writer_alive(q[0]));
+    tc_free(c2);
+    spin(50);
+    g_assert_false(writer_alive(q[0]));
+    close(q[0]);
+
+    /* Shutdown closes the named ones. */
+    tc_free(c);
+    server_down();
+    g_assert_false(writer_alive(p[0]));
+    close(p[0]);
+    g_assert_cmpint(monitor_get_fd("many"), ==, -1);
+}
+
+/* fd:NAME migration URIs take the descriptor from the table. */
+static void test_getfd_migration_uri(void)
+{
+    g_autoptr(GError) err = NULL;
+    QIOChannel *ioc = NULL;
+    TestClient *c;
+    JsonNode *r;
+    int sp[2];
+    char buf[4] = { 0 };
+
+    server_up();
+    c = tc_connect(true);
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp),
+                    ==, 0);
+    tc_send_fds(c, "{\"execute\": \"getfd\", \"arguments\": "
+                "{\"fdname\": \"mig\"}}", &sp[1], 1);
+    close(sp[1]);
+    r = tc_recv(c);
+    reply_return(r);
+    json_node_unref(r);
+
+    g_assert_true(migration_channel_connect("fd:mig", &ioc, &err));
+    g_assert_no_error(err);
+    g_assert_true(qio_channel_is_socket(ioc));
+    g_assert_true(qio_channel_write_all(ioc, "abc", 3, &err));
+    g_assert_no_error(err);
+    g_assert_cmpint(read(sp[0], buf, 3), ==, 3);
+    g_assert_cmpstr(buf, ==, "abc");
+    qio_channel_unref(ioc);
+    g_assert_cmpint(read(sp[0], buf, 1), ==, 0);      /* closed with it */
+    close(sp[0]);
+
+    /* Taken by the first use; closefd no longer knows it either. */
+    g_assert_false(migration_channel_connect("fd:mig", &ioc, &err));
+    g_assert_nonnull(err);
+    g_assert_cmpstr(err->message, ==,
+                    "File descriptor named 'mig' has not been found");
+    g_assert_null(ioc);
+    cmd_expect_error(c, "{\"execute\": \"closefd\", \"arguments\": "
+                     "{\"fdname\": \"mig\"}}", "GenericError",
+                     "File descriptor named 'mig' not found");
+    tc_free(c);
+    server_down();
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -897,5 +1248,9 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp/slow-reader", test_slow_reader);
     g_test_add_func("/qmp/specs", test_specs);
     g_test_add_func("/qmp/tcp", test_tcp);
+    g_test_add_func("/qmp/getfd", test_getfd);
+    g_test_add_func("/qmp/getfd-pipelined", test_getfd_pipelined);
+    g_test_add_func("/qmp/getfd-limits", test_getfd_limits);
+    g_test_add_func("/qmp/getfd-migration-uri", test_getfd_migration_uri);
     return g_test_run();
 }
