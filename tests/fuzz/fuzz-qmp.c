@@ -17,7 +17,15 @@
 /* Iterations without progress before a connection counts as hung. */
 #define FUZZ_QMP_IDLE_LIMIT 100000
 
+static char *sock_dir;
 static char *sock_path;
+
+/* The server is never shut down: remove its socket and directory at exit. */
+static void fuzz_qmp_cleanup(void)
+{
+    unlink(sock_path);
+    rmdir(sock_dir);
+}
 
 static bool fuzz_cmd_args(JsonObject *args, JsonNode **ret, GError **errp)
 {
@@ -48,15 +56,14 @@ static void fuzz_qmp_init(void)
 {
     g_autoptr(GError) err = NULL;
     g_autofree char *spec = NULL;
-    char *dir;
 
     if (sock_path) {
         return;
     }
-    dir = g_dir_make_tmp("fuzz-qmp-XXXXXX", &err);
+    sock_dir = g_dir_make_tmp("fuzz-qmp-XXXXXX", &err);
     g_assert_no_error(err);
-    sock_path = g_build_filename(dir, "qmp.sock", NULL);
-    g_free(dir);
+    sock_path = g_build_filename(sock_dir, "qmp.sock", NULL);
+    atexit(fuzz_qmp_cleanup);
     spec = g_strdup_printf("unix:%s,server=on,wait=off", sock_path);
     qmp_register_command("x-fuzz-args", fuzz_cmd_args);
     qmp_register_command("x-fuzz-event", fuzz_cmd_event);

@@ -30,7 +30,8 @@ static bool fuzz_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
                          const uint64_t *starts, const uint64_t *lengths,
                          GError **errp)
 {
-    g_assert(n >= 1 && n <= MAX_DISCARDS_PER_COMMAND && strlen(idstr) < 256);
+    /* A destination takes more ranges per command than a source sends. */
+    g_assert(n >= 1 && strlen(idstr) < 256);
     return true;
 }
 
