@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -386,6 +387,8 @@ def main():
     ap.add_argument("--out", help="JSON file (default "
                     "bench/results/<date>.json)")
     args = ap.parse_args()
+    # SIGTERM unwinds like ^C, so the finally blocks kill the VMs
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
     build = os.path.abspath(args.build)
     ft.BUILD = build

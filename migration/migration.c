@@ -842,10 +842,13 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
             return postcopy_iterate_loop(s, errp);
         }
         if (pending == 0 || pending < threshold) {
-            /* Nothing left by the estimate: completion syncs anyway. */
-            if (pending) {
-                pending = pending_total(true);
-            }
+            /*
+             * The estimate knows nothing of what the guest dirtied since
+             * the last sync (at the end of a pass it is 0): ask for the
+             * exact figure, or a busy guest would stop with all of that
+             * still to send.
+             */
+            pending = pending_total(true);
             if (pending == 0 || pending < threshold) {
                 return migration_completion(s, errp);
             }

@@ -18,6 +18,7 @@
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
 #include "exec/ramblock.h"
+#include "migration/channel.h"
 #include "migration/migration.h"
 #include "migration/postcopy-ram.h"
 #include "migration/ram.h"
@@ -30,8 +31,12 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <linux/userfaultfd.h>
+
+/* Receive buffer of the main stream in postcopy (TCP; see below). */
+#define POSTCOPY_INCOMING_RCVBUF (64 * 1024)
 
 #define UFFD_NEEDED_IOCTLS ((1ULL << _UFFDIO_WAKE) | (1ULL << _UFFDIO_COPY) | \
                             (1ULL << _UFFDIO_ZEROPAGE))
@@ -591,6 +596,7 @@ static void handle_fault(uintptr_t addr, pid_t tid)
     ram_addr_t hp_off;
     uintptr_t hp_addr;
     PostcopyBlock *b;
+    int64_t t;
     int ret;
 
     rcu_read_lock();
@@ -621,11 +627,29 @@ static void handle_fault(uintptr_t addr, pid_t tid)
         rcu_read_unlock();
         return;     /* already on its way */
     }
-    __atomic_store_n(&b->fault_time[hp_off / rb->page_size], now_us(),
+    t = now_us();
+    __atomic_store_n(&b->fault_time[hp_off / rb->page_size], t,
                      __ATOMIC_SEQ_CST);
     g_mutex_lock(&pis.stats.lock);
     pis.stats.faults++;
     g_mutex_unlock(&pis.stats.lock);
+    if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
+        /*
+         * Placed between the look above and the mark: nothing to ask
+         * for.  Whoever takes the fault time records the one latency
+         * sample (placed() if it ran after our store), so that every
+         * fault counted has its sample and no request stays marked.
+         */
+        if (__atomic_compare_exchange_n(&b->fault_time[hp_off /
+                                                       rb->page_size],
+                                        &t, 0, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            stats_latency(now_us() - t);
+        }
+        clear_bit_atomic(hp_off / rb->page_size, b->requested);
+        rcu_read_unlock();
+        return;
+    }
     ret = migrate_send_rp_req_pages(pis.ctx, rb->idstr, hp_off,
                                     rb->page_size);
     rcu_read_unlock();
@@ -999,6 +1023,26 @@ static void *listen_thread(void *opaque)
     return NULL;
 }
 
+/*
+ * From LISTEN on, an urgent page queues behind whatever background data
+ * sits in our receive buffer, which TCP autotuning grows to megabytes on
+ * a fast link: keep it small (the source keeps its side short too).
+ */
+static void postcopy_tune_incoming(LoadVMContext *ctx)
+{
+    int fd = qio_channel_get_fd(qemu_file_get_ioc(ctx->from_src));
+    int domain = 0, v = POSTCOPY_INCOMING_RCVBUF;
+    socklen_t l = sizeof(domain);
+
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0 ||
+        (domain != AF_INET && domain != AF_INET6)) {
+        return;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) < 0) {
+        warn_report("postcopy: SO_RCVBUF: %s", g_strerror(errno));
+    }
+}
+
 static bool pc_listen(LoadVMContext *ctx, GError **errp)
 {
     const char *cmd = "POSTCOPY_LISTEN";
@@ -1029,6 +1073,7 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         return false;
     }
     ctx->postcopy_listening = true;
+    postcopy_tune_incoming(ctx);
     if (!qemu_thread_create(&pis.listen_thread, "mig/dst/listen",
                             listen_thread, ctx, errp)) {
         return false;

@@ -34,6 +34,15 @@
  * so that an urgent page never queues behind much of it in our buffer.
  */
 #define POSTCOPY_FLUSH_BYTES (64 * 1024)
+/*
+ * Postcopy: after an urgent page this much of what follows it goes out
+ * at once, whatever the background budget (the bytes still count against
+ * it: the debt is paid in later slices).  A guest that reads sequentially
+ * then faults once per window instead of once per page.
+ */
+#define POSTCOPY_READAHEAD_BYTES (1024 * 1024)
+/* Readahead beyond the budget stops at this much debt (paid back later). */
+#define POSTCOPY_READAHEAD_MAX_DEBT (8 * 1024 * 1024)
 
 /* A page request from the destination: [start, start+len) in rb. */
 typedef struct RAMRequest {
@@ -67,6 +76,9 @@ typedef struct RAMState {
     /* Postcopy background budget, per BUFFER_DELAY_MS slice. */
     int64_t pc_slice_start;             /* us */
     uint64_t pc_slice_bytes;
+    /* Postcopy readahead: the scan is in [.., ra_end) of ra_block. */
+    RAMBlock *ra_block;
+    unsigned long ra_end;               /* target page index */
 } RAMState;
 
 static RAMState *ram_state;
@@ -771,16 +783,54 @@ static void postcopy_wait_budget(RAMState *rs)
     g_mutex_unlock(&rs->req_lock);
 }
 
+/*
+ * A token bucket: pc_slice_bytes is what was sent (urgent pages and
+ * readahead included) and not yet paid for by elapsed slices, so the
+ * average stays at max-postcopy-bandwidth even though urgent pages never
+ * wait; the background scan pays for them.
+ */
 static bool postcopy_budget_left(RAMState *rs)
 {
     uint64_t budget = postcopy_slice_budget();
     int64_t now = g_get_monotonic_time();
+    int64_t slices = (now - rs->pc_slice_start) / (BUFFER_DELAY_MS * 1000);
 
-    if (now - rs->pc_slice_start >= BUFFER_DELAY_MS * 1000) {
+    if (slices > 0) {
         rs->pc_slice_start = now;
-        rs->pc_slice_bytes = 0;
+        if (!budget || (uint64_t)slices > rs->pc_slice_bytes / budget) {
+            rs->pc_slice_bytes = 0;
+        } else {
+            rs->pc_slice_bytes -= budget * slices;
+        }
     }
     return !budget || rs->pc_slice_bytes < budget;
+}
+
+/* An urgent host page just went: open the readahead window after it. */
+static void postcopy_readahead_open(RAMState *rs)
+{
+    RAMBlock *rb = rs->last_seen_block;
+    unsigned long win;
+
+    if (!rb) {
+        return;
+    }
+    win = MAX(POSTCOPY_READAHEAD_BYTES, rb->page_size) >> TARGET_PAGE_BITS;
+    rs->ra_block = rb;
+    rs->ra_end = MIN(rs->last_page + win, ramblock_pages(rb));
+}
+
+/*
+ * The background scan resumes inside the readahead window, and the debt
+ * stays bounded: a guest faulting all over its RAM must not turn every
+ * request into a megabyte beyond max-postcopy-bandwidth for long.
+ */
+static bool postcopy_readahead_active(RAMState *rs)
+{
+    return rs->ra_block && rs->ra_block == rs->last_seen_block &&
+           rs->last_page < rs->ra_end &&
+           rs->pc_slice_bytes < postcopy_slice_budget() +
+                                POSTCOPY_READAHEAD_MAX_DEBT;
 }
 
 static bool requests_pending(RAMState *rs)
@@ -795,8 +845,10 @@ static bool requests_pending(RAMState *rs)
 
 /*
  * After the switch: the urgent queue is looked at before every host page,
- * urgent pages ignore the bandwidth limit and are pushed out at once;
- * background pages follow max-postcopy-bandwidth (f itself is unlimited).
+ * urgent pages never wait for the bandwidth limit and are pushed out at
+ * once, followed by a readahead window; everything is charged to the
+ * max-postcopy-bandwidth bucket, which the background scan waits for
+ * (f itself is unlimited).
  */
 static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
 {
@@ -808,7 +860,8 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
         uint64_t before = qemu_file_transferred(f);
         int pages;
 
-        if (!requests_pending(rs) && !postcopy_budget_left(rs)) {
+        if (!requests_pending(rs) && !postcopy_budget_left(rs) &&
+            !postcopy_readahead_active(rs)) {
             if (now_ms() - t0 > RAM_ITERATE_MAX_WAIT_MS) {
                 break;
             }
@@ -825,15 +878,17 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
             done = 1;
             break;
         }
+        rs->pc_slice_bytes += qemu_file_transferred(f) - before;
         if (rs->last_was_urgent) {
             /* The faulting vCPU waits for exactly this. */
             qemu_fflush(f);
             unflushed = 0;
+            postcopy_readahead_open(rs);
         } else {
-            uint64_t n = qemu_file_transferred(f) - before;
-
-            rs->pc_slice_bytes += n;
-            unflushed += n;
+            unflushed += qemu_file_transferred(f) - before;
+            if (!postcopy_readahead_active(rs)) {
+                rs->ra_block = NULL;
+            }
             if (unflushed >= POSTCOPY_FLUSH_BYTES) {
                 qemu_fflush(f);
                 unflushed = 0;
