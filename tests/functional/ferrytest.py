@@ -248,6 +248,10 @@ class VM:
         "guest:" text belongs to a migration destination, whose serial
         starts mid-run: there every digit counts."""
         out = self.serial()
+        if "!" in out:
+            # The guest's exception handler prints "!XX err=.. rip=..": a
+            # broken VMM or migration, never a sweep to count.
+            fail(f"{self.name}: guest exception on serial: {out[out.find('!'):][:120]!r}")
         i = out.find("guest: ncpus=")
         if i < 0:
             if "guest:" in out:
