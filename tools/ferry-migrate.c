@@ -836,10 +836,6 @@ static void fetch_dst_info(Migration *m)
 /* ---- results ---- */
 
 /* ferry extension fields on the destination, printed when present */
-static const char *const dst_extra_fields[] = {
-    "postcopy-faults", "postcopy-latency-p50-us", "postcopy-latency-p99-us",
-    "postcopy-latency-max-us", "postcopy-latency",
-};
 
 static const char *policy_name(SwitchPolicy p)
 {
@@ -857,6 +853,49 @@ static bool went_postcopy(Migration *m)
            (jo_int(ram, "postcopy-bytes", 0) > 0 ||
             jo_int(ram, "postcopy-requests", 0) > 0 ||
             jo_has(m->dst_info, "postcopy-blocktime"));
+}
+
+/*
+ * ferry's destination reports per-fault figures beyond QEMU 7.2's
+ * blocktime: the fault count, latency percentiles and a histogram of
+ * [2^N, 2^(N+1)) microsecond buckets.  Print whatever is present.
+ */
+static void print_fault_latency(JsonObject *dst)
+{
+    JsonArray *hist;
+    GString *line;
+
+    if (!jo_has(dst, "postcopy-faults")) {
+        return;
+    }
+    printf("  dst faults         %" PRId64 "\n",
+           jo_int(dst, "postcopy-faults", 0));
+    if (jo_has(dst, "postcopy-latency-p50-us")) {
+        printf("  fault latency      p50 %" PRId64 " us, p99 %" PRId64
+               " us, max %" PRId64 " us\n",
+               jo_int(dst, "postcopy-latency-p50-us", 0),
+               jo_int(dst, "postcopy-latency-p99-us", 0),
+               jo_int(dst, "postcopy-latency-max-us", 0));
+    }
+    if (!json_object_has_member(dst, "postcopy-latency-histogram") ||
+        !JSON_NODE_HOLDS_ARRAY(json_object_get_member(
+            dst, "postcopy-latency-histogram"))) {
+        return;
+    }
+    hist = json_object_get_array_member(dst, "postcopy-latency-histogram");
+    line = g_string_new(NULL);
+    for (guint i = 0; i < json_array_get_length(hist); i++) {
+        int64_t n = json_node_get_int(json_array_get_element(hist, i));
+
+        if (n > 0) {
+            g_string_append_printf(line, " %" PRIu64 "us:%" PRId64,
+                                   (uint64_t)1 << i, n);
+        }
+    }
+    if (line->len) {
+        printf("  latency histogram %s  (bucket start: faults)\n", line->str);
+    }
+    g_string_free(line, TRUE);
 }
 
 static void print_summary(Migration *m)
@@ -903,12 +942,7 @@ static void print_summary(Migration *m)
         g_autofree char *t = json_to_string(n, FALSE);
         printf("  dst vCPU blocktime %s ms\n", t);
     }
-    for (size_t i = 0; i < ARRAY_SIZE(dst_extra_fields); i++) {
-        if (jo_has(m->dst_info, dst_extra_fields[i])) {
-            printf("  dst %-16s %.0f\n", dst_extra_fields[i] + 9,
-                   jo_double(m->dst_info, dst_extra_fields[i], 0));
-        }
-    }
+    print_fault_latency(m->dst_info);
 }
 
 static void print_json(Migration *m, const char *error)
