@@ -161,6 +161,17 @@ def guest_args(impl, mem, smp, append):
     return ft.ferry_guest_args(mem, smp, append)
 
 
+def use_build(path):
+    """Point the test helpers at a build directory; keep stdout for the
+    table."""
+    build = os.path.abspath(path)
+    ft.BUILD = build
+    ft.FERRY = os.path.join(build, "ferry")
+    ft.GUEST = os.path.join(build, "tests", "guest", "guest.bin")
+    ft.GUEST_CHECK = os.path.join(build, "tests", "guest", "guest-check")
+    ft.log = lambda msg: None
+
+
 def run_one(impl, mem, smp, workload, bandwidth, timeout, verify):
     binary = ft.QEMU if impl == "qemu" else ft.FERRY
     append = WORKLOADS[workload]
@@ -390,12 +401,7 @@ def main():
     # SIGTERM unwinds like ^C, so the finally blocks kill the VMs
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
-    build = os.path.abspath(args.build)
-    ft.BUILD = build
-    ft.FERRY = os.path.join(build, "ferry")
-    ft.GUEST = os.path.join(build, "tests", "guest", "guest.bin")
-    ft.GUEST_CHECK = os.path.join(build, "tests", "guest", "guest-check")
-    ft.log = lambda msg: None      # keep stdout for the table
+    use_build(args.build)
     impls = args.impl or ["ferry", "qemu"]
     if "qemu" in impls and not ft.QEMU:
         sys.exit("qemu-system-x86_64 not found (apt-get install "

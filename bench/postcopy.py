@@ -262,18 +262,13 @@ def main():
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
-    build = os.path.abspath(args.build)
-    ft.BUILD = build
-    ft.FERRY = os.path.join(build, "ferry")
-    ft.GUEST = os.path.join(build, "tests", "guest", "guest.bin")
-    ft.GUEST_CHECK = os.path.join(build, "tests", "guest", "guest-check")
-    ft.log = lambda msg: None
+    bench.use_build(args.build)
     impls = args.impl or ["ferry", "qemu"]
     if "qemu" in impls and not ft.QEMU:
         sys.exit("qemu-system-x86_64 not found, or pass --impl ferry")
     for f in (ft.FERRY, ft.GUEST):
         if not os.path.exists(f):
-            sys.exit(f"{f} is missing: build first (ninja -C {build})")
+            sys.exit(f"{f} is missing: build first (ninja -C {ft.BUILD})")
     if not ft.kvm_usable():
         sys.exit("/dev/kvm is not usable")
 
