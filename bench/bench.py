@@ -408,7 +408,7 @@ def main():
                  "qemu-system-x86), or pass --impl ferry")
     for f in (ft.FERRY, ft.GUEST):
         if not os.path.exists(f):
-            sys.exit(f"{f} is missing: build first (ninja -C {build})")
+            sys.exit(f"{f} is missing: build first (ninja -C {ft.BUILD})")
     if not ft.kvm_usable():
         sys.exit("/dev/kvm is not usable")
     if args.busy_delay is not None:
