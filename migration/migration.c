@@ -3,7 +3,8 @@
  *
  * Source: "migrate" starts the live_migration thread, which writes the
  * header, opens the return path when wanted, runs the live handlers' setup,
- * iterates until the pending estimate fits in bandwidth x downtime-limit,
+ * iterates until the pending estimate fits in bandwidth x downtime-limit
+ * (and, while passes keep shrinking, a little beyond: see Convergence),
  * then stops the VM and completes.  Cancel moves to "cancelling" and shuts
  * the channel down so that blocked I/O returns; the thread notices and
  * cleans up.  A failed or cancelled migration leaves the VM as it found it.
@@ -810,12 +811,48 @@ bool migrate_start_postcopy(GError **errp)
     return true;
 }
 
+/*
+ * Once the rest fits in the downtime limit we may stop the VM, but while
+ * the passes keep shrinking it is better to send the rest live: those
+ * pages cross the wire either way, and only what is left at the stop
+ * counts as downtime (for an idle guest, the tail of the first pass; for a
+ * busy one, what it dirtied during the last pass).  So a fitting rest is
+ * sent live to the end of its pass, then the next sync decides again.  We
+ * stop when the rest is small (FLOOR_DIV of the threshold), when a pass no
+ * longer halves it (the guest dirties about as fast as we send), or after
+ * MAX_EXTRA passes.
+ */
+#define CONVERGE_FLOOR_DIV 32
+#define CONVERGE_MAX_EXTRA 4
+
+typedef struct Convergence {
+    uint64_t last_fit;          /* exact rest at the previous fitting sync */
+    unsigned extra;             /* passes sent live after the first fit */
+    bool finishing;             /* sending a fitting pass to its end */
+} Convergence;
+
+/* The exact rest fits in the limit: stop now, or finish the pass live? */
+static bool converge_stop_now(Convergence *c, uint64_t pending,
+                              uint64_t threshold)
+{
+    if (pending == 0 || pending <= threshold / CONVERGE_FLOOR_DIV ||
+        c->extra >= CONVERGE_MAX_EXTRA ||
+        (c->last_fit && pending * 2 > c->last_fit)) {
+        return true;
+    }
+    c->last_fit = pending;
+    c->extra++;
+    c->finishing = true;
+    return false;
+}
+
 /* Iterate until the rest fits in the downtime; then complete. */
 static bool migration_iterate_loop(MigrationState *s, GError **errp)
 {
     QEMUFile *f = s->to_dst_file;
     BandwidthWindow w = { now_ms(), qemu_file_transferred(f) };
     uint64_t rate = migrate_max_bandwidth();
+    Convergence conv = { 0 };
 
     qemu_file_set_rate_limit(f, rate);
     while (status_is(s, MIGRATION_STATUS_ACTIVE)) {
@@ -841,7 +878,9 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
             }
             return postcopy_iterate_loop(s, errp);
         }
-        if (pending == 0 || pending < threshold) {
+        if (conv.finishing && pending > 0) {
+            /* Inside a fitting pass: no sync until its end. */
+        } else if (pending == 0 || pending < threshold) {
             /*
              * The estimate knows nothing of what the guest dirtied since
              * the last sync (at the end of a pass it is 0): ask for the
@@ -849,7 +888,9 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
              * still to send.
              */
             pending = pending_total(true);
-            if (pending == 0 || pending < threshold) {
+            conv.finishing = false;
+            if ((pending == 0 || pending < threshold) &&
+                converge_stop_now(&conv, pending, threshold)) {
                 return migration_completion(s, errp);
             }
         }

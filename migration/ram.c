@@ -1057,7 +1057,17 @@ long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
     if (rs) {
         g_mutex_lock(&rs->bitmap_mutex);
     }
-    added = discard_chunk(rb, bmap, disc);
+    if (ramblock_host_page_pages(rb) == 1) {
+        /*
+         * Target page == host page: nothing to widen, the dirty map is
+         * the discard map.  A word-wise copy instead of a per-page walk
+         * (all of a 1 GiB block can be dirty here, inside the downtime).
+         */
+        bitmap_copy(disc, bmap, npages);
+        added = 0;
+    } else {
+        added = discard_chunk(rb, bmap, disc);
+    }
     if (rs) {
         rs->migration_dirty_pages += added;
         g_mutex_unlock(&rs->bitmap_mutex);
