@@ -10,7 +10,9 @@ during postcopy (the source must fail cleanly and keep answering QMP).
 """
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 
 import ferrytest as ft
@@ -148,6 +150,27 @@ def test_memfd_shared():
     dst.shutdown()
 
 
+def test_file_shared():
+    """memory-backend-file share=on: a file on tmpfs (userfaultfd's MISSING
+    mode covers anonymous, shmem and hugetlbfs memory, not disk files)."""
+    shm = "/dev/shm"
+    if not os.path.isdir(shm) or os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize < 4 * MEM:
+        log("SKIPPED test_file_shared: /dev/shm (tmpfs) is missing or too "
+            "small for file-backed shared RAM")
+        return
+    d = tempfile.mkdtemp(prefix="ferrytest-shm-", dir=shm)
+    try:
+        # a directory: each VM creates its own unlinked file in it
+        src, dst, uri = pair(backend=["-object",
+                                      f"memory-backend-file,id=mem0,size={MEM >> 20}M,"
+                                      f"mem-path={d},share=on"])
+        postcopy_and_compare(src, dst, uri)
+        src.shutdown()
+        dst.shutdown()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_hugetlb():
     mem = 64 << 20
     path = "/proc/sys/vm/nr_hugepages"
@@ -214,4 +237,4 @@ def test_destination_killed():
 
 if __name__ == "__main__":
     ft.main([test_start_postcopy_needs_capability, test_anon_immediate,
-             test_memfd_shared, test_hugetlb, test_destination_killed])
+             test_memfd_shared, test_file_shared, test_hugetlb, test_destination_killed])
