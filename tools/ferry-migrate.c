@@ -609,10 +609,14 @@ static void show_progress(Migration *m, bool final)
     JsonObject *ram = jo_obj(m->src_info, "ram");
     const char *st = status_of(m->src_info);
     double total = jo_double(ram, "total", 0);
-    double done = MAX(total - jo_double(ram, "remaining", total),
-                      jo_double(ram, "transferred", 0));
-    /* zero pages cost a few bytes: count RAM dealt with, not bytes sent */
-    double pct = total > 0 ? MIN(100.0, 100.0 * done / total) : 0;
+    /*
+     * RAM dealt with, not bytes sent: zero pages cost a few bytes, and
+     * after the switch to postcopy more than "total" has already been
+     * sent while the discarded pages are still to come.
+     */
+    double done = total - jo_double(ram, "remaining", total);
+    double pct = g_str_equal(st, "completed") ? 100.0 :
+                 total > 0 ? CLAMP(100.0 * done / total, 0.0, 100.0) : 0;
     double elapsed = (g_get_monotonic_time() - m->start_us) / 1e6;
     bool pc = g_str_has_prefix(st, "postcopy");
     char rem[32], line[256];
