@@ -138,42 +138,45 @@ static bool pc_init_devices(MachineState *ms, GError **errp)
                             pc_reset_ctl_write, NULL, errp);
 }
 
-/* Load the kernel and point the boot CPU at it. */
-static bool pc_boot_kernel(MachineState *ms, GError **errp)
+static bool pc_load_kernel(MachineState *ms, MultibootBoot *boot,
+                           GError **errp)
 {
-    MultibootBoot boot;
-    CPUState *bsp = qemu_get_cpu(0);
     uint64_t low = pc_low_ram(ms);
 
-    if (!multiboot_load_file(ms->kernel_filename, ms->kernel_cmdline,
-                             ms->ram->host, low, ms->ram_size - low, &boot,
-                             errp)) {
-        return false;
-    }
-    return !bsp || kvm_cpu_set_multiboot_state(bsp, boot.entry,
-                                               boot.mbi_addr, errp);
+    return multiboot_load_file(ms->kernel_filename, ms->kernel_cmdline,
+                               ms->ram->host, low, ms->ram_size - low, boot,
+                               errp);
+}
+
+static bool pc_point_bsp(const MultibootBoot *boot, GError **errp)
+{
+    return kvm_cpu_set_multiboot_state(qemu_get_cpu(0), boot->entry,
+                                       boot->mbi_addr, errp);
 }
 
 static bool pc_init(MachineState *ms, GError **errp)
 {
+    MultibootBoot boot;
+
     if (!pc_check_config(ms, errp) || !kvm_init(ms, errp) ||
         !pc_map_ram(ms, errp) || !pc_init_devices(ms, errp)) {
         return false;
     }
-    /* Load once before the vCPUs exist, so a bad image fails early. */
-    if (!pc_boot_kernel(ms, errp) || !kvm_init_vcpus(ms, errp)) {
+    /* Load before the vCPUs exist, so a bad image fails early. */
+    if (!pc_load_kernel(ms, &boot, errp) || !kvm_init_vcpus(ms, errp)) {
         return false;
     }
     /* Not QEMU's pc-i440fx-*: each side refuses the other's pc stream. */
     savevm_machine_name = PC_MACHINE_MIGRATION_NAME;
     return pc_vmstate_register(ms->smp_cpus, &pc_serial, errp) &&
-           pc_boot_kernel(ms, errp);
+           pc_point_bsp(&boot, errp);
 }
 
 /* With the vCPUs paused: everything back as right after init. */
 static void pc_reset(MachineState *ms)
 {
     g_autoptr(GError) err = NULL;
+    MultibootBoot boot;
     int n = cpu_count();
 
     if (pc_serial_up) {
@@ -188,7 +191,8 @@ static void pc_reset(MachineState *ms)
             goto fail;
         }
     }
-    if (!pc_boot_kernel(ms, &err)) {
+    /* The guest has written over its image: load it again. */
+    if (!pc_load_kernel(ms, &boot, &err) || !pc_point_bsp(&boot, &err)) {
         goto fail;
     }
     return;
