@@ -1,5 +1,7 @@
 """Shared body of the guest boot tests under ferry and under QEMU."""
 
+import time
+
 import ferrytest as ft
 
 MEM = "512M"
@@ -46,6 +48,22 @@ def boot_stop_check(make_vm, smp, seed):
     vm.qmp.cmd("cont")
     vm.qmp.wait_event("RESUME")
     vm.wait_sweeps(smp, [b + 2 for b in before], timeout=60)
+    # system_reset reboots the guest from its image: a second banner, then
+    # sweeps again (a reset that kept the old TSS or registers faults: '!').
+    vm.qmp.cmd("system_reset")
+    vm.qmp.wait_event("RESET")
+    deadline = time.time() + 120
+    while vm.serial().count("guest: ncpus=") < 2:
+        if time.time() > deadline:
+            ft.fail(f"no second boot after system_reset: {vm.serial()[-200:]!r}")
+        time.sleep(0.1)
+    after = vm.serial().rsplit("guest: ncpus=", 1)[1].split("\n", 1)
+    deadline = time.time() + 60
+    while len(after) < 2 or not all(str(i) in after[1] for i in range(smp)):
+        if "!" in vm.serial() or time.time() > deadline:
+            ft.fail(f"guest did not sweep after system_reset: {vm.serial()[-200:]!r}")
+        time.sleep(0.1)
+        after = vm.serial().rsplit("guest: ncpus=", 1)[1].split("\n", 1)
     vm.shutdown()
 
 
