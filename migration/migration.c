@@ -478,9 +478,28 @@ static void migrate_fail(MigrationState *s, const GError *err)
     } while (!migrate_set_state(&s->status, cur, MIGRATION_STATUS_FAILED));
 }
 
-/* The stream's first error, or the return path's. */
+/*
+ * A destination that refuses the stream closes the socket: our next write
+ * fails (EPIPE) a moment before the return-path thread reads the EOF or
+ * SHUT(1) that says why.  Give it that moment, so the error names the
+ * destination's verdict rather than the broken pipe.
+ */
+static void wait_for_rp_verdict(MigrationState *s)
+{
+    if (!s->rp_thread_running || !s->to_dst_file ||
+        !qemu_file_get_error(s->to_dst_file) ||
+        migrate_get_state(&s->status) == MIGRATION_STATUS_CANCELLING) {
+        return;
+    }
+    for (int i = 0; i < 50 && !rp_has_error(s); i++) {
+        g_usleep(10 * 1000);
+    }
+}
+
+/* The return path's error (the destination's word), or the stream's. */
 static void collect_error(MigrationState *s, GError **errp)
 {
+    wait_for_rp_verdict(s);
     g_mutex_lock(&s->error_lock);
     if (s->rp_error && errp && !*errp) {
         *errp = g_error_copy(s->rp_error);
