@@ -6,6 +6,8 @@
 #include "migration/migration.h"
 #include "migration/misc.h"
 #include "migration/savevm.h"
+#include "migration/ram.h"
+#include "migration/postcopy-ram.h"
 #include "monitor/qmp.h"
 
 static bool qmp_migrate(JsonObject *args, JsonNode **ret, GError **errp)
@@ -90,11 +92,197 @@ static bool qmp_migrate_start_postcopy(JsonObject *args, JsonNode **ret,
     return migrate_start_postcopy(errp);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Events */
+
+void qapi_event_send_migration(MigrationStatus status)
+{
+    JsonObject *data = json_object_new();
+
+    json_object_set_string_member(data, "status",
+                                  MigrationStatus_str(status));
+    qmp_event_emit("MIGRATION", data);
+}
+
+void qapi_event_send_migration_pass(uint64_t pass)
+{
+    JsonObject *data = json_object_new();
+
+    json_object_set_int_member(data, "pass", pass);
+    qmp_event_emit("MIGRATION_PASS", data);
+}
+
+/* ---------------------------------------------------------------------- */
+/* query-migrate */
+
+static int64_t now_ms(void)
+{
+    return g_get_monotonic_time() / 1000;
+}
+
+static JsonObject *ram_info(MigrationState *s)
+{
+    JsonObject *ram = json_object_new();
+    RAMCounters c;
+
+    ram_counters_get(s->ram, &c);
+    json_object_set_int_member(ram, "transferred", c.transferred);
+    json_object_set_int_member(ram, "remaining", c.remaining);
+    json_object_set_int_member(ram, "total", c.total);
+    json_object_set_int_member(ram, "duplicate", c.duplicate);
+    json_object_set_int_member(ram, "skipped", 0);
+    json_object_set_int_member(ram, "normal", c.normal);
+    json_object_set_int_member(ram, "normal-bytes",
+                               c.normal << TARGET_PAGE_BITS);
+    json_object_set_int_member(ram, "dirty-pages-rate", c.dirty_pages_rate);
+    json_object_set_double_member(ram, "mbps", s->mbps);
+    json_object_set_int_member(ram, "dirty-sync-count", c.dirty_sync_count);
+    json_object_set_int_member(ram, "postcopy-requests",
+                               c.postcopy_requests);
+    json_object_set_int_member(ram, "page-size", TARGET_PAGE_SIZE);
+    json_object_set_int_member(ram, "multifd-bytes", 0);
+    json_object_set_int_member(ram, "pages-per-second", c.pages_per_second);
+    json_object_set_int_member(ram, "precopy-bytes", c.precopy_bytes);
+    json_object_set_int_member(ram, "downtime-bytes", c.downtime_bytes);
+    json_object_set_int_member(ram, "postcopy-bytes", c.postcopy_bytes);
+    json_object_set_int_member(ram, "dirty-sync-missed-zero-copy", 0);
+    return ram;
+}
+
+static void fill_source_info(JsonObject *o, MigrationState *s)
+{
+    MigrationStatus st = migrate_get_state(&s->status);
+    g_autofree char *desc = NULL;
+
+    if (st == MIGRATION_STATUS_NONE) {
+        return;
+    }
+    json_object_set_string_member(o, "status", MigrationStatus_str(st));
+    if (st == MIGRATION_STATUS_SETUP) {
+        return;
+    }
+    if (st == MIGRATION_STATUS_FAILED || st == MIGRATION_STATUS_CANCELLED ||
+        st == MIGRATION_STATUS_CANCELLING) {
+        desc = migrate_get_error_desc(s);
+        if (desc && st == MIGRATION_STATUS_FAILED) {
+            json_object_set_string_member(o, "error-desc", desc);
+        }
+        return;
+    }
+    json_object_set_int_member(o, "setup-time", s->setup_time);
+    if (st == MIGRATION_STATUS_COMPLETED) {
+        json_object_set_int_member(o, "total-time", s->total_time);
+        json_object_set_int_member(o, "downtime", s->downtime);
+    } else {
+        json_object_set_int_member(o, "total-time",
+                                   now_ms() - s->start_time);
+        json_object_set_int_member(o, "expected-downtime",
+                                   s->expected_downtime);
+    }
+    json_object_set_object_member(o, "ram", ram_info(s));
+}
+
+/*
+ * QEMU's "socket-address" of a listening destination: the only way for a
+ * client that asked for port 0 to learn the port it got.
+ */
+static JsonArray *listen_socket_address(MigrationIncomingState *mis)
+{
+    const char *uri = mis->listen_uri;
+    JsonArray *a = json_array_new();
+    JsonObject *sa = json_object_new();
+
+    if (g_str_has_prefix(uri, "unix:")) {
+        json_object_set_string_member(sa, "type", "unix");
+        json_object_set_string_member(sa, "path", uri + 5);
+    } else {
+        const char *hostport = uri + 4;             /* after "tcp:" */
+        const char *colon = strrchr(hostport, ':');
+        g_autofree char *host = g_strndup(hostport,
+                                          colon ? colon - hostport : 0);
+        g_autofree char *port = g_strdup_printf(
+            "%d", migration_incoming_listen_port(mis));
+        bool v6 = host[0] == '[';
+
+        if (v6) {
+            host[strlen(host) - 1] = '\0';
+        }
+        json_object_set_string_member(sa, "type", "inet");
+        json_object_set_string_member(sa, "host", v6 ? host + 1 : host);
+        json_object_set_string_member(sa, "port", port);
+        json_object_set_boolean_member(sa, v6 ? "ipv6" : "ipv4", true);
+    }
+    json_array_add_object_element(a, sa);
+    return a;
+}
+
+static void fill_postcopy_info(JsonObject *o, MigrationIncomingState *mis)
+{
+    PostcopyStatsInfo info;
+    JsonArray *arr;
+
+    postcopy_stats_get(mis, &info);
+    if (info.blocktime) {
+        arr = json_array_new();
+        for (int i = 0; i < info.nvcpus; i++) {
+            json_array_add_int_element(arr, info.vcpu_blocktime_ms[i]);
+        }
+        json_object_set_int_member(o, "postcopy-blocktime",
+                                   info.blocktime_ms);
+        json_object_set_array_member(o, "postcopy-vcpu-blocktime", arr);
+    }
+    if (info.did_postcopy) {
+        json_object_set_int_member(o, "postcopy-faults", info.faults);
+        json_object_set_int_member(o, "postcopy-latency-max-us",
+                                   info.latency_max_us);
+        arr = json_array_new();
+        for (int i = 0; i < POSTCOPY_LATENCY_BUCKETS; i++) {
+            json_array_add_int_element(arr, info.histogram[i]);
+        }
+        json_object_set_array_member(o, "postcopy-latency-histogram", arr);
+        json_object_set_int_member(o, "postcopy-latency-p50-us",
+                                   info.latency_p50_us);
+        json_object_set_int_member(o, "postcopy-latency-p99-us",
+                                   info.latency_p99_us);
+    }
+    postcopy_stats_info_clear(&info);
+}
+
+static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
+{
+    MigrationStatus st = migrate_get_state(&mis->status);
+
+    json_object_set_string_member(o, "status", MigrationStatus_str(st));
+    if (st == MIGRATION_STATUS_FAILED) {
+        g_autofree char *desc = migration_incoming_get_error_desc(mis);
+
+        if (desc) {
+            json_object_set_string_member(o, "error-desc", desc);
+        }
+    }
+    if (mis->listen_uri && st != MIGRATION_STATUS_COMPLETED &&
+        st != MIGRATION_STATUS_FAILED &&
+        (g_str_has_prefix(mis->listen_uri, "tcp:") ||
+         g_str_has_prefix(mis->listen_uri, "unix:"))) {
+        json_object_set_array_member(o, "socket-address",
+                                     listen_socket_address(mis));
+    }
+    fill_postcopy_info(o, mis);
+}
+
 static bool qmp_query_migrate(JsonObject *args, JsonNode **ret,
                               GError **errp)
 {
-    *ret = json_node_init_object(json_node_alloc(), migration_query());
-    json_object_unref(json_node_get_object(*ret));
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    JsonObject *o = json_object_new();
+
+    if (migrate_get_state(&mis->status) != MIGRATION_STATUS_NONE) {
+        fill_destination_info(o, mis);
+    } else {
+        fill_source_info(o, migrate_get_current());
+    }
+    *ret = json_node_init_object(json_node_alloc(), o);
+    json_object_unref(o);
     return true;
 }
 

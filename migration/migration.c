@@ -79,16 +79,9 @@ static const char *const capability_names[MIGRATION_CAPABILITY__MAX] = {
     [MIGRATION_CAPABILITY_POSTCOPY_PREEMPT] = "postcopy-preempt",
 };
 
-static MigrationState current_migration = {
-    .params = {
-        .max_bandwidth = MIGRATION_DEFAULT_MAX_BANDWIDTH,
-        .downtime_limit = MIGRATION_DEFAULT_DOWNTIME_LIMIT,
-    },
-};
-static MigrationIncomingState current_incoming;
-/* Serialises to_dst_file between the thread (close) and cancel (shutdown). */
-static GMutex file_lock;
-bool migration_incoming_deferred;
+/* The process's migration objects (see migration_object_init). */
+static MigrationState *current_migration;
+static MigrationIncomingState *current_incoming;
 
 static int64_t now_ms(void)
 {
@@ -133,26 +126,88 @@ bool migration_capability_parse(const char *name, MigrationCapability *out)
     return false;
 }
 
+MigrationState *migration_state_new(void)
+{
+    MigrationState *s = g_new0(MigrationState, 1);
+
+    s->params.max_bandwidth = MIGRATION_DEFAULT_MAX_BANDWIDTH;
+    s->params.downtime_limit = MIGRATION_DEFAULT_DOWNTIME_LIMIT;
+    g_mutex_init(&s->qemu_file_lock);
+    g_mutex_init(&s->pause_lock);
+    g_cond_init(&s->pause_cond);
+    g_mutex_init(&s->error_lock);
+    s->ram = ram_state_new();
+    return s;
+}
+
+/* Only for an object whose threads have ended. */
+void migration_state_free(MigrationState *s)
+{
+    if (!s) {
+        return;
+    }
+    ram_state_free(s->ram);
+    g_free(s->error_desc);
+    g_clear_error(&s->rp_error);
+    g_mutex_clear(&s->qemu_file_lock);
+    g_mutex_clear(&s->pause_lock);
+    g_cond_clear(&s->pause_cond);
+    g_mutex_clear(&s->error_lock);
+    g_free(s);
+}
+
+MigrationIncomingState *migration_incoming_state_new(void)
+{
+    MigrationIncomingState *mis = g_new0(MigrationIncomingState, 1);
+
+    g_mutex_init(&mis->error_lock);
+    mis->ram_load = ram_load_state_new();
+    mis->postcopy = postcopy_incoming_state_new();
+    return mis;
+}
+
+void migration_incoming_state_free(MigrationIncomingState *mis)
+{
+    if (!mis) {
+        return;
+    }
+    postcopy_incoming_state_free(mis->postcopy);
+    ram_load_state_free(mis->ram_load);
+    g_free(mis->listen_uri);
+    g_free(mis->error_desc);
+    g_mutex_clear(&mis->error_lock);
+    g_free(mis);
+}
+
+/*
+ * Created on first use, which is the main thread at start-up (or a test),
+ * before any migration thread exists.
+ */
+static void migration_object_init(void)
+{
+    static gsize done;
+
+    if (g_once_init_enter(&done)) {
+        current_migration = migration_state_new();
+        current_incoming = migration_incoming_state_new();
+        g_once_init_leave(&done, 1);
+    }
+}
+
 MigrationState *migrate_get_current(void)
 {
-    return &current_migration;
+    migration_object_init();
+    return current_migration;
 }
 
 MigrationIncomingState *migration_incoming_get_current(void)
 {
-    return &current_incoming;
+    migration_object_init();
+    return current_incoming;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Status */
-
-static void emit_status_event(MigrationStatus s)
-{
-    JsonObject *data = json_object_new();
-
-    json_object_set_string_member(data, "status", MigrationStatus_str(s));
-    qmp_event_emit("MIGRATION", data);
-}
 
 MigrationStatus migrate_get_state(const MigrationStatus *state)
 {
@@ -169,7 +224,7 @@ bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
         return false;
     }
     if (migrate_use_events()) {
-        emit_status_event(new_state);
+        qapi_event_send_migration(new_state);
     }
     return true;
 }
@@ -194,9 +249,10 @@ bool migration_is_active(const MigrationState *s)
 
 bool migration_is_running_any(void)
 {
-    MigrationStatus in = migrate_get_state(&current_incoming.status);
+    MigrationStatus in = migrate_get_state(
+        &migration_incoming_get_current()->status);
 
-    return migration_is_active(&current_migration) ||
+    return migration_is_active(migrate_get_current()) ||
            !status_is_terminal_or_none(in);
 }
 
@@ -205,46 +261,46 @@ bool migration_is_running_any(void)
 
 bool migrate_postcopy_ram(void)
 {
-    return current_migration.capabilities[MIGRATION_CAPABILITY_POSTCOPY_RAM];
+    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_POSTCOPY_RAM];
 }
 
 bool migrate_use_events(void)
 {
-    return current_migration.capabilities[MIGRATION_CAPABILITY_EVENTS];
+    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_EVENTS];
 }
 
 bool migrate_use_return_path(void)
 {
-    return current_migration.capabilities[MIGRATION_CAPABILITY_RETURN_PATH];
+    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_RETURN_PATH];
 }
 
 bool migrate_pause_before_switchover(void)
 {
-    return current_migration.capabilities[
+    return migrate_get_current()->capabilities[
         MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER];
 }
 
 bool migrate_postcopy_blocktime(void)
 {
-    return current_migration.capabilities[
+    return migrate_get_current()->capabilities[
         MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME];
 }
 
 uint64_t migrate_max_bandwidth(void)
 {
-    return __atomic_load_n(&current_migration.params.max_bandwidth,
+    return __atomic_load_n(&migrate_get_current()->params.max_bandwidth,
                            __ATOMIC_RELAXED);
 }
 
 uint64_t migrate_max_postcopy_bandwidth(void)
 {
-    return __atomic_load_n(&current_migration.params.max_postcopy_bandwidth,
+    return __atomic_load_n(&migrate_get_current()->params.max_postcopy_bandwidth,
                            __ATOMIC_RELAXED);
 }
 
 uint64_t migrate_downtime_limit(void)
 {
-    return __atomic_load_n(&current_migration.params.downtime_limit,
+    return __atomic_load_n(&migrate_get_current()->params.downtime_limit,
                            __ATOMIC_RELAXED);
 }
 
@@ -269,7 +325,7 @@ bool migrate_capability_check(MigrationCapability c, bool on, GError **errp)
      * Only an outgoing migration blocks changes: the destination sets its
      * capabilities while it waits for the incoming connection.
      */
-    if (migration_is_active(&current_migration)) {
+    if (migration_is_active(migrate_get_current())) {
         error_setg(errp, "There's a migration process in progress");
         return false;
     }
@@ -281,7 +337,7 @@ bool migrate_capability_check(MigrationCapability c, bool on, GError **errp)
     /* The destination must be able to take faults: check it now. */
     if (on && c == MIGRATION_CAPABILITY_POSTCOPY_RAM &&
         runstate_get() == RUN_STATE_INMIGRATE &&
-        !postcopy_ram_supported_by_host(errp)) {
+        !postcopy_ram_supported_by_host(NULL, errp)) {
         error_prepend(errp, "Postcopy is not supported: ");
         return false;
     }
@@ -297,7 +353,7 @@ bool migrate_set_capability(MigrationCapability c, bool on, GError **errp)
     if (!migrate_capability_check(c, on, errp)) {
         return false;
     }
-    current_migration.capabilities[c] = on;
+    migrate_get_current()->capabilities[c] = on;
     return true;
 }
 
@@ -334,6 +390,16 @@ static char *dup_error_desc(GMutex *lock, char *const *desc)
     return r;
 }
 
+char *migrate_get_error_desc(MigrationState *s)
+{
+    return dup_error_desc(&s->error_lock, &s->error_desc);
+}
+
+char *migration_incoming_get_error_desc(MigrationIncomingState *mis)
+{
+    return dup_error_desc(&mis->error_lock, &mis->error_desc);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Source: return path */
 
@@ -358,7 +424,7 @@ static bool rp_req_pages(MigrationState *s, const RPMessage *msg,
     if (!migrate_postcopy_ram()) {
         return true;    /* a hint only, nothing to serve it with */
     }
-    return ram_postcopy_queue_request(last_block, start, len, errp);
+    return ram_postcopy_queue_request(s->ram, last_block, start, len, errp);
 }
 
 static void *source_return_path_thread(void *opaque)
@@ -553,7 +619,7 @@ static bool migration_completion(MigrationState *s, GError **errp)
     if (!wait_pre_switchover(s, &cur)) {
         return false;
     }
-    ram_set_downtime_phase(true);
+    ram_set_downtime_phase(s->ram, true);
     ret = qemu_savevm_state_complete_precopy(s->to_dst_file, false, true);
     if (ret >= 0) {
         ret = qemu_fflush(s->to_dst_file);
@@ -587,7 +653,7 @@ static bool migration_completion(MigrationState *s, GError **errp)
         /* Average over the whole migration, as query-migrate shows it. */
         RAMCounters rc;
 
-        ram_counters_get(&rc);
+        ram_counters_get(s->ram, &rc);
         s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
     }
     if (!migrate_set_state(&s->status, cur, MIGRATION_STATUS_COMPLETED)) {
@@ -716,13 +782,13 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     s->vm_was_running = runstate_is_running();
     vm_stop(RUN_STATE_FINISH_MIGRATE);
     s->vm_stopped_by_us = true;
-    ram_set_downtime_phase(true);
+    ram_set_downtime_phase(s->ram, true);
 
     if (qemu_savevm_state_complete_precopy_iterable(f, true) < 0) {
         collect_error(s, errp);
         return false;
     }
-    if (!ram_postcopy_send_discard_bitmap(f, errp)) {
+    if (!ram_postcopy_send_discard_bitmap(s->ram, f, errp)) {
         return false;
     }
     qemu_savevm_send_ping(f, 2);
@@ -737,7 +803,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     s->downtime = now_ms() - stop_start;
     /* ram paces background pages itself; urgent ones must never wait. */
     qemu_file_set_rate_limit(f, 0);
-    ram_set_postcopy_phase(true);
+    ram_set_postcopy_phase(s->ram, true);
     postcopy_tune_socket(f);
     return true;
 }
@@ -805,7 +871,7 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
     if (s->total_time > 0) {
         RAMCounters rc;
 
-        ram_counters_get(&rc);
+        ram_counters_get(s->ram, &rc);
         s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
     }
     return migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
@@ -814,7 +880,7 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
 
 bool migrate_start_postcopy(GError **errp)
 {
-    MigrationState *s = &current_migration;
+    MigrationState *s = migrate_get_current();
 
     if (!migrate_postcopy_ram()) {
         error_setg(errp, "Enable postcopy with migrate_set_capability before "
@@ -935,9 +1001,9 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     if (!migration_channel_connect(uri, &ioc, errp)) {
         return false;
     }
-    g_mutex_lock(&file_lock);
+    g_mutex_lock(&s->qemu_file_lock);
     s->to_dst_file = qemu_file_new_output(ioc);
-    g_mutex_unlock(&file_lock);
+    g_mutex_unlock(&s->qemu_file_lock);
     qio_channel_unref(ioc);
     if (!status_is(s, MIGRATION_STATUS_SETUP)) {
         return false;
@@ -976,7 +1042,7 @@ static void restore_vm(MigrationState *s)
         return;
     }
     s->vm_stopped_by_us = false;
-    ram_set_downtime_phase(false);
+    ram_set_downtime_phase(s->ram, false);
     if (s->vm_was_running) {
         vm_start();
     } else {
@@ -994,10 +1060,10 @@ static void migration_cleanup(MigrationState *s, bool ok)
         qemu_file_shutdown(s->to_dst_file);
     }
     close_return_path(s);
-    g_mutex_lock(&file_lock);
+    g_mutex_lock(&s->qemu_file_lock);
     f = s->to_dst_file;
     s->to_dst_file = NULL;
-    g_mutex_unlock(&file_lock);
+    g_mutex_unlock(&s->qemu_file_lock);
     if (f) {
         qemu_fclose(f);
     }
@@ -1011,7 +1077,7 @@ static void migration_cleanup(MigrationState *s, bool ok)
 static void *migration_thread(void *opaque)
 {
     MigrationThreadArgs *args = opaque;
-    MigrationState *s = &current_migration;
+    MigrationState *s = migrate_get_current();
     GError *err = NULL;
     bool ok = migration_run(s, args->uri, &err);
 
@@ -1085,7 +1151,7 @@ static void migration_sections_init(void)
 
 bool migrate_start(const char *uri, GError **errp)
 {
-    MigrationState *s = &current_migration;
+    MigrationState *s = migrate_get_current();
     MigrationThreadArgs *args;
     MigrationStatus old = migrate_get_state(&s->status);
 
@@ -1094,7 +1160,7 @@ bool migrate_start(const char *uri, GError **errp)
         return false;
     }
     if (!status_is_terminal_or_none(
-            migrate_get_state(&current_incoming.status)) ||
+            migrate_get_state(&migration_incoming_get_current()->status)) ||
         runstate_get() == RUN_STATE_INMIGRATE) {
         error_setg(errp, "Guest is waiting for an incoming migration");
         return false;
@@ -1129,7 +1195,7 @@ bool migrate_start(const char *uri, GError **errp)
 
 void migrate_cancel(void)
 {
-    MigrationState *s = &current_migration;
+    MigrationState *s = migrate_get_current();
     MigrationStatus cur;
 
     do {
@@ -1142,11 +1208,11 @@ void migrate_cancel(void)
                                 MIGRATION_STATUS_CANCELLING));
 
     /* Blocked writes and reads return at once after a shutdown. */
-    g_mutex_lock(&file_lock);
+    g_mutex_lock(&s->qemu_file_lock);
     if (s->to_dst_file) {
         qemu_file_shutdown(s->to_dst_file);
     }
-    g_mutex_unlock(&file_lock);
+    g_mutex_unlock(&s->qemu_file_lock);
     g_mutex_lock(&s->pause_lock);
     g_cond_broadcast(&s->pause_cond);
     g_mutex_unlock(&s->pause_lock);
@@ -1154,7 +1220,7 @@ void migrate_cancel(void)
 
 bool migrate_continue(MigrationStatus state, GError **errp)
 {
-    MigrationState *s = &current_migration;
+    MigrationState *s = migrate_get_current();
     MigrationStatus cur = migrate_get_state(&s->status);
 
     if (cur != state) {
@@ -1174,7 +1240,7 @@ bool migrate_continue(MigrationStatus state, GError **errp)
 
 void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
 {
-    MigrationIncomingState *mis = &current_incoming;
+    MigrationIncomingState *mis = migration_incoming_get_current();
     MigrationStatus cur;
 
     migration_incoming_set_error(mis, err);
@@ -1229,8 +1295,8 @@ static void *incoming_thread(void *opaque)
     }
     if (ctx.postcopy_listening) {
         /* The listen thread finishes the job (SHUT, completed). */
-        postcopy_incoming_main_done();
-        postcopy_incoming_wait();
+        postcopy_incoming_main_done(mis);
+        postcopy_incoming_wait(mis);
         loadvm_context_destroy(&ctx);
         qemu_fclose(mis->from_src_file);
         mis->from_src_file = NULL;
@@ -1267,12 +1333,11 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     mis->thread_running = true;
 }
 
-static bool incoming_listen(const char *uri, GError **errp)
+static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
+                            GError **errp)
 {
-    MigrationIncomingState *mis = &current_incoming;
-
     migration_sections_init();
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     if (!migration_channel_listen(uri, incoming_accept, mis, errp)) {
         return false;
     }
@@ -1282,25 +1347,27 @@ static bool incoming_listen(const char *uri, GError **errp)
     runstate_set(RUN_STATE_INMIGRATE);
     /* QEMU reports "setup" here even without the events capability. */
     __atomic_store_n(&mis->status, MIGRATION_STATUS_SETUP, __ATOMIC_SEQ_CST);
-    emit_status_event(MIGRATION_STATUS_SETUP);
+    qapi_event_send_migration(MIGRATION_STATUS_SETUP);
     return true;
 }
 
 bool migration_incoming_start(const char *uri, GError **errp)
 {
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
     if (g_str_equal(uri, "defer")) {
-        migration_incoming_deferred = true;
+        mis->deferred = true;
         runstate_set(RUN_STATE_INMIGRATE);
         return true;
     }
-    return incoming_listen(uri, errp);
+    return incoming_listen(mis, uri, errp);
 }
 
 bool migrate_incoming_qmp(const char *uri, GError **errp)
 {
-    MigrationIncomingState *mis = &current_incoming;
+    MigrationIncomingState *mis = migration_incoming_get_current();
 
-    if (!migration_incoming_deferred) {
+    if (!mis->deferred) {
         error_setg(errp, "'-incoming' was not specified on the command "
                    "line");
         return false;
@@ -1309,113 +1376,11 @@ bool migrate_incoming_qmp(const char *uri, GError **errp)
         error_setg(errp, "The incoming migration has already been started");
         return false;
     }
-    return incoming_listen(uri, errp);
+    return incoming_listen(mis, uri, errp);
 }
 
-/* ---------------------------------------------------------------------- */
-/* query-migrate */
-
-static void fill_source_info(JsonObject *o, MigrationState *s)
+int migration_incoming_listen_port(MigrationIncomingState *mis)
 {
-    MigrationStatus st = migrate_get_state(&s->status);
-    char *desc;
-
-    if (st == MIGRATION_STATUS_NONE) {
-        return;
-    }
-    json_object_set_string_member(o, "status", MigrationStatus_str(st));
-    if (st == MIGRATION_STATUS_SETUP) {
-        return;
-    }
-    if (st == MIGRATION_STATUS_FAILED || st == MIGRATION_STATUS_CANCELLED ||
-        st == MIGRATION_STATUS_CANCELLING) {
-        desc = dup_error_desc(&s->error_lock, &s->error_desc);
-        if (desc && st == MIGRATION_STATUS_FAILED) {
-            json_object_set_string_member(o, "error-desc", desc);
-        }
-        g_free(desc);
-        return;
-    }
-    json_object_set_int_member(o, "setup-time", s->setup_time);
-    if (st == MIGRATION_STATUS_COMPLETED) {
-        json_object_set_int_member(o, "total-time", s->total_time);
-        json_object_set_int_member(o, "downtime", s->downtime);
-    } else {
-        json_object_set_int_member(o, "total-time",
-                                   now_ms() - s->start_time);
-        json_object_set_int_member(o, "expected-downtime",
-                                   s->expected_downtime);
-    }
-    JsonObject *ram = json_object_new();
-    ram_fill_query(ram, s->mbps);
-    json_object_set_object_member(o, "ram", ram);
+    return migration_channel_listen_port();
 }
 
-/*
- * QEMU's "socket-address" of a listening destination: the only way for a
- * client that asked for port 0 to learn the port it got.
- */
-static JsonArray *listen_socket_address(const char *uri)
-{
-    JsonArray *a = json_array_new();
-    JsonObject *sa = json_object_new();
-
-    if (g_str_has_prefix(uri, "unix:")) {
-        json_object_set_string_member(sa, "type", "unix");
-        json_object_set_string_member(sa, "path", uri + 5);
-    } else {
-        const char *hostport = uri + 4;             /* after "tcp:" */
-        const char *colon = strrchr(hostport, ':');
-        g_autofree char *host = g_strndup(hostport,
-                                          colon ? colon - hostport : 0);
-        g_autofree char *port = g_strdup_printf(
-            "%d", migration_channel_listen_port());
-        bool v6 = host[0] == '[';
-
-        if (v6) {
-            host[strlen(host) - 1] = '\0';
-        }
-        json_object_set_string_member(sa, "type", "inet");
-        json_object_set_string_member(sa, "host", v6 ? host + 1 : host);
-        json_object_set_string_member(sa, "port", port);
-        json_object_set_boolean_member(sa, v6 ? "ipv6" : "ipv4", true);
-    }
-    json_array_add_object_element(a, sa);
-    return a;
-}
-
-static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
-{
-    MigrationStatus st = migrate_get_state(&mis->status);
-    char *desc;
-
-    json_object_set_string_member(o, "status", MigrationStatus_str(st));
-    if (st == MIGRATION_STATUS_FAILED) {
-        desc = dup_error_desc(&mis->error_lock, &mis->error_desc);
-        if (desc) {
-            json_object_set_string_member(o, "error-desc", desc);
-        }
-        g_free(desc);
-    }
-    if (mis->listen_uri && st != MIGRATION_STATUS_COMPLETED &&
-        st != MIGRATION_STATUS_FAILED &&
-        (g_str_has_prefix(mis->listen_uri, "tcp:") ||
-         g_str_has_prefix(mis->listen_uri, "unix:"))) {
-        json_object_set_array_member(o, "socket-address",
-                                     listen_socket_address(mis->listen_uri));
-    }
-    postcopy_fill_query(o);
-}
-
-JsonObject *migration_query(void)
-{
-    JsonObject *o = json_object_new();
-
-    if (migrate_get_state(&current_incoming.status) !=
-        MIGRATION_STATUS_NONE) {
-        fill_destination_info(o, &current_incoming);
-    } else {
-        fill_source_info(o, &current_migration);
-    }
-    return o;
-}

@@ -68,7 +68,8 @@ typedef struct PostcopyStats {
     uint64_t total_blocked;     /* us */
 } PostcopyStats;
 
-typedef struct PostcopyIncoming {
+struct PostcopyIncomingState {
+    int state;                  /* PostcopyState, atomic */
     LoadVMContext *ctx;
     int uffd;
     int quit_fd;
@@ -86,12 +87,10 @@ typedef struct PostcopyIncoming {
     GCond cond;
     bool main_done;
     PostcopyStats stats;
-} PostcopyIncoming;
-
-static int pc_state;
-static PostcopyIncoming pis = { .uffd = -1, .quit_fd = -1 };
-static uint64_t host_uffd_features;
-static bool host_checked_ok;
+    /* hugetlbfs has no UFFDIO_ZEROPAGE: zero pages are copied from here */
+    uint8_t *zero_page;
+    size_t zero_size;
+};
 
 static const char *const state_names[] = {
     [POSTCOPY_INCOMING_NONE] = "NONE",
@@ -110,28 +109,65 @@ const char *postcopy_state_str(PostcopyState s)
     return state_names[s];
 }
 
-PostcopyState postcopy_state_get(void)
+PostcopyIncomingState *postcopy_incoming_state_new(void)
 {
-    return __atomic_load_n(&pc_state, __ATOMIC_SEQ_CST);
+    PostcopyIncomingState *pis = g_new0(PostcopyIncomingState, 1);
+
+    pis->uffd = -1;
+    pis->quit_fd = -1;
+    g_mutex_init(&pis->blocks_lock);
+    g_mutex_init(&pis->lock);
+    g_cond_init(&pis->cond);
+    g_mutex_init(&pis->stats.lock);
+    return pis;
 }
 
-void postcopy_state_set(PostcopyState s)
+static void postcopy_incoming_cleanup(PostcopyIncomingState *pis);
+
+void postcopy_incoming_state_free(PostcopyIncomingState *pis)
 {
-    __atomic_store_n(&pc_state, s, __ATOMIC_SEQ_CST);
+    if (!pis) {
+        return;
+    }
+    postcopy_incoming_cleanup(pis);
+    g_clear_pointer(&pis->blocks, g_hash_table_destroy);
+    if (pis->stats.latencies) {
+        g_array_free(pis->stats.latencies, true);
+    }
+    g_free(pis->stats.vcpu_addr);
+    g_free(pis->stats.vcpu_start);
+    g_free(pis->stats.vcpu_total);
+    g_free(pis->zero_page);
+    g_mutex_clear(&pis->blocks_lock);
+    g_mutex_clear(&pis->lock);
+    g_cond_clear(&pis->cond);
+    g_mutex_clear(&pis->stats.lock);
+    g_free(pis);
 }
 
-bool postcopy_state_cas(PostcopyState old, PostcopyState new_state)
+PostcopyState postcopy_state_get(MigrationIncomingState *mis)
+{
+    return __atomic_load_n(&mis->postcopy->state, __ATOMIC_SEQ_CST);
+}
+
+void postcopy_state_set(MigrationIncomingState *mis, PostcopyState s)
+{
+    __atomic_store_n(&mis->postcopy->state, s, __ATOMIC_SEQ_CST);
+}
+
+bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
+                        PostcopyState new_state)
 {
     int expected = old;
 
-    return __atomic_compare_exchange_n(&pc_state, &expected, new_state,
-                                       false, __ATOMIC_SEQ_CST,
+    return __atomic_compare_exchange_n(&mis->postcopy->state, &expected,
+                                       new_state, false, __ATOMIC_SEQ_CST,
                                        __ATOMIC_SEQ_CST);
 }
 
-bool postcopy_is_running(void)
+bool postcopy_is_running(MigrationIncomingState *mis)
 {
-    PostcopyState s = postcopy_state_get();
+    PostcopyState s = postcopy_state_get(mis);
 
     return s == POSTCOPY_INCOMING_LISTENING ||
            s == POSTCOPY_INCOMING_RUNNING;
@@ -214,7 +250,7 @@ out:
     return ok;
 }
 
-bool postcopy_ram_supported_by_host(GError **errp)
+bool postcopy_ram_supported_by_host(uint64_t *features_out, GError **errp)
 {
     uint64_t features = 0;
     int fd;
@@ -232,9 +268,8 @@ bool postcopy_ram_supported_by_host(GError **errp)
     }
     ok = uffd_probe_area(fd, errp);
     close(fd);
-    if (ok) {
-        host_uffd_features = features;
-        host_checked_ok = true;
+    if (ok && features_out) {
+        *features_out = features;
     }
     return ok;
 }
@@ -251,16 +286,16 @@ static void pc_block_free(gpointer p)
     g_free(b);
 }
 
-static PostcopyBlock *pc_block(RAMBlock *rb)
+static PostcopyBlock *pc_block(PostcopyIncomingState *pis, RAMBlock *rb)
 {
     PostcopyBlock *b;
 
-    g_mutex_lock(&pis.blocks_lock);
-    if (!pis.blocks) {
-        pis.blocks = g_hash_table_new_full(g_direct_hash, g_direct_equal,
+    g_mutex_lock(&pis->blocks_lock);
+    if (!pis->blocks) {
+        pis->blocks = g_hash_table_new_full(g_direct_hash, g_direct_equal,
                                            NULL, pc_block_free);
     }
-    b = g_hash_table_lookup(pis.blocks, rb);
+    b = g_hash_table_lookup(pis->blocks, rb);
     if (!b) {
         unsigned long hpages = DIV_ROUND_UP(rb->used_length, rb->page_size);
 
@@ -268,22 +303,24 @@ static PostcopyBlock *pc_block(RAMBlock *rb)
         b->rb = rb;
         b->requested = bitmap_new(hpages);
         b->fault_time = g_new0(int64_t, hpages);
-        g_hash_table_insert(pis.blocks, rb, b);
+        g_hash_table_insert(pis->blocks, rb, b);
     }
-    g_mutex_unlock(&pis.blocks_lock);
+    g_mutex_unlock(&pis->blocks_lock);
     return b;
 }
 
-bool postcopy_request_mark(RAMBlock *rb, ram_addr_t offset)
+bool postcopy_request_mark(MigrationIncomingState *mis, RAMBlock *rb,
+                           ram_addr_t offset)
 {
-    PostcopyBlock *b = pc_block(rb);
+    PostcopyBlock *b = pc_block(mis->postcopy, rb);
 
     return !test_and_set_bit_atomic(offset / rb->page_size, b->requested);
 }
 
-bool postcopy_request_pending(RAMBlock *rb, ram_addr_t offset)
+bool postcopy_request_pending(MigrationIncomingState *mis, RAMBlock *rb,
+                              ram_addr_t offset)
 {
-    PostcopyBlock *b = pc_block(rb);
+    PostcopyBlock *b = pc_block(mis->postcopy, rb);
 
     return test_bit(offset / rb->page_size, b->requested);
 }
@@ -304,9 +341,9 @@ static GPtrArray *migratable_blocks(void)
 /* ---------------------------------------------------------------------- */
 /* Statistics: fault latency and blocktime */
 
-static void stats_reset(void)
+static void stats_reset(PostcopyIncomingState *pis)
 {
-    PostcopyStats *st = &pis.stats;
+    PostcopyStats *st = &pis->stats;
 
     g_mutex_lock(&st->lock);
     st->did_postcopy = false;
@@ -329,9 +366,9 @@ static void stats_reset(void)
     g_mutex_unlock(&st->lock);
 }
 
-static void stats_start(void)
+static void stats_start(PostcopyIncomingState *pis)
 {
-    PostcopyStats *st = &pis.stats;
+    PostcopyStats *st = &pis->stats;
 
     g_mutex_lock(&st->lock);
     st->did_postcopy = true;
@@ -346,9 +383,9 @@ static void stats_start(void)
     g_mutex_unlock(&st->lock);
 }
 
-static void stats_latency(int64_t us)
+static void stats_latency(PostcopyIncomingState *pis, int64_t us)
 {
-    PostcopyStats *st = &pis.stats;
+    PostcopyStats *st = &pis->stats;
     uint32_t v = MIN(MAX(us, 0), (int64_t)UINT32_MAX);
     int bucket = v ? MIN(g_bit_nth_msf(v, -1), POSTCOPY_LATENCY_BUCKETS - 1)
                    : 0;
@@ -361,9 +398,10 @@ static void stats_latency(int64_t us)
 }
 
 /* A vCPU thread (tid) faulted on the host page at addr. */
-static void blocktime_begin(pid_t tid, uintptr_t addr)
+static void blocktime_begin(PostcopyIncomingState *pis, pid_t tid,
+                            uintptr_t addr)
 {
-    PostcopyStats *st = &pis.stats;
+    PostcopyStats *st = &pis->stats;
     int cpu;
 
     if (!st->blocktime || !tid) {
@@ -382,9 +420,10 @@ static void blocktime_begin(pid_t tid, uintptr_t addr)
 }
 
 /* The page at addr is there: the vCPUs waiting for it run again. */
-static void blocktime_end(uintptr_t addr, bool count)
+static void blocktime_end(PostcopyIncomingState *pis, uintptr_t addr,
+                          bool count)
 {
-    PostcopyStats *st = &pis.stats;
+    PostcopyStats *st = &pis->stats;
     int64_t now = now_us();
 
     if (!st->blocktime) {
@@ -414,23 +453,24 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-void postcopy_fill_query(JsonObject *o)
+void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
 {
-    PostcopyStats *st = &pis.stats;
-    JsonArray *arr;
+    PostcopyStats *st = &mis->postcopy->stats;
     uint32_t *sorted = NULL;
     guint n;
 
+    memset(out, 0, sizeof(*out));
     g_mutex_lock(&st->lock);
+    out->blocktime = st->blocktime;
     if (st->blocktime) {
-        arr = json_array_new();
+        out->blocktime_ms = st->total_blocked / 1000;
+        out->nvcpus = st->nvcpus;
+        out->vcpu_blocktime_ms = g_new0(uint64_t, st->nvcpus);
         for (int i = 0; i < st->nvcpus; i++) {
-            json_array_add_int_element(arr, st->vcpu_total[i] / 1000);
+            out->vcpu_blocktime_ms[i] = st->vcpu_total[i] / 1000;
         }
-        json_object_set_int_member(o, "postcopy-blocktime",
-                                   st->total_blocked / 1000);
-        json_object_set_array_member(o, "postcopy-vcpu-blocktime", arr);
     }
+    out->did_postcopy = st->did_postcopy;
     if (!st->did_postcopy) {
         g_mutex_unlock(&st->lock);
         return;
@@ -439,34 +479,33 @@ void postcopy_fill_query(JsonObject *o)
     if (n) {
         sorted = g_memdup2(st->latencies->data, n * sizeof(uint32_t));
     }
-    json_object_set_int_member(o, "postcopy-faults", st->faults);
-    json_object_set_int_member(o, "postcopy-latency-max-us",
-                               st->max_latency);
-    arr = json_array_new();
-    for (int i = 0; i < POSTCOPY_LATENCY_BUCKETS; i++) {
-        json_array_add_int_element(arr, st->hist[i]);
-    }
-    json_object_set_array_member(o, "postcopy-latency-histogram", arr);
+    out->faults = st->faults;
+    out->latency_max_us = st->max_latency;
+    memcpy(out->histogram, st->hist, sizeof(out->histogram));
     g_mutex_unlock(&st->lock);
 
     /* Sorting outside the lock: the listen thread keeps placing pages. */
     if (sorted) {
         qsort(sorted, n, sizeof(uint32_t), cmp_u32);
+        out->latency_p50_us = sorted[(n - 1) / 2];
+        out->latency_p99_us = sorted[(n - 1) * 99 / 100];
     }
-    json_object_set_int_member(o, "postcopy-latency-p50-us",
-                               n ? sorted[(n - 1) / 2] : 0);
-    json_object_set_int_member(o, "postcopy-latency-p99-us",
-                               n ? sorted[(n - 1) * 99 / 100] : 0);
     g_free(sorted);
+}
+
+void postcopy_stats_info_clear(PostcopyStatsInfo *info)
+{
+    g_clear_pointer(&info->vcpu_blocktime_ms, g_free);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Placing pages */
 
-static void placed(RAMBlock *rb, ram_addr_t offset)
+static void placed(PostcopyIncomingState *pis, RAMBlock *rb,
+                   ram_addr_t offset)
 {
     unsigned long *map = rcu_dereference(rb->receivedmap);
-    PostcopyBlock *b = pc_block(rb);
+    PostcopyBlock *b = pc_block(pis, rb);
     unsigned long hp = offset / rb->page_size;
     int64_t t;
 
@@ -477,17 +516,18 @@ static void placed(RAMBlock *rb, ram_addr_t offset)
     t = __atomic_exchange_n(&b->fault_time[hp], 0, __ATOMIC_SEQ_CST);
     clear_bit_atomic(hp, b->requested);
     if (t) {
-        stats_latency(now_us() - t);
+        stats_latency(pis, now_us() - t);
     }
-    blocktime_end((uintptr_t)(rb->host + offset), true);
+    blocktime_end(pis, (uintptr_t)(rb->host + offset), true);
 }
 
-static bool place_check(RAMBlock *rb, ram_addr_t offset, GError **errp)
+static bool place_check(MigrationIncomingState *mis, RAMBlock *rb,
+                        ram_addr_t offset, GError **errp)
 {
-    if (pis.uffd < 0) {
+    if (mis->postcopy->uffd < 0) {
         error_setg(errp, "postcopy: placing page 0x%" PRIx64 " of '%s' "
                    "but userfaultfd is not open (state %s)", offset,
-                   rb->idstr, postcopy_state_str(postcopy_state_get()));
+                   rb->idstr, postcopy_state_str(postcopy_state_get(mis)));
         return false;
     }
     if (!QEMU_IS_ALIGNED(offset, rb->page_size) ||
@@ -514,9 +554,10 @@ static bool place_failed(RAMBlock *rb, ram_addr_t offset, const char *how,
     return false;
 }
 
-bool postcopy_place_page(RAMBlock *rb, ram_addr_t offset, const void *from,
-                         GError **errp)
+bool postcopy_place_page(MigrationIncomingState *mis, RAMBlock *rb,
+                         ram_addr_t offset, const void *from, GError **errp)
 {
+    PostcopyIncomingState *pis = mis->postcopy;
     struct uffdio_copy copy = {
         .dst = (uintptr_t)(rb->host + offset),
         .src = (uintptr_t)from,
@@ -524,58 +565,58 @@ bool postcopy_place_page(RAMBlock *rb, ram_addr_t offset, const void *from,
         .mode = 0,
     };
 
-    if (!place_check(rb, offset, errp)) {
+    if (!place_check(mis, rb, offset, errp)) {
         return false;
     }
-    while (ioctl(pis.uffd, UFFDIO_COPY, &copy) < 0) {
+    while (ioctl(pis->uffd, UFFDIO_COPY, &copy) < 0) {
         /* EAGAIN: the mm changed under us; nothing was copied yet. */
         if (errno != EAGAIN || copy.copy > 0) {
             return place_failed(rb, offset, "UFFDIO_COPY", errno, errp);
         }
     }
-    placed(rb, offset);
+    placed(pis, rb, offset);
     return true;
 }
 
-bool postcopy_place_page_zero(RAMBlock *rb, ram_addr_t offset,
-                              GError **errp)
+bool postcopy_place_page_zero(MigrationIncomingState *mis, RAMBlock *rb,
+                              ram_addr_t offset, GError **errp)
 {
-    static uint8_t *zero_page;
-    static size_t zero_size;
-    PostcopyBlock *b = pc_block(rb);
+    PostcopyIncomingState *pis = mis->postcopy;
+    PostcopyBlock *b = pc_block(pis, rb);
     struct uffdio_zeropage zp = {
         .range = { .start = (uintptr_t)(rb->host + offset),
                    .len = rb->page_size },
         .mode = 0,
     };
 
-    if (!place_check(rb, offset, errp)) {
+    if (!place_check(mis, rb, offset, errp)) {
         return false;
     }
     if (b->zeropage) {
-        while (ioctl(pis.uffd, UFFDIO_ZEROPAGE, &zp) < 0) {
+        while (ioctl(pis->uffd, UFFDIO_ZEROPAGE, &zp) < 0) {
             if (errno != EAGAIN || zp.zeropage > 0) {
                 return place_failed(rb, offset, "UFFDIO_ZEROPAGE", errno,
                                     errp);
             }
         }
-        placed(rb, offset);
+        placed(pis, rb, offset);
         return true;
     }
-    /* hugetlbfs has no ZEROPAGE: copy from a zeroed buffer. */
-    if (zero_size < rb->page_size) {
-        g_free(zero_page);
-        zero_page = g_malloc0(rb->page_size);
-        zero_size = rb->page_size;
+    /* Only the placing thread uses the buffer: no lock. */
+    if (pis->zero_size < rb->page_size) {
+        g_free(pis->zero_page);
+        pis->zero_page = g_malloc0(rb->page_size);
+        pis->zero_size = rb->page_size;
     }
-    return postcopy_place_page(rb, offset, zero_page, errp);
+    return postcopy_place_page(mis, rb, offset, pis->zero_page, errp);
 }
 
 /* ---------------------------------------------------------------------- */
 /* The fault thread */
 
-static void fault_failed(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static void fault_failed(const char *fmt, ...)
+static void fault_failed(MigrationIncomingState *mis, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+static void fault_failed(MigrationIncomingState *mis, const char *fmt, ...)
 {
     GError *err = NULL;
     va_list ap;
@@ -585,11 +626,13 @@ static void fault_failed(const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     error_setg(&err, "postcopy: %s", msg);
-    migration_incoming_fail_exit(pis.ctx, err);
+    migration_incoming_fail_exit(mis->postcopy->ctx, err);
 }
 
-static void handle_fault(uintptr_t addr, pid_t tid)
+static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
+                         pid_t tid)
 {
+    PostcopyIncomingState *pis = mis->postcopy;
     ram_addr_t off;
     RAMBlock *rb;
     unsigned long *map;
@@ -603,36 +646,36 @@ static void handle_fault(uintptr_t addr, pid_t tid)
     rb = qemu_ram_block_from_host((void *)addr, &off);
     if (!rb || off >= rb->used_length) {
         rcu_read_unlock();
-        fault_failed("fault at 0x%" PRIxPTR " outside guest RAM", addr);
+        fault_failed(mis, "fault at 0x%" PRIxPTR " outside guest RAM", addr);
         return;
     }
     hp_off = QEMU_ALIGN_DOWN(off, rb->page_size);
     hp_addr = (uintptr_t)(rb->host + hp_off);
     map = rcu_dereference(rb->receivedmap);
-    blocktime_begin(tid, hp_addr);
+    blocktime_begin(pis, tid, hp_addr);
     if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
         /* Placed meanwhile; the copy woke it unless it faulted after. */
         struct uffdio_range r = { .start = hp_addr, .len = rb->page_size };
 
-        blocktime_end(hp_addr, false);
+        blocktime_end(pis, hp_addr, false);
         rcu_read_unlock();
-        if (ioctl(pis.uffd, UFFDIO_WAKE, &r) < 0) {
-            fault_failed("UFFDIO_WAKE at 0x%" PRIxPTR ": %s", hp_addr,
+        if (ioctl(pis->uffd, UFFDIO_WAKE, &r) < 0) {
+            fault_failed(mis, "UFFDIO_WAKE at 0x%" PRIxPTR ": %s", hp_addr,
                          g_strerror(errno));
         }
         return;
     }
-    b = pc_block(rb);
-    if (!postcopy_request_mark(rb, hp_off)) {
+    b = pc_block(pis, rb);
+    if (!postcopy_request_mark(mis, rb, hp_off)) {
         rcu_read_unlock();
         return;     /* already on its way */
     }
     t = now_us();
     __atomic_store_n(&b->fault_time[hp_off / rb->page_size], t,
                      __ATOMIC_SEQ_CST);
-    g_mutex_lock(&pis.stats.lock);
-    pis.stats.faults++;
-    g_mutex_unlock(&pis.stats.lock);
+    g_mutex_lock(&pis->stats.lock);
+    pis->stats.faults++;
+    g_mutex_unlock(&pis->stats.lock);
     if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
         /*
          * Placed between the look above and the mark: nothing to ask
@@ -644,17 +687,17 @@ static void handle_fault(uintptr_t addr, pid_t tid)
                                                        rb->page_size],
                                         &t, 0, false, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST)) {
-            stats_latency(now_us() - t);
+            stats_latency(pis, now_us() - t);
         }
         clear_bit_atomic(hp_off / rb->page_size, b->requested);
         rcu_read_unlock();
         return;
     }
-    ret = migrate_send_rp_req_pages(pis.ctx, rb->idstr, hp_off,
+    ret = migrate_send_rp_req_pages(pis->ctx, rb->idstr, hp_off,
                                     rb->page_size);
     rcu_read_unlock();
     if (ret < 0) {
-        fault_failed("cannot request host page 0x%" PRIx64 " of '%s' on "
+        fault_failed(mis, "cannot request host page 0x%" PRIx64 " of '%s' on "
                      "the return path: %s (the source is gone; postcopy "
                      "recovery is not supported)", (uint64_t)hp_off,
                      rb->idstr, g_strerror(-ret));
@@ -663,9 +706,11 @@ static void handle_fault(uintptr_t addr, pid_t tid)
 
 static void *fault_thread(void *opaque)
 {
+    MigrationIncomingState *mis = opaque;
+    PostcopyIncomingState *pis = mis->postcopy;
     struct pollfd pfd[2] = {
-        { .fd = pis.uffd, .events = POLLIN },
-        { .fd = pis.quit_fd, .events = POLLIN },
+        { .fd = pis->uffd, .events = POLLIN },
+        { .fd = pis->quit_fd, .events = POLLIN },
     };
 
     for (;;) {
@@ -676,21 +721,21 @@ static void *fault_thread(void *opaque)
             if (errno == EINTR) {
                 continue;
             }
-            fault_failed("poll on userfaultfd: %s", g_strerror(errno));
+            fault_failed(mis, "poll on userfaultfd: %s", g_strerror(errno));
             break;
         }
         if (pfd[1].revents) {
             break;
         }
-        while ((n = read(pis.uffd, &msg, sizeof(msg))) == sizeof(msg)) {
+        while ((n = read(pis->uffd, &msg, sizeof(msg))) == sizeof(msg)) {
             if (msg.event != UFFD_EVENT_PAGEFAULT) {
                 continue;
             }
-            handle_fault(msg.arg.pagefault.address,
+            handle_fault(mis, msg.arg.pagefault.address,
                          msg.arg.pagefault.feat.ptid);
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            fault_failed("reading userfaultfd: %s", g_strerror(errno));
+            fault_failed(mis, "reading userfaultfd: %s", g_strerror(errno));
             break;
         }
     }
@@ -723,12 +768,12 @@ static void thp_set(bool on)
     }
 }
 
-static void discard_prepare(void)
+static void discard_prepare(PostcopyIncomingState *pis)
 {
-    if (!pis.thp_disabled) {
-        pis.thp_was_on = thp_system_always();
+    if (!pis->thp_disabled) {
+        pis->thp_was_on = thp_system_always();
         thp_set(false);
-        pis.thp_disabled = true;
+        pis->thp_disabled = true;
     }
 }
 
@@ -746,7 +791,8 @@ static bool wrong_state(const char *cmd, PostcopyState st,
 static bool pc_advise(LoadVMContext *ctx, uint64_t summary,
                       uint64_t target_page_size, GError **errp)
 {
-    PostcopyState st = postcopy_state_get();
+    MigrationIncomingState *mis = ctx->opaque;
+    PostcopyState st = postcopy_state_get(mis);
     g_autoptr(GPtrArray) blocks = NULL;
     uint64_t local = 0;
 
@@ -775,7 +821,7 @@ static bool pc_advise(LoadVMContext *ctx, uint64_t summary,
                    "same hugetlbfs backing)", summary, local);
         return false;
     }
-    if (!postcopy_ram_supported_by_host(errp)) {
+    if (!postcopy_ram_supported_by_host(NULL, errp)) {
         return false;
     }
     /* Everything will be sent again: nothing stale may survive. */
@@ -794,12 +840,12 @@ static bool pc_advise(LoadVMContext *ctx, uint64_t summary,
         }
         rcu_read_unlock();
     }
-    if (!postcopy_state_cas(POSTCOPY_INCOMING_NONE,
+    if (!postcopy_state_cas(mis, POSTCOPY_INCOMING_NONE,
                             POSTCOPY_INCOMING_ADVISE)) {
-        return wrong_state("POSTCOPY_ADVISE", postcopy_state_get(), "NONE",
+        return wrong_state("POSTCOPY_ADVISE", postcopy_state_get(mis), "NONE",
                            errp);
     }
-    ram_load_set_postcopy_advised(true);
+    ram_load_set_postcopy_advised(mis, true);
     return true;
 }
 
@@ -808,7 +854,8 @@ static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
                        GError **errp)
 {
     const char *cmd = "POSTCOPY_RAM_DISCARD";
-    PostcopyState st = postcopy_state_get();
+    MigrationIncomingState *mis = ctx->opaque;
+    PostcopyState st = postcopy_state_get(mis);
     unsigned long *map;
     RAMBlock *rb;
 
@@ -846,10 +893,10 @@ static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
         }
     }
     if (st == POSTCOPY_INCOMING_ADVISE) {
-        discard_prepare();
-        if (!postcopy_state_cas(POSTCOPY_INCOMING_ADVISE,
+        discard_prepare(mis->postcopy);
+        if (!postcopy_state_cas(mis, POSTCOPY_INCOMING_ADVISE,
                                 POSTCOPY_INCOMING_DISCARD)) {
-            return wrong_state(cmd, postcopy_state_get(), "ADVISE", errp);
+            return wrong_state(cmd, postcopy_state_get(mis), "ADVISE", errp);
         }
     }
     for (unsigned i = 0; i < n; i++) {
@@ -869,20 +916,20 @@ static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
 }
 
 /* Register every block in MISSING mode. */
-static bool uffd_register_blocks(GError **errp)
+static bool uffd_register_blocks(PostcopyIncomingState *pis, GError **errp)
 {
     g_autoptr(GPtrArray) blocks = migratable_blocks();
 
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
-        PostcopyBlock *b = pc_block(rb);
+        PostcopyBlock *b = pc_block(pis, rb);
         struct uffdio_register reg = {
             .range = { .start = (uintptr_t)rb->host,
                        .len = QEMU_ALIGN_UP(rb->used_length, rb->page_size) },
             .mode = UFFDIO_REGISTER_MODE_MISSING,
         };
 
-        if (ioctl(pis.uffd, UFFDIO_REGISTER, &reg) < 0) {
+        if (ioctl(pis->uffd, UFFDIO_REGISTER, &reg) < 0) {
             error_setg_errno(errp, errno, "postcopy: UFFDIO_REGISTER of "
                              "RAMBlock '%s' (0x%" PRIx64 " bytes, page size "
                              "0x%zx) failed", rb->idstr,
@@ -900,16 +947,16 @@ static bool uffd_register_blocks(GError **errp)
     return true;
 }
 
-static void uffd_unregister_blocks(void)
+static void uffd_unregister_blocks(PostcopyIncomingState *pis)
 {
     GHashTableIter it;
     gpointer v;
 
-    if (!pis.blocks || pis.uffd < 0) {
+    if (!pis->blocks || pis->uffd < 0) {
         return;
     }
-    g_mutex_lock(&pis.blocks_lock);
-    g_hash_table_iter_init(&it, pis.blocks);
+    g_mutex_lock(&pis->blocks_lock);
+    g_hash_table_iter_init(&it, pis->blocks);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         PostcopyBlock *b = v;
         struct uffdio_range r = {
@@ -917,78 +964,80 @@ static void uffd_unregister_blocks(void)
             .len = QEMU_ALIGN_UP(b->rb->used_length, b->rb->page_size),
         };
 
-        if (b->registered && ioctl(pis.uffd, UFFDIO_UNREGISTER, &r) < 0) {
+        if (b->registered && ioctl(pis->uffd, UFFDIO_UNREGISTER, &r) < 0) {
             warn_report("postcopy: UFFDIO_UNREGISTER of '%s': %s",
                         b->rb->idstr, g_strerror(errno));
         }
         b->registered = false;
     }
-    g_mutex_unlock(&pis.blocks_lock);
+    g_mutex_unlock(&pis->blocks_lock);
 }
 
 /* Stop the fault thread, unregister, close; THP back as it was. */
-static void postcopy_incoming_cleanup(void)
+static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
 {
-    if (pis.fault_running) {
+    if (pis->fault_running) {
         uint64_t one = 1;
 
-        if (write(pis.quit_fd, &one, sizeof(one)) != sizeof(one)) {
+        if (write(pis->quit_fd, &one, sizeof(one)) != sizeof(one)) {
             warn_report("postcopy: cannot signal the fault thread: %s",
                         g_strerror(errno));
         }
-        qemu_thread_join(&pis.fault_thread);
-        pis.fault_running = false;
+        qemu_thread_join(&pis->fault_thread);
+        pis->fault_running = false;
     }
-    uffd_unregister_blocks();
-    if (pis.uffd >= 0) {
-        close(pis.uffd);
-        pis.uffd = -1;
+    uffd_unregister_blocks(pis);
+    if (pis->uffd >= 0) {
+        close(pis->uffd);
+        pis->uffd = -1;
     }
-    if (pis.quit_fd >= 0) {
-        close(pis.quit_fd);
-        pis.quit_fd = -1;
+    if (pis->quit_fd >= 0) {
+        close(pis->quit_fd);
+        pis->quit_fd = -1;
     }
-    if (pis.thp_disabled && pis.thp_was_on) {
+    if (pis->thp_disabled && pis->thp_was_on) {
         thp_set(true);
     }
-    pis.thp_disabled = false;
+    pis->thp_disabled = false;
 }
 
-static bool uffd_enable(GError **errp)
+static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
 {
-    uint64_t want = 0;
+    PostcopyIncomingState *pis = mis->postcopy;
+    uint64_t host_features = 0, want = 0;
 
-    if (!host_checked_ok && !postcopy_ram_supported_by_host(errp)) {
+    if (!postcopy_ram_supported_by_host(&host_features, errp)) {
         return false;
     }
     /* The faulting thread's id maps faults to vCPUs (blocktime). */
-    if (host_uffd_features & UFFD_FEATURE_THREAD_ID) {
+    if (host_features & UFFD_FEATURE_THREAD_ID) {
         want |= UFFD_FEATURE_THREAD_ID;
     }
-    pis.uffd = uffd_open(want, &pis.features, errp);
-    if (pis.uffd < 0) {
+    pis->uffd = uffd_open(want, &pis->features, errp);
+    if (pis->uffd < 0) {
         return false;
     }
-    pis.quit_fd = eventfd(0, EFD_CLOEXEC);
-    if (pis.quit_fd < 0) {
+    pis->quit_fd = eventfd(0, EFD_CLOEXEC);
+    if (pis->quit_fd < 0) {
         error_setg_errno(errp, errno, "postcopy: eventfd");
         return false;
     }
-    if (!uffd_register_blocks(errp)) {
+    if (!uffd_register_blocks(pis, errp)) {
         return false;
     }
-    if (!qemu_thread_create(&pis.fault_thread, "mig/dst/fault", fault_thread,
-                            NULL, errp)) {
+    if (!qemu_thread_create(&pis->fault_thread, "mig/dst/fault", fault_thread,
+                            mis, errp)) {
         return false;
     }
-    pis.fault_running = true;
+    pis->fault_running = true;
     return true;
 }
 
 static void *listen_thread(void *opaque)
 {
     LoadVMContext *ctx = opaque;
-    MigrationIncomingState *mis = migration_incoming_get_current();
+    MigrationIncomingState *mis = ctx->opaque;
+    PostcopyIncomingState *pis = mis->postcopy;
     GError *err = NULL;
     int ret;
 
@@ -1000,20 +1049,20 @@ static void *listen_thread(void *opaque)
         migration_incoming_fail_exit(ctx, err);
     }
     /* The main loader may still be in the package: wait for it. */
-    g_mutex_lock(&pis.lock);
-    while (!pis.main_done) {
-        g_cond_wait(&pis.cond, &pis.lock);
+    g_mutex_lock(&pis->lock);
+    while (!pis->main_done) {
+        g_cond_wait(&pis->cond, &pis->lock);
     }
-    g_mutex_unlock(&pis.lock);
+    g_mutex_unlock(&pis->lock);
     if (ret == LOADVM_QUIT ||
-        postcopy_state_get() != POSTCOPY_INCOMING_RUNNING) {
+        postcopy_state_get(mis) != POSTCOPY_INCOMING_RUNNING) {
         error_setg(&err, "postcopy: the stream ended in postcopy state %s "
                    "(expected RUNNING after POSTCOPY_RUN)",
-                   postcopy_state_str(postcopy_state_get()));
+                   postcopy_state_str(postcopy_state_get(mis)));
         migration_incoming_fail_exit(ctx, err);
     }
-    postcopy_incoming_cleanup();
-    postcopy_state_set(POSTCOPY_INCOMING_END);
+    postcopy_incoming_cleanup(pis);
+    postcopy_state_set(mis, POSTCOPY_INCOMING_END);
     qemu_loadvm_state_cleanup();
     if (migrate_send_rp_shut(ctx, 0) < 0) {
         warn_report("postcopy: could not send SHUT to the source");
@@ -1046,7 +1095,9 @@ static void postcopy_tune_incoming(LoadVMContext *ctx)
 static bool pc_listen(LoadVMContext *ctx, GError **errp)
 {
     const char *cmd = "POSTCOPY_LISTEN";
-    PostcopyState st = postcopy_state_get();
+    MigrationIncomingState *mis = ctx->opaque;
+    PostcopyIncomingState *pis = mis->postcopy;
+    PostcopyState st = postcopy_state_get(mis);
 
     if (st != POSTCOPY_INCOMING_ADVISE && st != POSTCOPY_INCOMING_DISCARD) {
         return wrong_state(cmd, st, "ADVISE or DISCARD", errp);
@@ -1060,25 +1111,28 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         error_setg(errp, "%s without a return path (OPEN_RETURN_PATH)", cmd);
         return false;
     }
-    discard_prepare();
-    if (!postcopy_state_cas(st, POSTCOPY_INCOMING_LISTENING)) {
-        return wrong_state(cmd, postcopy_state_get(), "ADVISE or DISCARD",
+    discard_prepare(pis);
+    if (!postcopy_state_cas(mis, st, POSTCOPY_INCOMING_LISTENING)) {
+        return wrong_state(cmd, postcopy_state_get(mis), "ADVISE or DISCARD",
                            errp);
     }
-    pis.ctx = ctx;
-    stats_start();
-    if (!uffd_enable(errp)) {
+    pis->ctx = ctx;
+    stats_start(pis);
+    if (!uffd_enable(mis, errp)) {
         error_prepend(errp, "%s: ", cmd);
-        postcopy_incoming_cleanup();
+        postcopy_incoming_cleanup(pis);
         return false;
     }
     ctx->postcopy_listening = true;
     postcopy_tune_incoming(ctx);
-    if (!qemu_thread_create(&pis.listen_thread, "mig/dst/listen",
+    if (!qemu_thread_create(&pis->listen_thread, "mig/dst/listen",
                             listen_thread, ctx, errp)) {
+        /* Nobody would ever serve the faults: undo the registration. */
+        ctx->postcopy_listening = false;
+        postcopy_incoming_cleanup(pis);
         return false;
     }
-    pis.listen_running = true;
+    pis->listen_running = true;
     return true;
 }
 
@@ -1095,10 +1149,11 @@ static gboolean start_vm_bh(gpointer opaque)
 
 static bool pc_run(LoadVMContext *ctx, GError **errp)
 {
-    PostcopyState st = postcopy_state_get();
+    MigrationIncomingState *mis = ctx->opaque;
+    PostcopyState st = postcopy_state_get(mis);
 
     if (st != POSTCOPY_INCOMING_LISTENING ||
-        !postcopy_state_cas(POSTCOPY_INCOMING_LISTENING,
+        !postcopy_state_cas(mis, POSTCOPY_INCOMING_LISTENING,
                             POSTCOPY_INCOMING_RUNNING)) {
         return wrong_state("POSTCOPY_RUN", st, "LISTENING", errp);
     }
@@ -1119,32 +1174,38 @@ void postcopy_ram_init(void)
     loadvm_register_postcopy_ops(&postcopy_ops);
 }
 
-void postcopy_incoming_reset(void)
+void postcopy_incoming_reset(MigrationIncomingState *mis)
 {
-    postcopy_state_set(POSTCOPY_INCOMING_NONE);
-    ram_load_set_postcopy_advised(false);
-    g_mutex_lock(&pis.lock);
-    pis.main_done = false;
-    g_mutex_unlock(&pis.lock);
-    g_mutex_lock(&pis.blocks_lock);
-    g_clear_pointer(&pis.blocks, g_hash_table_destroy);
-    g_mutex_unlock(&pis.blocks_lock);
-    pis.thp_disabled = false;
-    stats_reset();
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    postcopy_state_set(mis, POSTCOPY_INCOMING_NONE);
+    ram_load_set_postcopy_advised(mis, false);
+    g_mutex_lock(&pis->lock);
+    pis->main_done = false;
+    g_mutex_unlock(&pis->lock);
+    g_mutex_lock(&pis->blocks_lock);
+    g_clear_pointer(&pis->blocks, g_hash_table_destroy);
+    g_mutex_unlock(&pis->blocks_lock);
+    pis->thp_disabled = false;
+    stats_reset(pis);
 }
 
-void postcopy_incoming_main_done(void)
+void postcopy_incoming_main_done(MigrationIncomingState *mis)
 {
-    g_mutex_lock(&pis.lock);
-    pis.main_done = true;
-    g_cond_broadcast(&pis.cond);
-    g_mutex_unlock(&pis.lock);
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    g_mutex_lock(&pis->lock);
+    pis->main_done = true;
+    g_cond_broadcast(&pis->cond);
+    g_mutex_unlock(&pis->lock);
 }
 
-void postcopy_incoming_wait(void)
+void postcopy_incoming_wait(MigrationIncomingState *mis)
 {
-    if (pis.listen_running) {
-        qemu_thread_join(&pis.listen_thread);
-        pis.listen_running = false;
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    if (pis->listen_running) {
+        qemu_thread_join(&pis->listen_thread);
+        pis->listen_running = false;
     }
 }

@@ -25,7 +25,6 @@
 #include "migration/ram.h"
 #include "migration/savevm.h"
 #include "migration/postcopy-ram.h"
-#include "monitor/qmp.h"
 
 /* An iteration stops after this long even if the rate limit allows more. */
 #define RAM_ITERATE_MAX_WAIT_MS 50
@@ -51,7 +50,9 @@ typedef struct RAMRequest {
     uint64_t len;
 } RAMRequest;
 
-typedef struct RAMState {
+struct RAMState {
+    /* Set up for a migration: between ram_save_setup and cleanup. */
+    bool active;
     /* Where the background scan resumes. */
     RAMBlock *last_seen_block;
     unsigned long last_page;
@@ -79,15 +80,11 @@ typedef struct RAMState {
     /* Postcopy readahead: the scan is in [.., ra_end) of ra_block. */
     RAMBlock *ra_block;
     unsigned long ra_end;               /* target page index */
-} RAMState;
 
-static RAMState *ram_state;
-/* Guards the ram_state pointer against readers in other threads. */
-static GMutex ram_state_lock;
-static GMutex counters_lock;
-static RAMCounters ram_counters;
-static RamPageSentHook page_sent_hook;
-static void *page_sent_opaque;
+    /* query-migrate's figures; read by the main thread at any time. */
+    GMutex counters_lock;
+    RAMCounters counters;
+};
 
 static int64_t now_ms(void)
 {
@@ -106,116 +103,103 @@ static unsigned long ramblock_host_page_pages(const RAMBlock *rb)
     return MAX(ps >> TARGET_PAGE_BITS, 1);
 }
 
-void ram_set_page_sent_hook(RamPageSentHook hook, void *opaque)
+RAMState *ram_state_new(void)
 {
-    page_sent_hook = hook;
-    page_sent_opaque = opaque;
+    RAMState *rs = g_new0(RAMState, 1);
+
+    g_mutex_init(&rs->bitmap_mutex);
+    g_mutex_init(&rs->req_lock);
+    g_cond_init(&rs->req_cond);
+    g_queue_init(&rs->requests);
+    g_mutex_init(&rs->counters_lock);
+    return rs;
+}
+
+static void requests_clear(RAMState *rs);
+
+void ram_state_free(RAMState *rs)
+{
+    if (!rs) {
+        return;
+    }
+    ram_save_cleanup(rs);
+    requests_clear(rs);
+    g_mutex_clear(&rs->req_lock);
+    g_cond_clear(&rs->req_cond);
+    g_mutex_clear(&rs->bitmap_mutex);
+    g_mutex_clear(&rs->counters_lock);
+    g_free(rs);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Counters */
 
-void ram_counters_get(RAMCounters *out)
+void ram_counters_get(RAMState *rs, RAMCounters *out)
 {
-    g_mutex_lock(&counters_lock);
-    *out = ram_counters;
-    g_mutex_unlock(&counters_lock);
-    out->remaining = ram_bytes_remaining();
+    g_mutex_lock(&rs->counters_lock);
+    *out = rs->counters;
+    g_mutex_unlock(&rs->counters_lock);
+    out->remaining = ram_bytes_remaining(rs);
+    out->total = ram_bytes_total();
 }
 
 /* Called with counters_lock held: split bytes by migration phase. */
-static void counters_add_phase_bytes(uint64_t bytes)
+static void counters_add_phase_bytes(RAMState *rs, uint64_t bytes)
 {
-    RAMState *rs = ram_state;
-
-    ram_counters.transferred += bytes;
-    if (rs && rs->in_postcopy) {
-        ram_counters.postcopy_bytes += bytes;
-    } else if (rs && rs->in_downtime) {
-        ram_counters.downtime_bytes += bytes;
+    rs->counters.transferred += bytes;
+    if (rs->in_postcopy) {
+        rs->counters.postcopy_bytes += bytes;
+    } else if (rs->in_downtime) {
+        rs->counters.downtime_bytes += bytes;
     } else {
-        ram_counters.precopy_bytes += bytes;
+        rs->counters.precopy_bytes += bytes;
     }
 }
 
-static void counters_add_page(bool zero, uint64_t bytes)
+static void counters_add_page(RAMState *rs, bool zero, uint64_t bytes)
 {
-    g_mutex_lock(&counters_lock);
+    g_mutex_lock(&rs->counters_lock);
     if (zero) {
-        ram_counters.duplicate++;
+        rs->counters.duplicate++;
     } else {
-        ram_counters.normal++;
+        rs->counters.normal++;
     }
-    counters_add_phase_bytes(bytes);
-    g_mutex_unlock(&counters_lock);
+    counters_add_phase_bytes(rs, bytes);
+    g_mutex_unlock(&rs->counters_lock);
 }
 
-static void counters_add_bytes(uint64_t bytes)
+static void counters_add_bytes(RAMState *rs, uint64_t bytes)
 {
-    g_mutex_lock(&counters_lock);
-    counters_add_phase_bytes(bytes);
-    g_mutex_unlock(&counters_lock);
+    g_mutex_lock(&rs->counters_lock);
+    counters_add_phase_bytes(rs, bytes);
+    g_mutex_unlock(&rs->counters_lock);
 }
 
-uint64_t ram_bytes_remaining(void)
+uint64_t ram_bytes_remaining(RAMState *rs)
 {
-    uint64_t pages = 0;
+    uint64_t pages;
 
-    /* QMP asks from the main thread while the migration thread may free. */
-    g_mutex_lock(&ram_state_lock);
-    if (ram_state) {
-        g_mutex_lock(&ram_state->bitmap_mutex);
-        pages = ram_state->migration_dirty_pages;
-        g_mutex_unlock(&ram_state->bitmap_mutex);
-    }
-    g_mutex_unlock(&ram_state_lock);
+    g_mutex_lock(&rs->bitmap_mutex);
+    pages = rs->migration_dirty_pages;
+    g_mutex_unlock(&rs->bitmap_mutex);
     return pages << TARGET_PAGE_BITS;
 }
 
-void ram_set_downtime_phase(bool in_downtime)
+void ram_set_downtime_phase(RAMState *rs, bool in_downtime)
 {
-    if (ram_state) {
-        ram_state->in_downtime = in_downtime;
-    }
+    g_mutex_lock(&rs->counters_lock);
+    rs->in_downtime = in_downtime;
+    g_mutex_unlock(&rs->counters_lock);
 }
 
-void ram_set_postcopy_phase(bool on)
+void ram_set_postcopy_phase(RAMState *rs, bool on)
 {
-    RAMState *rs = ram_state;
-
-    if (rs) {
-        rs->in_postcopy = on;
-        rs->in_downtime = false;
-        rs->pc_slice_start = g_get_monotonic_time();
-        rs->pc_slice_bytes = 0;
-    }
-}
-
-void ram_fill_query(JsonObject *ram, double mbps)
-{
-    RAMCounters c;
-
-    ram_counters_get(&c);
-    json_object_set_int_member(ram, "transferred", c.transferred);
-    json_object_set_int_member(ram, "remaining", c.remaining);
-    json_object_set_int_member(ram, "total", ram_bytes_total());
-    json_object_set_int_member(ram, "duplicate", c.duplicate);
-    json_object_set_int_member(ram, "skipped", 0);
-    json_object_set_int_member(ram, "normal", c.normal);
-    json_object_set_int_member(ram, "normal-bytes",
-                               c.normal << TARGET_PAGE_BITS);
-    json_object_set_int_member(ram, "dirty-pages-rate", c.dirty_pages_rate);
-    json_object_set_double_member(ram, "mbps", mbps);
-    json_object_set_int_member(ram, "dirty-sync-count", c.dirty_sync_count);
-    json_object_set_int_member(ram, "postcopy-requests",
-                               c.postcopy_requests);
-    json_object_set_int_member(ram, "page-size", TARGET_PAGE_SIZE);
-    json_object_set_int_member(ram, "multifd-bytes", 0);
-    json_object_set_int_member(ram, "pages-per-second", c.pages_per_second);
-    json_object_set_int_member(ram, "precopy-bytes", c.precopy_bytes);
-    json_object_set_int_member(ram, "downtime-bytes", c.downtime_bytes);
-    json_object_set_int_member(ram, "postcopy-bytes", c.postcopy_bytes);
-    json_object_set_int_member(ram, "dirty-sync-missed-zero-copy", 0);
+    g_mutex_lock(&rs->counters_lock);
+    rs->in_postcopy = on;
+    rs->in_downtime = false;
+    g_mutex_unlock(&rs->counters_lock);
+    rs->pc_slice_start = g_get_monotonic_time();
+    rs->pc_slice_bytes = 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -279,18 +263,6 @@ static void ram_bitmaps_free(void)
     g_ptr_array_free(blocks, true);
 }
 
-static void emit_pass_event(uint64_t pass)
-{
-    JsonObject *data;
-
-    if (!migrate_use_events()) {
-        return;
-    }
-    data = json_object_new();
-    json_object_set_int_member(data, "pass", pass);
-    qmp_event_emit("MIGRATION_PASS", data);
-}
-
 static void update_dirty_rate(RAMState *rs)
 {
     int64_t now = now_ms();
@@ -300,26 +272,25 @@ static void update_dirty_rate(RAMState *rs)
     if (elapsed < 1) {
         elapsed = 1;
     }
-    ram_counters_get(&c);
-    g_mutex_lock(&counters_lock);
-    ram_counters.dirty_pages_rate =
+    ram_counters_get(rs, &c);
+    g_mutex_lock(&rs->counters_lock);
+    rs->counters.dirty_pages_rate =
         rs->num_dirty_pages_period * 1000 / elapsed;
-    ram_counters.pages_per_second =
+    rs->counters.pages_per_second =
         (c.duplicate + c.normal - rs->pages_at_last_sync) * 1000 / elapsed;
-    g_mutex_unlock(&counters_lock);
+    g_mutex_unlock(&rs->counters_lock);
     rs->pages_at_last_sync = c.duplicate + c.normal;
     rs->num_dirty_pages_period = 0;
     rs->time_last_bitmap_sync = now;
 }
 
-bool migration_bitmap_sync(GError **errp)
+bool migration_bitmap_sync(RAMState *rs, GError **errp)
 {
-    RAMState *rs = ram_state;
     RAMBlock *rb;
     uint64_t pass;
     bool ok = true;
 
-    if (!rs) {
+    if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
@@ -344,11 +315,13 @@ bool migration_bitmap_sync(GError **errp)
         return false;
     }
 
-    g_mutex_lock(&counters_lock);
-    pass = ++ram_counters.dirty_sync_count;
-    g_mutex_unlock(&counters_lock);
+    g_mutex_lock(&rs->counters_lock);
+    pass = ++rs->counters.dirty_sync_count;
+    g_mutex_unlock(&rs->counters_lock);
     update_dirty_rate(rs);
-    emit_pass_event(pass);
+    if (migrate_use_events()) {
+        qapi_event_send_migration_pass(pass);
+    }
     return true;
 }
 
@@ -509,69 +482,62 @@ static void requests_clear(RAMState *rs)
     g_mutex_unlock(&rs->req_lock);
 }
 
-unsigned ram_postcopy_queue_length(void)
+unsigned ram_postcopy_queue_length(RAMState *rs)
 {
-    unsigned n = 0;
+    unsigned n;
 
-    g_mutex_lock(&ram_state_lock);
-    if (ram_state) {
-        g_mutex_lock(&ram_state->req_lock);
-        n = g_queue_get_length(&ram_state->requests);
-        g_mutex_unlock(&ram_state->req_lock);
-    }
-    g_mutex_unlock(&ram_state_lock);
+    g_mutex_lock(&rs->req_lock);
+    n = g_queue_get_length(&rs->requests);
+    g_mutex_unlock(&rs->req_lock);
     return n;
 }
 
-bool ram_postcopy_queue_request(const char *idstr, uint64_t start,
-                                uint64_t len, GError **errp)
+bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
+                                uint64_t start, uint64_t len, GError **errp)
 {
     RAMRequest *req;
     RAMBlock *rb;
-    bool ok = false;
 
-    g_mutex_lock(&ram_state_lock);
-    if (!ram_state) {
-        error_setg(errp, "page request for '%s' but RAM migration is not "
-                   "set up", idstr);
-        goto out;
-    }
     rcu_read_lock();
     rb = qemu_ram_block_by_name(idstr);
     rcu_read_unlock();
     /* RAMBlocks of a running migration are not freed (no hot-unplug). */
     if (!rb || !(rb->flags & RAM_MIGRATABLE)) {
         error_setg(errp, "page request for unknown RAMBlock '%s'", idstr);
-        goto out;
+        return false;
     }
     if (!len || !QEMU_IS_ALIGNED(start, rb->page_size) ||
         !QEMU_IS_ALIGNED(len, rb->page_size)) {
         error_setg(errp, "page request for '%s' at 0x%" PRIx64 "+0x%" PRIx64
                    " is not aligned to its page size 0x%zx", idstr, start,
                    len, rb->page_size);
-        goto out;
+        return false;
     }
     if (start >= rb->used_length || len > rb->used_length - start) {
         error_setg(errp, "page request for '%s' at 0x%" PRIx64 "+0x%" PRIx64
                    " is beyond its used length 0x%" PRIx64, idstr, start, len,
                    (uint64_t)rb->used_length);
-        goto out;
+        return false;
     }
     req = g_new(RAMRequest, 1);
     req->rb = rb;
     req->start = start;
     req->len = len;
-    g_mutex_lock(&ram_state->req_lock);
-    g_queue_push_tail(&ram_state->requests, req);
-    g_cond_broadcast(&ram_state->req_cond);
-    g_mutex_unlock(&ram_state->req_lock);
-    g_mutex_lock(&counters_lock);
-    ram_counters.postcopy_requests++;
-    g_mutex_unlock(&counters_lock);
-    ok = true;
-out:
-    g_mutex_unlock(&ram_state_lock);
-    return ok;
+    g_mutex_lock(&rs->req_lock);
+    if (!rs->active) {
+        g_mutex_unlock(&rs->req_lock);
+        g_free(req);
+        error_setg(errp, "page request for '%s' but RAM migration is not "
+                   "set up", idstr);
+        return false;
+    }
+    g_queue_push_tail(&rs->requests, req);
+    g_cond_broadcast(&rs->req_cond);
+    g_mutex_unlock(&rs->req_lock);
+    g_mutex_lock(&rs->counters_lock);
+    rs->counters.postcopy_requests++;
+    g_mutex_unlock(&rs->counters_lock);
+    return true;
 }
 
 /* Pick the next page to send: urgent queue first, then the scan. */
@@ -651,10 +617,7 @@ static void ram_save_target_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
     if (unsent) {
         clear_bit_atomic(page, unsent);
     }
-    counters_add_page(zero, bytes);
-    if (page_sent_hook) {
-        page_sent_hook(rb, page, page_sent_opaque);
-    }
+    counters_add_page(rs, zero, bytes);
 }
 
 /* Send every dirty target page of the host page holding pss->page. */
@@ -702,43 +665,57 @@ static int ram_find_and_save_block(RAMState *rs, QEMUFile *f)
     return pages;
 }
 
-static void put_eos(QEMUFile *f)
+static void put_eos(RAMState *rs, QEMUFile *f)
 {
     qemu_put_be64(f, RAM_SAVE_FLAG_EOS);
-    counters_add_bytes(8);
+    counters_add_bytes(rs, 8);
 }
 
-bool ram_save_setup(QEMUFile *f, GError **errp)
+/* Forget everything of a previous migration but the object itself. */
+static void ram_state_reset(RAMState *rs)
 {
-    RAMState *rs;
+    requests_clear(rs);
+    rs->last_seen_block = NULL;
+    rs->last_page = 0;
+    rs->last_sent_block = NULL;
+    rs->migration_dirty_pages = 0;
+    rs->num_dirty_pages_period = 0;
+    rs->pages_at_last_sync = 0;
+    rs->last_was_urgent = false;
+    rs->pc_slice_start = 0;
+    rs->pc_slice_bytes = 0;
+    rs->ra_block = NULL;
+    rs->ra_end = 0;
+    g_mutex_lock(&rs->counters_lock);
+    memset(&rs->counters, 0, sizeof(rs->counters));
+    rs->in_downtime = false;
+    rs->in_postcopy = false;
+    g_mutex_unlock(&rs->counters_lock);
+}
+
+bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp)
+{
     RAMBlock *rb;
     bool postcopy = migrate_postcopy_ram();
     uint64_t bytes = 8;
 
-    if (ram_state) {
-        ram_save_cleanup();
-    }
-    rs = g_new0(RAMState, 1);
-    g_mutex_init(&rs->bitmap_mutex);
-    g_mutex_init(&rs->req_lock);
-    g_cond_init(&rs->req_cond);
-    g_queue_init(&rs->requests);
-    g_mutex_lock(&counters_lock);
-    memset(&ram_counters, 0, sizeof(ram_counters));
-    g_mutex_unlock(&counters_lock);
+    ram_save_cleanup(rs);
+    ram_state_reset(rs);
+    g_mutex_lock(&rs->bitmap_mutex);
     ram_bitmaps_alloc(rs, postcopy);
+    g_mutex_unlock(&rs->bitmap_mutex);
     rs->time_last_bitmap_sync = now_ms();
-    g_mutex_lock(&ram_state_lock);
-    ram_state = rs;
-    g_mutex_unlock(&ram_state_lock);
+    g_mutex_lock(&rs->req_lock);
+    rs->active = true;
+    g_mutex_unlock(&rs->req_lock);
 
     if (!memory_global_dirty_log_start(errp)) {
-        ram_save_cleanup();
+        ram_save_cleanup(rs);
         return false;
     }
     /* The first sync re-arms the log; every page is dirty already. */
-    if (!migration_bitmap_sync(errp)) {
-        ram_save_cleanup();
+    if (!migration_bitmap_sync(rs, errp)) {
+        ram_save_cleanup(rs);
         return false;
     }
 
@@ -754,8 +731,8 @@ bool ram_save_setup(QEMUFile *f, GError **errp)
         }
     }
     rcu_read_unlock();
-    counters_add_bytes(bytes);
-    put_eos(f);
+    counters_add_bytes(rs, bytes);
+    put_eos(rs, f);
     return qemu_file_get_error_obj(f, errp) == 0;
 }
 
@@ -902,14 +879,13 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
     return done;
 }
 
-int ram_save_iterate(QEMUFile *f, GError **errp)
+int ram_save_iterate(RAMState *rs, QEMUFile *f, GError **errp)
 {
-    RAMState *rs = ram_state;
     int64_t t0 = now_ms();
     int done = 0;
     unsigned int i = 0;
 
-    if (!rs) {
+    if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return -1;
     }
@@ -917,7 +893,7 @@ int ram_save_iterate(QEMUFile *f, GError **errp)
         rcu_read_lock();
         done = ram_save_iterate_postcopy(rs, f);
         rcu_read_unlock();
-        put_eos(f);
+        put_eos(rs, f);
         qemu_fflush(f);
         return qemu_file_get_error_obj(f, errp) ? -1 : done;
     }
@@ -938,18 +914,16 @@ int ram_save_iterate(QEMUFile *f, GError **errp)
         }
     }
     rcu_read_unlock();
-    put_eos(f);
+    put_eos(rs, f);
     if (qemu_file_get_error_obj(f, errp)) {
         return -1;
     }
     return done;
 }
 
-bool ram_save_complete(QEMUFile *f, GError **errp)
+bool ram_save_complete(RAMState *rs, QEMUFile *f, GError **errp)
 {
-    RAMState *rs = ram_state;
-
-    if (!rs) {
+    if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
@@ -957,7 +931,7 @@ bool ram_save_complete(QEMUFile *f, GError **errp)
      * After the switch the VM is stopped and the bitmap is exact: a sync
      * could only add pages the destination already holds.
      */
-    if (!rs->in_postcopy && !migration_bitmap_sync(errp)) {
+    if (!rs->in_postcopy && !migration_bitmap_sync(rs, errp)) {
         return false;
     }
     rcu_read_lock();
@@ -969,7 +943,7 @@ bool ram_save_complete(QEMUFile *f, GError **errp)
         }
     }
     rcu_read_unlock();
-    put_eos(f);
+    put_eos(rs, f);
     return qemu_file_get_error_obj(f, errp) == 0;
 }
 
@@ -1040,10 +1014,9 @@ static unsigned long discard_chunk(RAMBlock *rb, unsigned long *bmap,
     return added;
 }
 
-long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
-                                void *opaque)
+long ram_postcopy_block_discard(RAMState *rs, RAMBlock *rb,
+                                RamDiscardSendFn fn, void *opaque)
 {
-    RAMState *rs = ram_state;
     unsigned long *bmap = rb->bmap;
     unsigned long npages = ramblock_pages(rb);
     unsigned long *disc;
@@ -1054,9 +1027,7 @@ long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
         return 0;
     }
     disc = bitmap_new(npages);
-    if (rs) {
-        g_mutex_lock(&rs->bitmap_mutex);
-    }
+    g_mutex_lock(&rs->bitmap_mutex);
     if (ramblock_host_page_pages(rb) == 1) {
         /*
          * Target page == host page: nothing to widen, the dirty map is
@@ -1068,10 +1039,8 @@ long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
     } else {
         added = discard_chunk(rb, bmap, disc);
     }
-    if (rs) {
-        rs->migration_dirty_pages += added;
-        g_mutex_unlock(&rs->bitmap_mutex);
-    }
+    rs->migration_dirty_pages += added;
+    g_mutex_unlock(&rs->bitmap_mutex);
     page = find_first_bit(disc, npages);
     while (page < npages) {
         unsigned long end = find_next_zero_bit(disc, npages, page);
@@ -1084,27 +1053,34 @@ long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
     return b.failed ? -1 : b.total;
 }
 
+typedef struct DiscardSendCtx {
+    RAMState *rs;
+    QEMUFile *f;
+} DiscardSendCtx;
+
 static int discard_send_cmd(void *opaque, const char *idstr, uint16_t n,
                             const uint64_t *start, const uint64_t *length)
 {
-    QEMUFile *f = opaque;
+    DiscardSendCtx *c = opaque;
     uint64_t bytes = 1 + 2 + 2 + 3 + strlen(idstr) + 16 * n;
 
-    counters_add_bytes(bytes);
-    return qemu_savevm_send_postcopy_ram_discard(f, idstr, n, start, length);
+    counters_add_bytes(c->rs, bytes);
+    return qemu_savevm_send_postcopy_ram_discard(c->f, idstr, n, start,
+                                                 length);
 }
 
-bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp)
+bool ram_postcopy_send_discard_bitmap(RAMState *rs, QEMUFile *f,
+                                      GError **errp)
 {
-    RAMState *rs = ram_state;
+    DiscardSendCtx ctx = { .rs = rs, .f = f };
     GPtrArray *blocks;
     bool ok = true;
 
-    if (!rs) {
+    if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
-    if (!migration_bitmap_sync(errp)) {
+    if (!migration_bitmap_sync(rs, errp)) {
         return false;
     }
     /* Restart the scan; the first postcopy record names its block. */
@@ -1115,7 +1091,7 @@ bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp)
     rcu_read_lock();
     for (guint i = 0; ok && i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
-        if (ram_postcopy_block_discard(rb, discard_send_cmd, f) < 0) {
+        if (ram_postcopy_block_discard(rs, rb, discard_send_cmd, &ctx) < 0) {
             ok = false;
         }
     }
@@ -1131,47 +1107,40 @@ bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp)
     return true;
 }
 
-uint64_t ram_save_pending(uint64_t max_size)
+uint64_t ram_save_pending(RAMState *rs, uint64_t max_size)
 {
-    uint64_t remaining = ram_bytes_remaining();
+    uint64_t remaining = ram_bytes_remaining(rs);
 
     /* Close to the end: refresh, the estimate may be stale. */
-    if (ram_state && remaining < max_size) {
+    if (rs->active && remaining < max_size) {
         GError *err = NULL;
 
-        if (!migration_bitmap_sync(&err)) {
+        if (!migration_bitmap_sync(rs, &err)) {
             g_error_free(err);
         }
-        remaining = ram_bytes_remaining();
+        remaining = ram_bytes_remaining(rs);
     }
     return remaining;
 }
 
-void ram_save_cleanup(void)
+void ram_save_cleanup(RAMState *rs)
 {
-    RAMState *rs = ram_state;
+    bool was_active;
 
-    if (!rs) {
+    g_mutex_lock(&rs->req_lock);
+    was_active = rs->active;
+    rs->active = false;
+    g_mutex_unlock(&rs->req_lock);
+    if (!was_active) {
         return;
     }
     memory_global_dirty_log_stop();
     ram_bitmaps_free();
-    g_mutex_lock(&ram_state_lock);
-    ram_state = NULL;
-    g_mutex_unlock(&ram_state_lock);
     requests_clear(rs);
-    g_mutex_clear(&rs->req_lock);
-    g_cond_clear(&rs->req_cond);
-    g_mutex_clear(&rs->bitmap_mutex);
-    g_free(rs);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Loading */
-
-/* Block of the previous record: CONTINUE refers to it, across sections. */
-static RAMBlock *load_last_block;
-static bool load_postcopy_advised;
 
 /*
  * Postcopy placement: the target pages of one host page are gathered in a
@@ -1186,26 +1155,66 @@ typedef struct PostcopyTmpPage {
     bool all_zero;
 } PostcopyTmpPage;
 
-static PostcopyTmpPage pc_tmp;
+/*
+ * The channels that may carry RAM records.  Each has its own "previous
+ * block" (CONTINUE refers to the last record of the same channel) and its
+ * own temporary page, because they are read by different threads.
+ */
+typedef enum RAMChannel {
+    RAM_CHANNEL_PRECOPY,        /* the main stream */
+    RAM_CHANNEL_POSTCOPY,       /* the postcopy-preempt channel */
+    RAM_CHANNEL_MAX,
+} RAMChannel;
 
-static void postcopy_tmp_free(void)
+typedef struct RAMLoadChannel {
+    RAMBlock *last_block;
+    PostcopyTmpPage tmp;
+} RAMLoadChannel;
+
+struct RAMLoadState {
+    bool postcopy_advised;
+    RAMLoadChannel ch[RAM_CHANNEL_MAX];
+};
+
+RAMLoadState *ram_load_state_new(void)
 {
-    free(pc_tmp.buf);
-    memset(&pc_tmp, 0, sizeof(pc_tmp));
+    return g_new0(RAMLoadState, 1);
 }
 
-
-void ram_load_set_postcopy_advised(bool advised)
+static void ram_load_channels_reset(RAMLoadState *rls)
 {
-    load_postcopy_advised = advised;
+    for (int i = 0; i < RAM_CHANNEL_MAX; i++) {
+        free(rls->ch[i].tmp.buf);
+        memset(&rls->ch[i], 0, sizeof(rls->ch[i]));
+    }
 }
 
-bool ram_load_setup(GError **errp)
+void ram_load_state_free(RAMLoadState *rls)
+{
+    if (rls) {
+        ram_load_channels_reset(rls);
+        g_free(rls);
+    }
+}
+
+void ram_load_set_postcopy_advised(MigrationIncomingState *mis,
+                                   bool advised)
+{
+    mis->ram_load->postcopy_advised = advised;
+}
+
+void ram_load_discard_tmp_pages(MigrationIncomingState *mis)
+{
+    for (int i = 0; i < RAM_CHANNEL_MAX; i++) {
+        mis->ram_load->ch[i].tmp.got = 0;
+    }
+}
+
+bool ram_load_setup(MigrationIncomingState *mis, GError **errp)
 {
     GPtrArray *blocks = ram_blocks_snapshot(true);
 
-    load_last_block = NULL;
-    pc_tmp.got = 0;
+    ram_load_channels_reset(mis->ram_load);
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -1215,12 +1224,11 @@ bool ram_load_setup(GError **errp)
     return true;
 }
 
-void ram_load_cleanup(void)
+void ram_load_cleanup(MigrationIncomingState *mis)
 {
     GPtrArray *blocks = ram_blocks_snapshot(false);
 
-    load_last_block = NULL;
-    postcopy_tmp_free();
+    ram_load_channels_reset(mis->ram_load);
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -1229,7 +1237,8 @@ void ram_load_cleanup(void)
     g_ptr_array_free(blocks, true);
 }
 
-static bool read_block_list(QEMUFile *f, uint64_t total, GError **errp)
+static bool read_block_list(RAMLoadState *rls, QEMUFile *f, uint64_t total,
+                            GError **errp)
 {
     uint64_t ours = ram_bytes_total();
 
@@ -1263,7 +1272,7 @@ static bool read_block_list(QEMUFile *f, uint64_t total, GError **errp)
                        (uint64_t)rb->used_length);
             return false;
         }
-        if (load_postcopy_advised && migrate_postcopy_ram() &&
+        if (rls->postcopy_advised && migrate_postcopy_ram() &&
             rb->page_size != TARGET_PAGE_SIZE) {
             uint64_t remote = qemu_get_be64(f);
 
@@ -1285,13 +1294,13 @@ static bool read_block_list(QEMUFile *f, uint64_t total, GError **errp)
 }
 
 /* The block a ZERO/PAGE record refers to, checking the offset. */
-static RAMBlock *load_block(QEMUFile *f, uint64_t flags, uint64_t offset,
-                            GError **errp)
+static RAMBlock *load_block(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
+                            uint64_t offset, GError **errp)
 {
     RAMBlock *rb;
 
     if (flags & RAM_SAVE_FLAG_CONTINUE) {
-        rb = load_last_block;
+        rb = ch->last_block;
         if (!rb) {
             error_setg(errp, "RAM page record with CONTINUE but no "
                        "previous block");
@@ -1322,7 +1331,7 @@ static RAMBlock *load_block(QEMUFile *f, uint64_t flags, uint64_t offset,
                    (uint64_t)rb->used_length);
         return NULL;
     }
-    load_last_block = rb;
+    ch->last_block = rb;
     return rb;
 }
 
@@ -1335,10 +1344,10 @@ static void mark_received(RAMBlock *rb, uint64_t offset)
     }
 }
 
-static bool load_page(QEMUFile *f, uint64_t flags, uint64_t offset,
-                      GError **errp)
+static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
+                      uint64_t offset, GError **errp)
 {
-    RAMBlock *rb = load_block(f, flags, offset, errp);
+    RAMBlock *rb = load_block(ch, f, flags, offset, errp);
     uint8_t *host;
 
     if (!rb) {
@@ -1368,36 +1377,39 @@ static bool load_page(QEMUFile *f, uint64_t flags, uint64_t offset,
     return true;
 }
 
-static bool postcopy_tmp_prepare(RAMBlock *rb, ram_addr_t host_offset,
-                                 GError **errp)
+static bool postcopy_tmp_prepare(PostcopyTmpPage *tmp, RAMBlock *rb,
+                                 ram_addr_t host_offset, GError **errp)
 {
     size_t size = MAX(rb->page_size, (size_t)TARGET_PAGE_SIZE);
 
-    if (pc_tmp.size < size) {
+    if (tmp->size < size) {
         void *p;
 
-        free(pc_tmp.buf);
-        pc_tmp.buf = NULL;
-        pc_tmp.size = 0;
+        free(tmp->buf);
+        tmp->buf = NULL;
+        tmp->size = 0;
         if (posix_memalign(&p, size, size)) {
             error_setg(errp, "postcopy: cannot allocate a %zu byte "
                        "temporary page", size);
             return false;
         }
-        pc_tmp.buf = p;
-        pc_tmp.size = size;
+        tmp->buf = p;
+        tmp->size = size;
     }
-    pc_tmp.rb = rb;
-    pc_tmp.host_offset = host_offset;
-    pc_tmp.got = 0;
-    pc_tmp.all_zero = true;
+    tmp->rb = rb;
+    tmp->host_offset = host_offset;
+    tmp->got = 0;
+    tmp->all_zero = true;
     return true;
 }
 
-static bool load_page_postcopy(QEMUFile *f, uint64_t flags, uint64_t offset,
+static bool load_page_postcopy(MigrationIncomingState *mis,
+                               RAMLoadChannel *ch, QEMUFile *f,
+                               uint64_t flags, uint64_t offset,
                                GError **errp)
 {
-    RAMBlock *rb = load_block(f, flags, offset, errp);
+    PostcopyTmpPage *tmp = &ch->tmp;
+    RAMBlock *rb = load_block(ch, f, flags, offset, errp);
     size_t hps;
     ram_addr_t hp_off;
     unsigned long need;
@@ -1410,33 +1422,33 @@ static bool load_page_postcopy(QEMUFile *f, uint64_t flags, uint64_t offset,
     hps = MAX(rb->page_size, (size_t)TARGET_PAGE_SIZE);
     hp_off = QEMU_ALIGN_DOWN(offset, hps);
     need = hps >> TARGET_PAGE_BITS;
-    if (pc_tmp.got == 0) {
-        if (!postcopy_tmp_prepare(rb, hp_off, errp)) {
+    if (tmp->got == 0) {
+        if (!postcopy_tmp_prepare(tmp, rb, hp_off, errp)) {
             return false;
         }
-    } else if (pc_tmp.rb != rb || pc_tmp.host_offset != hp_off) {
+    } else if (tmp->rb != rb || tmp->host_offset != hp_off) {
         error_setg(errp, "postcopy: non-same host page: page 0x%" PRIx64
                    " of \"%s\" arrived while host page 0x%" PRIx64 " of "
                    "\"%s\" has %lu of %lu target pages", offset, rb->idstr,
-                   (uint64_t)pc_tmp.host_offset, pc_tmp.rb->idstr,
-                   pc_tmp.got, need);
+                   (uint64_t)tmp->host_offset, tmp->rb->idstr,
+                   tmp->got, need);
         return false;
     }
-    if (offset != hp_off + (pc_tmp.got << TARGET_PAGE_BITS)) {
+    if (offset != hp_off + (tmp->got << TARGET_PAGE_BITS)) {
         error_setg(errp, "postcopy: page 0x%" PRIx64 " of \"%s\" out of "
                    "order in its host page (expected 0x%" PRIx64 ")", offset,
                    rb->idstr, (uint64_t)(hp_off +
-                                         (pc_tmp.got << TARGET_PAGE_BITS)));
+                                         (tmp->got << TARGET_PAGE_BITS)));
         return false;
     }
-    dst = pc_tmp.buf + (offset - hp_off);
-    src = pc_tmp.buf;
+    dst = tmp->buf + (offset - hp_off);
+    src = tmp->buf;
     if (flags & RAM_SAVE_FLAG_ZERO) {
         int fill = qemu_get_byte(f);
 
         memset(dst, fill, TARGET_PAGE_SIZE);
         if (fill) {
-            pc_tmp.all_zero = false;
+            tmp->all_zero = false;
         }
     } else {
         uint8_t *p = dst;
@@ -1460,22 +1472,24 @@ static bool load_page_postcopy(QEMUFile *f, uint64_t flags, uint64_t offset,
             }
             return false;
         }
-        pc_tmp.all_zero = false;
+        tmp->all_zero = false;
     }
     if (qemu_file_get_error_obj(f, errp)) {
         return false;
     }
-    if (++pc_tmp.got < need) {
+    if (++tmp->got < need) {
         return true;
     }
-    pc_tmp.got = 0;
-    if (pc_tmp.all_zero) {
-        return postcopy_place_page_zero(rb, hp_off, errp);
+    tmp->got = 0;
+    if (tmp->all_zero) {
+        return postcopy_place_page_zero(mis, rb, hp_off, errp);
     }
-    return postcopy_place_page(rb, hp_off, src, errp);
+    return postcopy_place_page(mis, rb, hp_off, src, errp);
 }
 
-static bool ram_load_postcopy(QEMUFile *f, GError **errp)
+static bool ram_load_postcopy(MigrationIncomingState *mis,
+                              RAMLoadChannel *ch, QEMUFile *f,
+                              GError **errp)
 {
     for (;;) {
         uint64_t word = qemu_get_be64(f);
@@ -1490,7 +1504,7 @@ static bool ram_load_postcopy(QEMUFile *f, GError **errp)
         case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
         case RAM_SAVE_FLAG_PAGE:
         case RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE:
-            if (!load_page_postcopy(f, flags, offset, errp)) {
+            if (!load_page_postcopy(mis, ch, f, flags, offset, errp)) {
                 return false;
             }
             break;
@@ -1519,8 +1533,31 @@ static bool ram_load_postcopy(QEMUFile *f, GError **errp)
     }
 }
 
-bool ram_load(QEMUFile *f, int version_id, GError **errp)
+/*
+ * Which channel f is.  Once postcopy listens, the listen thread reads the
+ * main stream and places pages: RAM from any other file (the PACKAGED
+ * blob the main loader is still reading) would race with it over the
+ * channel's state and could overwrite placed pages, so it is refused.
+ */
+static RAMLoadChannel *load_channel(MigrationIncomingState *mis, QEMUFile *f,
+                                    bool postcopy, GError **errp)
 {
+    if (!postcopy) {
+        return &mis->ram_load->ch[RAM_CHANNEL_PRECOPY];
+    }
+    if (f == mis->from_src_file) {
+        return &mis->ram_load->ch[RAM_CHANNEL_PRECOPY];
+    }
+    error_setg(errp, "postcopy: RAM records after POSTCOPY_LISTEN must "
+               "come on the main stream, not inside the PACKAGED blob");
+    return NULL;
+}
+
+bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
+              GError **errp)
+{
+    bool postcopy = postcopy_is_running(mis);
+    RAMLoadChannel *ch;
     bool ok = true;
 
     if (version_id != RAM_SECTION_VERSION) {
@@ -1528,9 +1565,13 @@ bool ram_load(QEMUFile *f, int version_id, GError **errp)
                    version_id, RAM_SECTION_VERSION);
         return false;
     }
-    if (postcopy_is_running()) {
+    ch = load_channel(mis, f, postcopy, errp);
+    if (!ch) {
+        return false;
+    }
+    if (postcopy) {
         rcu_read_lock();
-        ok = ram_load_postcopy(f, errp);
+        ok = ram_load_postcopy(mis, ch, f, errp);
         rcu_read_unlock();
         return ok;
     }
@@ -1546,13 +1587,13 @@ bool ram_load(QEMUFile *f, int version_id, GError **errp)
         }
         switch (flags) {
         case RAM_SAVE_FLAG_MEM_SIZE:
-            ok = read_block_list(f, offset, errp);
+            ok = read_block_list(mis->ram_load, f, offset, errp);
             break;
         case RAM_SAVE_FLAG_ZERO:
         case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
         case RAM_SAVE_FLAG_PAGE:
         case RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE:
-            ok = load_page(f, flags, offset, errp);
+            ok = load_page(ch, f, flags, offset, errp);
             break;
         case RAM_SAVE_FLAG_EOS:
             if (offset) {
@@ -1576,6 +1617,15 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Registration with savevm */
 
+/*
+ * The section handlers are registered once for the process; they act on
+ * the current outgoing or incoming migration object.
+ */
+static RAMState *src_ram(void)
+{
+    return migrate_get_current()->ram;
+}
+
 /* Hand a GError to the file, where savevm picks up the message. */
 static int ram_fail(QEMUFile *f, GError *err)
 {
@@ -1587,13 +1637,13 @@ static int ram_h_save_setup(QEMUFile *f, void *opaque)
 {
     GError *err = NULL;
 
-    return ram_save_setup(f, &err) ? 0 : ram_fail(f, err);
+    return ram_save_setup(src_ram(), f, &err) ? 0 : ram_fail(f, err);
 }
 
 static int ram_h_save_iterate(QEMUFile *f, void *opaque)
 {
     GError *err = NULL;
-    int ret = ram_save_iterate(f, &err);
+    int ret = ram_save_iterate(src_ram(), f, &err);
 
     return ret < 0 ? ram_fail(f, err) : ret;
 }
@@ -1602,7 +1652,7 @@ static int ram_h_save_complete(QEMUFile *f, void *opaque)
 {
     GError *err = NULL;
 
-    return ram_save_complete(f, &err) ? 0 : ram_fail(f, err);
+    return ram_save_complete(src_ram(), f, &err) ? 0 : ram_fail(f, err);
 }
 
 static void ram_h_pending(uint64_t remaining, uint64_t *must_precopy,
@@ -1618,18 +1668,20 @@ static void ram_h_pending(uint64_t remaining, uint64_t *must_precopy,
 static void ram_h_pending_estimate(void *opaque, uint64_t *must_precopy,
                                    uint64_t *can_postcopy)
 {
-    ram_h_pending(ram_bytes_remaining(), must_precopy, can_postcopy);
+    ram_h_pending(ram_bytes_remaining(src_ram()), must_precopy,
+                  can_postcopy);
 }
 
 static void ram_h_pending_exact(void *opaque, uint64_t *must_precopy,
                                 uint64_t *can_postcopy)
 {
-    ram_h_pending(ram_save_pending(UINT64_MAX), must_precopy, can_postcopy);
+    ram_h_pending(ram_save_pending(src_ram(), UINT64_MAX), must_precopy,
+                  can_postcopy);
 }
 
 static void ram_h_save_cleanup(void *opaque)
 {
-    ram_save_cleanup();
+    ram_save_cleanup(src_ram());
 }
 
 static bool ram_h_has_postcopy(void *opaque)
@@ -1641,19 +1693,21 @@ static int ram_h_load_setup(QEMUFile *f, void *opaque)
 {
     GError *err = NULL;
 
-    return ram_load_setup(&err) ? 0 : ram_fail(f, err);
+    return ram_load_setup(migration_incoming_get_current(), &err) ?
+           0 : ram_fail(f, err);
 }
 
 static int ram_h_load_state(QEMUFile *f, void *opaque, int version_id)
 {
     GError *err = NULL;
 
-    return ram_load(f, version_id, &err) ? 0 : ram_fail(f, err);
+    return ram_load(migration_incoming_get_current(), f, version_id, &err) ?
+           0 : ram_fail(f, err);
 }
 
 static int ram_h_load_cleanup(void *opaque)
 {
-    ram_load_cleanup();
+    ram_load_cleanup(migration_incoming_get_current());
     return 0;
 }
 

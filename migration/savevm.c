@@ -21,8 +21,19 @@ typedef struct SaveStateEntry {
     void *opaque;
 } SaveStateEntry;
 
-/* In registration order, which is also the order sections are sent. */
-static GPtrArray *savevm_handlers;
+/*
+ * The registry of state handlers: the one process-wide table of what a
+ * migration carries.  Handlers register at start-up from the main thread;
+ * the migration threads only read it while a migration runs.
+ */
+typedef struct SaveVMRegistry {
+    /* In registration order, which is also the order sections are sent. */
+    GPtrArray *handlers;
+    const LoadvmPostcopyOps *postcopy_ops;
+} SaveVMRegistry;
+
+static SaveVMRegistry savevm_registry;
+
 /*
  * Section ids start at 1: a QEMU 7.2 destination resolves PART/END ids
  * against every handler's last loaded id, which is 0 for handlers not
@@ -30,15 +41,26 @@ static GPtrArray *savevm_handlers;
  * handler (seen: RAM as id 0 reached "timer" and failed the load).
  */
 #define FIRST_SECTION_ID 1
-static uint32_t next_section_id = FIRST_SECTION_ID;
-static const LoadvmPostcopyOps *postcopy_ops;
 
 static GPtrArray *handlers(void)
 {
-    if (!savevm_handlers) {
-        savevm_handlers = g_ptr_array_new_with_free_func(g_free);
+    if (!savevm_registry.handlers) {
+        savevm_registry.handlers = g_ptr_array_new_with_free_func(g_free);
     }
-    return savevm_handlers;
+    return savevm_registry.handlers;
+}
+
+/*
+ * A section's id is its place in the registry: the same set of handlers
+ * always numbers its sections the same way, whatever came and went before.
+ */
+static void renumber_sections(void)
+{
+    GPtrArray *a = handlers();
+
+    for (guint i = 0; i < a->len; i++) {
+        ((SaveStateEntry *)a->pdata[i])->section_id = FIRST_SECTION_ID + i;
+    }
 }
 
 static SaveStateEntry *find_se(const char *idstr, uint32_t instance_id)
@@ -68,8 +90,8 @@ static SaveStateEntry *se_add(const char *idstr, uint32_t instance_id,
     g_strlcpy(se->idstr, idstr, sizeof(se->idstr));
     se->instance_id = instance_id;
     se->version_id = version_id;
-    se->section_id = next_section_id++;
     g_ptr_array_add(handlers(), se);
+    renumber_sections();
     return se;
 }
 
@@ -107,6 +129,7 @@ void unregister_savevm(const char *idstr, uint32_t instance_id)
 
     if (se) {
         g_ptr_array_remove(handlers(), se);
+        renumber_sections();
     }
 }
 
@@ -119,15 +142,10 @@ void vmstate_unregister(const VMStateDescription *vmsd, void *opaque)
 
         if (se->vmsd == vmsd && se->opaque == opaque) {
             g_ptr_array_remove_index(a, i);
+            renumber_sections();
             return;
         }
     }
-}
-
-void savevm_unregister_all(void)
-{
-    g_ptr_array_set_size(handlers(), 0);
-    next_section_id = FIRST_SECTION_ID;
 }
 
 static const char *machine_name(void)
@@ -545,14 +563,14 @@ typedef struct LoadStateEntry {
 
 void loadvm_register_postcopy_ops(const LoadvmPostcopyOps *ops)
 {
-    postcopy_ops = ops;
+    savevm_registry.postcopy_ops = ops;
 }
 
 void loadvm_context_init(LoadVMContext *ctx, QEMUFile *from_src)
 {
     memset(ctx, 0, sizeof(*ctx));
     ctx->from_src = from_src;
-    ctx->postcopy_ops = postcopy_ops;
+    ctx->postcopy_ops = savevm_registry.postcopy_ops;
     g_mutex_init(&ctx->rp_mutex);
     g_mutex_init(&ctx->sections_lock);
     ctx->sections = g_hash_table_new_full(g_direct_hash, g_direct_equal,

@@ -13,6 +13,9 @@
 
 typedef struct QEMUFile QEMUFile;
 typedef struct LoadVMContext LoadVMContext;
+typedef struct RAMState RAMState;
+typedef struct RAMLoadState RAMLoadState;
+typedef struct PostcopyIncomingState PostcopyIncomingState;
 
 /* QEMU 7.2 MigrationStatus, in QAPI order (the strings are the contract). */
 typedef enum MigrationStatus {
@@ -77,10 +80,22 @@ typedef struct MigrationParameters {
 #define MIGRATION_DEFAULT_DOWNTIME_LIMIT 300
 #define MIGRATION_MAX_DOWNTIME_LIMIT 2000000
 
+/*
+ * The source side of a migration: everything an outgoing migration owns.
+ * One object lives for the whole process (migrate_get_current()); each
+ * "migrate" resets its per-migration parts.  Threads: the main thread
+ * (QMP) starts, cancels and queries; the migration thread ("live_migration")
+ * runs it; the return-path thread reads the destination's messages.
+ */
 typedef struct MigrationState {
     MigrationStatus status;             /* atomic; see migrate_set_state */
     QemuThread thread;
     bool thread_running;                /* thread created, not yet joined */
+    /*
+     * to_dst_file is created and closed by the migration thread and shut
+     * down by cancel from the main thread: both under qemu_file_lock.
+     */
+    GMutex qemu_file_lock;
     QEMUFile *to_dst_file;
     QEMUFile *rp_file;                  /* return path (reads from dst) */
     QemuThread rp_thread;
@@ -119,20 +134,45 @@ typedef struct MigrationState {
     bool start_postcopy;                /* atomic */
     /* The postcopy package (with RUN) went out: the source cannot resume. */
     bool postcopy_after_devices;
+
+    /* RAM: bitmaps, page search, urgent queue, counters (ram.c). */
+    RAMState *ram;
 } MigrationState;
 
+/*
+ * The destination side: the channel(s), the loader threads and their
+ * state.  Threads: the main thread (QMP, accept), the loader thread
+ * ("mig/dst/main"), and in postcopy the listen thread and the fault thread
+ * (postcopy-ram.c), each with what it owns documented in docs/threads.md.
+ */
 typedef struct MigrationIncomingState {
-    MigrationStatus status;
-    QEMUFile *from_src_file;
+    MigrationStatus status;             /* atomic; see migrate_set_state */
+    QEMUFile *from_src_file;            /* main stream */
     QEMUFile *to_src_file;              /* return path */
     QemuThread thread;
     bool thread_running;
+    bool deferred;                      /* -incoming defer */
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
     GMutex error_lock;
     char *error_desc;
+
+    /* The RAM loader's per-channel state (ram.c). */
+    RAMLoadState *ram_load;
+    /* Postcopy: state machine, userfaultfd, threads, statistics. */
+    PostcopyIncomingState *postcopy;
 } MigrationIncomingState;
 
+/*
+ * Constructors: the program makes one of each at start-up (the current
+ * objects); tests make their own the same way.
+ */
+MigrationState *migration_state_new(void);
+void migration_state_free(MigrationState *s);
+MigrationIncomingState *migration_incoming_state_new(void);
+void migration_incoming_state_free(MigrationIncomingState *mis);
+
+/* The process's current outgoing and incoming migration objects. */
 MigrationState *migrate_get_current(void);
 MigrationIncomingState *migration_incoming_get_current(void);
 
@@ -162,6 +202,15 @@ uint64_t migrate_max_postcopy_bandwidth(void);
 void migrate_set_error(MigrationState *s, const GError *err);
 void migration_incoming_set_error(MigrationIncomingState *mis,
                                   const GError *err);
+/* A copy of the first error (NULL if none); g_free it. */
+char *migrate_get_error_desc(MigrationState *s);
+char *migration_incoming_get_error_desc(MigrationIncomingState *mis);
+/* Port bound by a listening tcp destination (-1 if none). */
+int migration_incoming_listen_port(MigrationIncomingState *mis);
+
+/* Events (migration-qmp.c builds them), sent only with "events" on. */
+void qapi_event_send_migration(MigrationStatus status);
+void qapi_event_send_migration_pass(uint64_t pass);
 
 /* QMP entry points shared with migration-qmp.c */
 bool migrate_start(const char *uri, GError **errp);
@@ -176,14 +225,10 @@ bool migrate_start_postcopy(GError **errp);
 void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
     G_GNUC_NORETURN;
 bool migrate_incoming_qmp(const char *uri, GError **errp);
-/* query-migrate's answer, source or destination view */
-JsonObject *migration_query(void);
 /* Whether c may be set to on now (support, no migration running). */
 bool migrate_capability_check(MigrationCapability c, bool on, GError **errp);
 /* Set capability c to on (checks support and idleness). */
 bool migrate_set_capability(MigrationCapability c, bool on, GError **errp);
 bool migration_is_running_any(void);
-/* -incoming defer seen: migrate-incoming allowed once */
-extern bool migration_incoming_deferred;
 
 #endif

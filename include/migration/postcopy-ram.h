@@ -8,7 +8,6 @@
 
 #include "qemu/osdep.h"
 #include "exec/ramblock.h"
-#include <json-glib/json-glib.h>
 
 /* The destination's postcopy state; the numbers appear in messages. */
 typedef enum PostcopyState {
@@ -20,33 +19,46 @@ typedef enum PostcopyState {
     POSTCOPY_INCOMING_END,
 } PostcopyState;
 
+typedef struct MigrationIncomingState MigrationIncomingState;
+/*
+ * The destination's postcopy machinery (userfaultfd, fault and listen
+ * threads, per-block request maps, statistics); one per
+ * MigrationIncomingState (mis->postcopy).
+ */
+typedef struct PostcopyIncomingState PostcopyIncomingState;
+
+PostcopyIncomingState *postcopy_incoming_state_new(void);
+void postcopy_incoming_state_free(PostcopyIncomingState *pis);
+
 const char *postcopy_state_str(PostcopyState s);
-PostcopyState postcopy_state_get(void);
+PostcopyState postcopy_state_get(MigrationIncomingState *mis);
 /* Unconditional: reset at the start of an incoming migration (and tests). */
-void postcopy_state_set(PostcopyState s);
+void postcopy_state_set(MigrationIncomingState *mis, PostcopyState s);
 /* Compare-and-swap transition; false if the state was not old. */
-bool postcopy_state_cas(PostcopyState old, PostcopyState new_state);
+bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
+                        PostcopyState new_state);
 /* LISTENING or RUNNING: RAM records are placed with userfaultfd. */
-bool postcopy_is_running(void);
+bool postcopy_is_running(MigrationIncomingState *mis);
 
 /*
  * Can this host do postcopy?  userfaultfd syscall, API handshake, a test
  * area registered in MISSING mode offering WAKE/COPY/ZEROPAGE, target page
- * <= host page.  The error names the failing step.
+ * <= host page.  The error names the failing step.  *features (optional)
+ * gets the features the kernel offers.
  */
-bool postcopy_ram_supported_by_host(GError **errp);
+bool postcopy_ram_supported_by_host(uint64_t *features, GError **errp);
 
 /* Register the POSTCOPY_* command handlers with savevm (idempotent). */
 void postcopy_ram_init(void);
 /* Forget everything of a previous incoming migration. */
-void postcopy_incoming_reset(void);
+void postcopy_incoming_reset(MigrationIncomingState *mis);
 /*
  * The incoming (main) loader returned after POSTCOPY_RUN: the listen
  * thread may now finish.  Then wait for the listen thread (it sends SHUT
  * and sets "completed").
  */
-void postcopy_incoming_main_done(void);
-void postcopy_incoming_wait(void);
+void postcopy_incoming_main_done(MigrationIncomingState *mis);
+void postcopy_incoming_wait(MigrationIncomingState *mis);
 
 /*
  * Place a whole host page of rb at offset (aligned to rb->page_size)
@@ -54,22 +66,38 @@ void postcopy_incoming_wait(void);
  * drops it from the requested set, records the fault latency.  An already
  * present page (EEXIST) is an error naming block and offset.
  */
-bool postcopy_place_page(RAMBlock *rb, ram_addr_t offset, const void *from,
-                         GError **errp);
-bool postcopy_place_page_zero(RAMBlock *rb, ram_addr_t offset,
-                              GError **errp);
+bool postcopy_place_page(MigrationIncomingState *mis, RAMBlock *rb,
+                         ram_addr_t offset, const void *from, GError **errp);
+bool postcopy_place_page_zero(MigrationIncomingState *mis, RAMBlock *rb,
+                              ram_addr_t offset, GError **errp);
 
 /*
- * The in-flight set (requested host pages) of the fault thread; exposed
- * for tests.  mark returns false if the host page was already requested.
+ * The in-flight set (requested host pages) of the fault thread.  mark
+ * returns false if the host page was already requested.
  */
-bool postcopy_request_mark(RAMBlock *rb, ram_addr_t offset);
-bool postcopy_request_pending(RAMBlock *rb, ram_addr_t offset);
-
-/* query-migrate fields of the destination (blocktime, latency). */
-void postcopy_fill_query(JsonObject *o);
+bool postcopy_request_mark(MigrationIncomingState *mis, RAMBlock *rb,
+                           ram_addr_t offset);
+bool postcopy_request_pending(MigrationIncomingState *mis, RAMBlock *rb,
+                              ram_addr_t offset);
 
 /* Latency histogram buckets: [2^N, 2^(N+1)) us, N = 0..23 */
 #define POSTCOPY_LATENCY_BUCKETS 24
+
+/* The destination's fault statistics, for query-migrate. */
+typedef struct PostcopyStatsInfo {
+    bool blocktime;                 /* postcopy-blocktime was on */
+    uint64_t blocktime_ms;          /* all vCPUs blocked at once */
+    int nvcpus;
+    uint64_t *vcpu_blocktime_ms;    /* nvcpus entries */
+    bool did_postcopy;              /* the fields below are meaningful */
+    uint64_t faults;                /* page requests sent */
+    uint64_t latency_max_us;
+    uint64_t latency_p50_us;
+    uint64_t latency_p99_us;
+    uint64_t histogram[POSTCOPY_LATENCY_BUCKETS];
+} PostcopyStatsInfo;
+
+void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out);
+void postcopy_stats_info_clear(PostcopyStatsInfo *info);
 
 #endif

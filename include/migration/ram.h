@@ -7,7 +7,6 @@
 
 #include "qemu/osdep.h"
 #include "exec/ramblock.h"
-#include <json-glib/json-glib.h>
 
 typedef struct QEMUFile QEMUFile;
 
@@ -25,6 +24,19 @@ typedef struct QEMUFile QEMUFile;
 #define RAM_SECTION_IDSTR "ram"
 #define RAM_SECTION_VERSION 4
 
+/*
+ * The source's RAM migration state.  One RAMState belongs to each
+ * MigrationState for its whole life (ram_state_new at creation): bitmaps
+ * and queues are set up per migration by ram_save_setup and dropped by
+ * ram_save_cleanup, but the object and its counters stay, so that
+ * query-migrate (main thread) never races with the migration thread
+ * freeing it.
+ */
+typedef struct RAMState RAMState;
+
+RAMState *ram_state_new(void);
+void ram_state_free(RAMState *rs);
+
 /* Counters of the current (or last) outgoing migration. */
 typedef struct RAMCounters {
     uint64_t transferred;       /* bytes put in the stream by ram */
@@ -38,43 +50,60 @@ typedef struct RAMCounters {
     uint64_t dirty_pages_rate;  /* pages/s over the last sync period */
     uint64_t pages_per_second;
     uint64_t remaining;         /* bytes still dirty */
+    uint64_t total;             /* bytes of migratable RAM */
 } RAMCounters;
 
-/* Snapshot of the counters (thread-safe). */
-void ram_counters_get(RAMCounters *out);
-/* Fill the query-migrate "ram" object. */
-void ram_fill_query(JsonObject *ram, double mbps);
-/* Remaining dirty bytes, the convergence estimate. */
-uint64_t ram_bytes_remaining(void);
+/* Snapshot of the counters (any thread). */
+void ram_counters_get(RAMState *rs, RAMCounters *out);
+/* Remaining dirty bytes, the convergence estimate (any thread). */
+uint64_t ram_bytes_remaining(RAMState *rs);
 
 /*
  * The migration phase ram is in, for the downtime/postcopy byte split:
  * true once the VM is stopped for completion.
  */
-void ram_set_downtime_phase(bool in_downtime);
+void ram_set_downtime_phase(RAMState *rs, bool in_downtime);
 
 /*
- * Section handlers.  Save side (source): setup writes the block list,
- * iterate sends dirty pages until the rate limit or ~50 ms, complete sends
- * everything left after a final sync; all end with EOS.  iterate returns
- * 1 when nothing was dirty any more, 0 if there is more, -1 on error.
+ * Save side (source), called by the migration thread through the "ram"
+ * section handlers: setup writes the block list, iterate sends dirty
+ * pages until the rate limit or ~50 ms, complete sends everything left
+ * after a final sync; all end with EOS.  iterate returns 1 when nothing
+ * was dirty any more, 0 if there is more, -1 on error.
  */
-bool ram_save_setup(QEMUFile *f, GError **errp);
-int ram_save_iterate(QEMUFile *f, GError **errp);
-bool ram_save_complete(QEMUFile *f, GError **errp);
+bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp);
+int ram_save_iterate(RAMState *rs, QEMUFile *f, GError **errp);
+bool ram_save_complete(RAMState *rs, QEMUFile *f, GError **errp);
 /*
  * Remaining dirty bytes; when that is below max_size the dirty log is
  * synced first, since the estimate may be stale close to the end.
  */
-uint64_t ram_save_pending(uint64_t max_size);
-void ram_save_cleanup(void);
+uint64_t ram_save_pending(RAMState *rs, uint64_t max_size);
+void ram_save_cleanup(RAMState *rs);
 
-/* Load side (destination). */
-bool ram_load_setup(GError **errp);
-bool ram_load(QEMUFile *f, int version_id, GError **errp);
-void ram_load_cleanup(void);
+/*
+ * Load side (destination).  The loader's state lives in the
+ * MigrationIncomingState (mis->ram_load): one RAMLoadChannel per channel
+ * that carries RAM records, each with the block of its last record (for
+ * CONTINUE) and its half-gathered postcopy host page.  After
+ * POSTCOPY_LISTEN only the listen thread's stream (and the preempt
+ * channel) may carry RAM: records from anywhere else, such as the
+ * PACKAGED blob, are refused.
+ */
+typedef struct MigrationIncomingState MigrationIncomingState;
+typedef struct RAMLoadState RAMLoadState;
+
+RAMLoadState *ram_load_state_new(void);
+void ram_load_state_free(RAMLoadState *rls);
+bool ram_load_setup(MigrationIncomingState *mis, GError **errp);
+bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
+              GError **errp);
+void ram_load_cleanup(MigrationIncomingState *mis);
 /* POSTCOPY_ADVISE seen: the block list then carries host page sizes. */
-void ram_load_set_postcopy_advised(bool advised);
+void ram_load_set_postcopy_advised(MigrationIncomingState *mis,
+                                   bool advised);
+/* Drop half-gathered host pages (their target pages come again). */
+void ram_load_discard_tmp_pages(MigrationIncomingState *mis);
 
 /* ---- Postcopy, source side ---- */
 
@@ -89,35 +118,36 @@ typedef int (*RamDiscardSendFn)(void *opaque, const char *idstr, uint16_t n,
  * then holds none of the pages still to come (no EEXIST), and every page
  * it holds is final.  Returns the number of ranges, or -1 when fn failed.
  */
-long ram_postcopy_block_discard(RAMBlock *rb, RamDiscardSendFn fn,
-                                void *opaque);
+long ram_postcopy_block_discard(RAMState *rs, RAMBlock *rb,
+                                RamDiscardSendFn fn, void *opaque);
 /*
  * The switch: final dirty sync, discards for every block, page search
  * restarted (the next record names its block).
  */
-bool ram_postcopy_send_discard_bitmap(QEMUFile *f, GError **errp);
+bool ram_postcopy_send_discard_bitmap(RAMState *rs, QEMUFile *f,
+                                      GError **errp);
 /*
  * From now on ram_save_iterate is in postcopy mode: urgent pages first,
  * background pages limited to max-postcopy-bandwidth, bytes counted as
  * postcopy-bytes.
  */
-void ram_set_postcopy_phase(bool on);
+void ram_set_postcopy_phase(RAMState *rs, bool on);
 /*
  * A page request from the return path (idstr: its block).  Validates the
  * block, the alignment to its host page size and the range.
  */
-bool ram_postcopy_queue_request(const char *idstr, uint64_t start,
-                                uint64_t len, GError **errp);
+bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
+                                uint64_t start, uint64_t len, GError **errp);
 /* Number of queued requests not served yet. */
-unsigned ram_postcopy_queue_length(void);
+unsigned ram_postcopy_queue_length(RAMState *rs);
 
 /*
  * Dirty bitmap sync over all migratable blocks; bumps dirty-sync-count,
- * emits MIGRATION_PASS with the events capability.  Exposed for tests.
+ * emits MIGRATION_PASS with the events capability.
  */
-bool migration_bitmap_sync(GError **errp);
+bool migration_bitmap_sync(RAMState *rs, GError **errp);
 
-/* Hooks for tests: page-size-aware search on a block. */
+/* Page-size-aware search position (see ram.c). */
 typedef struct PageSearchStatus {
     RAMBlock *block;
     unsigned long page;         /* target page index within block */
@@ -126,12 +156,5 @@ typedef struct PageSearchStatus {
     unsigned long host_page_start;  /* [start, end) in target pages */
     unsigned long host_page_end;
 } PageSearchStatus;
-
-/*
- * Callback used by tests (and later postcopy) to observe every page the
- * sender puts in the stream: block and target page index.
- */
-typedef void (*RamPageSentHook)(RAMBlock *rb, unsigned long page, void *op);
-void ram_set_page_sent_hook(RamPageSentHook hook, void *opaque);
 
 #endif

@@ -96,8 +96,6 @@ void unregister_savevm(const char *idstr, uint32_t instance_id);
 int vmstate_register(const char *idstr, uint32_t instance_id,
                      const VMStateDescription *vmsd, void *opaque);
 void vmstate_unregister(const VMStateDescription *vmsd, void *opaque);
-/* Tests: forget every handler; section ids restart at 1. */
-void savevm_unregister_all(void);
 
 /* Sent in CONFIGURATION and checked on load; "none" when unset. */
 extern const char *savevm_machine_name;

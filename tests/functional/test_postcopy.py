@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import ferrytest as ft
+import streamgen as sg
 from ferrytest import VM, log, fail
 
 MEM = 256 << 20
@@ -235,6 +236,55 @@ def test_destination_killed():
     src.shutdown()
 
 
+def ram_in_package_stream(mem):
+    """A postcopy stream whose PACKAGED blob carries a RAM page after
+    POSTCOPY_LISTEN: that page would be loaded by the main loader while
+    the listen thread owns the RAM channel."""
+    page = sg.page_pattern(0x200000)
+    pkg = sg.Stream()
+    pkg.command(sg.CMD_LISTEN)
+    pkg.ram_part(1, [("ram", 0x200000, page)])
+    pkg.command(sg.CMD_RUN)
+    blob = pkg.bytes()
+    s = sg.Stream().header()
+    s.ram_start(1, [("ram", mem)])
+    s.command(sg.CMD_OPEN_RP)
+    s.command(sg.CMD_ADVISE, sg.be64(4096) + sg.be64(4096))
+    s.command(sg.CMD_DISCARD, bytes([0, 3]) + b"ram" + bytes([0]) +
+              sg.be64(0) + sg.be64(4096))
+    s.command(sg.CMD_PACKAGED, sg.be32(len(blob)))
+    s.put(blob)
+    s.ram_end(1)
+    s.put(bytes([sg.EOF_]))
+    return s.bytes()
+
+
+def test_ram_inside_package_refused():
+    """RAM records inside the package after LISTEN fail the load with a
+    clear error; the destination never reports completed."""
+    mem = 64 << 20
+    d = ft.make_tmpdir("ferrytest-pkg-")
+    path = os.path.join(d, "mig.sock")
+    dst = VM(["-M", "none", "-m", str(mem >> 20), "-incoming", "defer"],
+             name="dst", serial=False).launch()
+    set_caps(dst, postcopy_ram=True)
+    dst.qmp.cmd("migrate-incoming", uri=f"unix:{path}")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    try:
+        sock.sendall(ram_in_package_stream(mem))
+        rc = dst.wait_exit(30)
+    finally:
+        sock.close()
+    err = dst.stderr()
+    log(f"destination exited {rc}: {err.strip()[-300:]}")
+    if rc == 0:
+        fail("the destination accepted RAM inside the PACKAGED blob")
+    if "not inside the PACKAGED blob" not in err:
+        fail(f"unclear error: {err[-1000:]}")
+
+
 if __name__ == "__main__":
-    ft.main([test_start_postcopy_needs_capability, test_anon_immediate,
+    ft.main([test_ram_inside_package_refused,
+             test_start_postcopy_needs_capability, test_anon_immediate,
              test_memfd_shared, test_file_shared, test_hugetlb, test_destination_killed])

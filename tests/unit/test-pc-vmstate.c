@@ -38,7 +38,6 @@ static void start_vm(int ncpus, SerialState *serial)
     g_assert_no_error(err);
     g_assert_true(kvm_init_vcpus(&ms, &err));
     g_assert_no_error(err);
-    savevm_unregister_all();
     savevm_machine_name = PC_MACHINE_MIGRATION_NAME;
     g_assert_true(pc_vmstate_register(ncpus, serial, &err));
     g_assert_no_error(err);
@@ -47,7 +46,6 @@ static void start_vm(int ncpus, SerialState *serial)
 static void stop_vm(void)
 {
     pc_vmstate_unregister();
-    savevm_unregister_all();
     kvm_destroy();
 }
 

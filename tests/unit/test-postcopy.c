@@ -17,6 +17,7 @@
 #include "migration/ram.h"
 #include "migration/savevm.h"
 #include "migration/misc.h"
+#include "ram-stream-log.h"
 
 #define B0_SIZE (4u << 20)
 #define B1_SIZE (2u << 20)
@@ -26,6 +27,9 @@
 #define LONG_NAME "zero-ranges-block-x"
 
 static RAMBlock *b0, *b1, *bh, *bl;
+/* The two sides, made as the program makes them. */
+static MigrationState *ms;
+static MigrationIncomingState *mis;
 
 /* ---- fake dirty log: nothing is ever dirty ---- */
 
@@ -142,11 +146,11 @@ static void test_discard_small_pages(void)
     static const unsigned long sent[] = { 3, 4, 5, 9, 20 };
     unsigned long npages = B0_SIZE >> TARGET_PAGE_BITS;
 
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
     g_assert_no_error(err);
     g_assert_nonnull(b0->unsentmap);
     set_maps(b0, to_send, ARRAY_SIZE(to_send), sent, ARRAY_SIZE(sent));
-    g_assert_cmpint(ram_postcopy_block_discard(b0, collect, &l), ==, 3);
+    g_assert_cmpint(ram_postcopy_block_discard(ms->ram, b0, collect, &l), ==, 3);
     /* exactly the pages still to send: [3,6), [7,8), [9,11) */
     g_assert_cmpuint(l.ranges->len, ==, 3);
     g_assert_cmpuint(range_at(&l, 0).start, ==, 3 * TARGET_PAGE_SIZE);
@@ -167,7 +171,7 @@ static void test_discard_small_pages(void)
         set_bit(i * 2, b0->bmap);
         clear_bit(i * 2, b0->unsentmap);
     }
-    g_assert_cmpint(ram_postcopy_block_discard(b0, collect, &l), ==, 30);
+    g_assert_cmpint(ram_postcopy_block_discard(ms->ram, b0, collect, &l), ==, 30);
     g_assert_cmpuint(l.batch_sizes->len, ==, 3);
     g_assert_cmpuint(g_array_index(l.batch_sizes, unsigned, 0), ==, 12);
     g_assert_cmpuint(g_array_index(l.batch_sizes, unsigned, 1), ==, 12);
@@ -178,11 +182,11 @@ static void test_discard_small_pages(void)
     /* nothing dirty: nothing sent */
     l = log_new("t0");
     bitmap_zero(b0->bmap, npages);
-    g_assert_cmpint(ram_postcopy_block_discard(b0, collect, &l), ==, 0);
+    g_assert_cmpint(ram_postcopy_block_discard(ms->ram, b0, collect, &l), ==, 0);
     g_assert_cmpuint(l.batch_sizes->len, ==, 0);
     log_free(&l);
 
-    ram_save_cleanup();
+    ram_save_cleanup(ms->ram);
     sink_close(f, ioc);
 }
 
@@ -206,15 +210,15 @@ static void test_discard_huge_pages(void)
         sent[i] = i;
     }
     bh->page_size = HUGE;
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
     g_assert_no_error(err);
     set_maps(bh, to_send, ARRAY_SIZE(to_send), sent, ARRAY_SIZE(sent));
-    g_assert_cmpint(ram_postcopy_block_discard(bh, collect, &l), ==, 1);
+    g_assert_cmpint(ram_postcopy_block_discard(ms->ram, bh, collect, &l), ==, 1);
     /* both host pages, whole, as one run */
     g_assert_cmpuint(range_at(&l, 0).start, ==, 0);
     g_assert_cmpuint(range_at(&l, 0).len, ==, 2 * HUGE);
     g_assert_cmpuint(bitmap_count_one(bh->bmap, npages), ==, 1024);
-    g_assert_cmpuint(ram_bytes_remaining(), >=, 1024 * TARGET_PAGE_SIZE);
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), >=, 1024 * TARGET_PAGE_SIZE);
     log_free(&l);
 
     /* one target page left in a host page: it goes whole */
@@ -223,32 +227,35 @@ static void test_discard_huge_pages(void)
     bitmap_fill(bh->unsentmap, npages);
     set_bit(1023, bh->bmap);
     clear_bit(700, bh->unsentmap);
-    g_assert_cmpint(ram_postcopy_block_discard(bh, collect, &l), ==, 1);
+    g_assert_cmpint(ram_postcopy_block_discard(ms->ram, bh, collect, &l), ==, 1);
     g_assert_cmpuint(range_at(&l, 0).start, ==, HUGE);
     g_assert_cmpuint(range_at(&l, 0).len, ==, HUGE);
     g_assert_true(test_bit(512, bh->bmap));
     g_assert_false(test_bit(511, bh->bmap));
     log_free(&l);
 
-    ram_save_cleanup();
+    ram_save_cleanup(ms->ram);
     bh->page_size = TARGET_PAGE_SIZE;
     sink_close(f, ioc);
 }
 
 /* ---- the urgent queue ---- */
 
-typedef struct SentLog {
-    GArray *pages;              /* (block index << 32) | page */
-} SentLog;
-
-static void record_sent(RAMBlock *rb, unsigned long page, void *opaque)
+/* (block index << 32) | page of every page in the log; bh is block 1. */
+static GArray *sent_pages(RamStreamLog *rl, QEMUFile *f, QIOChannel *ioc)
 {
-    SentLog *l = opaque;
-    /* bh is block 1, as the assertions below expect */
-    uint64_t idx = rb == bh ? 1 : rb == b0 ? 0 : rb == b1 ? 2 : 3;
-    uint64_t v = (idx << 32) | page;
+    GArray *pages = g_array_new(false, false, sizeof(uint64_t));
 
-    g_array_append_val(l->pages, v);
+    ram_stream_log_update(rl, f, ioc);
+    for (guint i = 0; i < rl->pages->len; i++) {
+        RAMBlock *rb = g_array_index(rl->blocks, RAMBlock *, i);
+        uint64_t idx = rb == bh ? 1 : rb == b0 ? 0 : rb == b1 ? 2 : 3;
+        uint64_t v = (idx << 32) | g_array_index(rl->pages, unsigned long, i);
+
+        g_array_append_val(pages, v);
+    }
+    ram_stream_log_clear(rl);
+    return pages;
 }
 
 static void test_urgent_pages(void)
@@ -256,79 +263,83 @@ static void test_urgent_pages(void)
     QIOChannel *ioc;
     QEMUFile *f = sink(&ioc);
     GError *err = NULL;
-    SentLog log = { g_array_new(false, false, sizeof(uint64_t)) };
+    RamStreamLog *rl = ram_stream_log_new();
+    GArray *pages;
     unsigned long total = (B0_SIZE + B1_SIZE + HP_SIZE + B1_SIZE) >>
                           TARGET_PAGE_BITS;
     uint64_t first;
 
     bh->page_size = HUGE;
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
     g_assert_no_error(err);
-    g_assert_true(ram_postcopy_send_discard_bitmap(f, &err));
+    g_assert_true(ram_postcopy_send_discard_bitmap(ms->ram, f, &err));
     g_assert_no_error(err);
-    ram_set_postcopy_phase(true);
+    /* Setup and discard commands: no RAM records. */
+    ram_stream_log_skip(rl, f, ioc);
+    ram_set_postcopy_phase(ms->ram, true);
 
     /* bad requests are refused with a clear error */
-    g_assert_false(ram_postcopy_queue_request("nope", 0, HUGE, &err));
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "nope", 0, HUGE, &err));
     g_assert_nonnull(strstr(err->message, "unknown RAMBlock 'nope'"));
     g_clear_error(&err);
-    g_assert_false(ram_postcopy_queue_request("th", TARGET_PAGE_SIZE,
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "th", TARGET_PAGE_SIZE,
                                               HUGE, &err));
     g_assert_nonnull(strstr(err->message, "not aligned"));
     g_clear_error(&err);
-    g_assert_false(ram_postcopy_queue_request("th", HUGE, TARGET_PAGE_SIZE,
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "th", HUGE, TARGET_PAGE_SIZE,
                                               &err));
     g_assert_nonnull(strstr(err->message, "not aligned"));
     g_clear_error(&err);
-    g_assert_false(ram_postcopy_queue_request("th", HP_SIZE, HUGE, &err));
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "th", HP_SIZE, HUGE, &err));
     g_assert_nonnull(strstr(err->message, "beyond its used length"));
     g_clear_error(&err);
-    g_assert_false(ram_postcopy_queue_request("t0", B0_SIZE - 4096, 8192,
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "t0", B0_SIZE - 4096, 8192,
                                               &err));
     g_assert_nonnull(strstr(err->message, "beyond its used length"));
     g_clear_error(&err);
-    g_assert_cmpuint(ram_postcopy_queue_length(), ==, 0);
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 0);
 
     /* the second huge page of th goes first, whole, in order */
-    g_assert_true(ram_postcopy_queue_request("th", HUGE, HUGE, &err));
+    g_assert_true(ram_postcopy_queue_request(ms->ram, "th", HUGE, HUGE, &err));
     g_assert_no_error(err);
-    g_assert_cmpuint(ram_postcopy_queue_length(), ==, 1);
-    ram_set_page_sent_hook(record_sent, &log);
-    while (ram_save_iterate(f, &err) == 0) {
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 1);
+    while (ram_save_iterate(ms->ram, f, &err) == 0) {
         g_assert_no_error(err);
     }
     g_assert_no_error(err);
-    g_assert_cmpuint(log.pages->len, ==, total);
+    pages = sent_pages(rl, f, ioc);
+    g_assert_cmpuint(pages->len, ==, total);
     for (unsigned i = 0; i < 512; i++) {
-        g_assert_cmpuint(g_array_index(log.pages, uint64_t, i), ==,
+        g_assert_cmpuint(g_array_index(pages, uint64_t, i), ==,
                          (1ULL << 32) | (512 + i));
     }
     /* then the background scan goes on after the requested page */
-    first = g_array_index(log.pages, uint64_t, 512);
+    first = g_array_index(pages, uint64_t, 512);
     g_assert_false(first == ((1ULL << 32) | 0));
     /* every page exactly once */
     {
         g_autoptr(GHashTable) seen = g_hash_table_new(g_int64_hash,
                                                       g_int64_equal);
 
-        for (guint i = 0; i < log.pages->len; i++) {
-            uint64_t *v = &g_array_index(log.pages, uint64_t, i);
+        for (guint i = 0; i < pages->len; i++) {
+            uint64_t *v = &g_array_index(pages, uint64_t, i);
 
             g_assert_true(g_hash_table_add(seen, v));
         }
     }
     /* a request for a page already sent sends nothing */
-    g_array_set_size(log.pages, 0);
-    g_assert_true(ram_postcopy_queue_request("th", 0, HUGE, &err));
-    g_assert_cmpint(ram_save_iterate(f, &err), ==, 1);
-    g_assert_cmpuint(log.pages->len, ==, 0);
-    g_assert_cmpuint(ram_postcopy_queue_length(), ==, 0);
+    g_array_free(pages, true);
+    g_assert_true(ram_postcopy_queue_request(ms->ram, "th", 0, HUGE, &err));
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 1);
+    pages = sent_pages(rl, f, ioc);
+    g_assert_cmpuint(pages->len, ==, 0);
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 0);
 
-    ram_set_page_sent_hook(NULL, NULL);
-    ram_set_postcopy_phase(false);
-    ram_save_cleanup();
+    ram_set_postcopy_phase(ms->ram, false);
+    ram_save_cleanup(ms->ram);
     bh->page_size = TARGET_PAGE_SIZE;
-    g_array_free(log.pages, true);
+    g_array_free(pages, true);
+    ram_stream_log_free(rl);
     sink_close(f, ioc);
 }
 
@@ -336,21 +347,21 @@ static void test_urgent_pages(void)
 
 static void test_requested_set(void)
 {
-    postcopy_incoming_reset();
-    g_assert_false(postcopy_request_pending(b0, 8192));
-    g_assert_true(postcopy_request_mark(b0, 8192));
-    g_assert_false(postcopy_request_mark(b0, 8192));
-    g_assert_true(postcopy_request_pending(b0, 8192));
-    g_assert_false(postcopy_request_pending(b0, 4096));
-    g_assert_false(postcopy_request_pending(b1, 8192));
+    postcopy_incoming_reset(mis);
+    g_assert_false(postcopy_request_pending(mis, b0, 8192));
+    g_assert_true(postcopy_request_mark(mis, b0, 8192));
+    g_assert_false(postcopy_request_mark(mis, b0, 8192));
+    g_assert_true(postcopy_request_pending(mis, b0, 8192));
+    g_assert_false(postcopy_request_pending(mis, b0, 4096));
+    g_assert_false(postcopy_request_pending(mis, b1, 8192));
     bh->page_size = HUGE;
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     /* one bit per host page: any offset inside it is the same request */
-    g_assert_true(postcopy_request_mark(bh, HUGE + 4096));
-    g_assert_false(postcopy_request_mark(bh, HUGE + 8192));
-    g_assert_false(postcopy_request_pending(bh, 0));
+    g_assert_true(postcopy_request_mark(mis, bh, HUGE + 4096));
+    g_assert_false(postcopy_request_mark(mis, bh, HUGE + 8192));
+    g_assert_false(postcopy_request_pending(mis, bh, 0));
     bh->page_size = TARGET_PAGE_SIZE;
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
 }
 
 /* ---- destination: commands in the wrong order or malformed ---- */
@@ -423,6 +434,7 @@ static GError *load(Stream *s)
     f = qemu_file_new_input(in);
     qio_channel_unref(in);
     loadvm_context_init(&ctx, f);
+    ctx.opaque = mis;
     ret = qemu_loadvm_state_main(f, &ctx, &err);
     g_assert_true((ret < 0) == (err != NULL));
     loadvm_context_destroy(&ctx);
@@ -473,11 +485,11 @@ static void advised(void)
     Stream s = stream_new();
     GError *err;
 
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     put_advise(&s, local_summary(), TARGET_PAGE_SIZE);
     err = load(&s);
     g_assert_no_error(err);
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_ADVISE);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_ADVISE);
     fill(b0, 0xa0);
     fill(b1, 0xb1);
     fill(bh, 0xcc);
@@ -490,7 +502,7 @@ static void test_advise(void)
     uint8_t eight[8] = { 0 };
 
     /* ADVISE discards all RAM: nothing stale survives */
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     fill(b0, 0x11);
     s = stream_new();
     put_advise(&s, local_summary(), TARGET_PAGE_SIZE);
@@ -506,13 +518,13 @@ static void test_advise(void)
     g_assert_true(all_equal(b0, 0, B0_SIZE, 0xa0));
 
     /* page sizes that differ (a hugetlbfs block on one side only) */
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     fill(b0, 0x22);
     s = stream_new();
     put_advise(&s, TARGET_PAGE_SIZE | HUGE, TARGET_PAGE_SIZE);
     expect_error(&s, "page sizes differ", "0x201000");
     g_assert_true(all_equal(b0, 0, B0_SIZE, 0x22));
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_NONE);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_NONE);
 
     /* a different target page size */
     s = stream_new();
@@ -542,7 +554,7 @@ static void test_order(void)
     Stream s;
 
     /* DISCARD before ADVISE */
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
     fill(b0, 0x33);
     s = stream_new();
     put_discard(&s, "t0", 1, st, ln);
@@ -562,16 +574,16 @@ static void test_order(void)
     qemu_savevm_send_postcopy_run(s.f);
     expect_error(&s, "POSTCOPY_RUN in wrong postcopy state 1 (ADVISE)",
                  "expected LISTENING");
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_ADVISE);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_ADVISE);
 
     /* LISTEN outside a PACKAGED blob */
     s = stream_new();
     qemu_savevm_send_postcopy_listen(s.f);
     expect_error(&s, "POSTCOPY_LISTEN outside of a PACKAGED blob", NULL);
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_ADVISE);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_ADVISE);
 
     /* DISCARD after LISTEN */
-    postcopy_state_set(POSTCOPY_INCOMING_LISTENING);
+    postcopy_state_set(mis, POSTCOPY_INCOMING_LISTENING);
     s = stream_new();
     put_discard(&s, "t0", 1, st, ln);
     expect_error(&s, "wrong postcopy state 3 (LISTENING)",
@@ -579,12 +591,12 @@ static void test_order(void)
     g_assert_true(all_equal(b0, 0, B0_SIZE, 0xa0));
 
     /* RUN twice: RUNNING is not LISTENING */
-    postcopy_state_set(POSTCOPY_INCOMING_RUNNING);
+    postcopy_state_set(mis, POSTCOPY_INCOMING_RUNNING);
     s = stream_new();
     qemu_savevm_send_postcopy_run(s.f);
     expect_error(&s, "POSTCOPY_RUN in wrong postcopy state 4 (RUNNING)",
                  NULL);
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
 }
 
 static void test_discard_cmd(void)
@@ -645,7 +657,7 @@ static void test_discard_cmd(void)
     bh->page_size = TARGET_PAGE_SIZE;
 
     /* a state error left everything as it was */
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_ADVISE);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_ADVISE);
     g_assert_true(all_equal(b0, 0, B0_SIZE, 0xa0));
     g_assert_true(all_equal(b1, 0, B1_SIZE, 0xb1));
     g_assert_true(all_equal(bl, 0, B1_SIZE, 0xdd));
@@ -663,7 +675,7 @@ static void test_discard_cmd(void)
     }
     err = load(&s);
     g_assert_no_error(err);
-    g_assert_cmpint(postcopy_state_get(), ==, POSTCOPY_INCOMING_DISCARD);
+    g_assert_cmpint(postcopy_state_get(mis), ==, POSTCOPY_INCOMING_DISCARD);
     g_assert_true(all_equal(b0, 0, TARGET_PAGE_SIZE, 0xa0));
     g_assert_true(all_equal(b0, TARGET_PAGE_SIZE, TARGET_PAGE_SIZE, 0));
     g_assert_true(all_equal(b0, 2 * TARGET_PAGE_SIZE, 3 * TARGET_PAGE_SIZE,
@@ -683,7 +695,7 @@ static void test_discard_cmd(void)
     put_discard(&s, "t1", 1, &one[0], &one[1]);
     g_assert_no_error(load(&s));
     g_assert_true(all_equal(b1, 0, TARGET_PAGE_SIZE, 0));
-    postcopy_incoming_reset();
+    postcopy_incoming_reset(mis);
 }
 
 /* Placing needs LISTEN (an open userfaultfd): refuse cleanly before. */
@@ -692,11 +704,11 @@ static void test_place_without_listen(void)
     GError *err = NULL;
     uint8_t page[TARGET_PAGE_SIZE] = { 1 };
 
-    postcopy_incoming_reset();
-    g_assert_false(postcopy_place_page(b0, 0, page, &err));
+    postcopy_incoming_reset(mis);
+    g_assert_false(postcopy_place_page(mis, b0, 0, page, &err));
     g_assert_nonnull(strstr(err->message, "userfaultfd is not open"));
     g_clear_error(&err);
-    g_assert_false(postcopy_place_page_zero(b0, 0, &err));
+    g_assert_false(postcopy_place_page_zero(mis, b0, 0, &err));
     g_assert_nonnull(err);
     g_clear_error(&err);
 }
@@ -705,7 +717,7 @@ static void test_host_check(void)
 {
     GError *err = NULL;
 
-    if (!postcopy_ram_supported_by_host(&err)) {
+    if (!postcopy_ram_supported_by_host(NULL, &err)) {
         /* a clear reason naming the step is all we can ask for here */
         g_assert_nonnull(err);
         g_test_skip(err->message);
@@ -734,9 +746,12 @@ int main(int argc, char **argv)
     g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_POSTCOPY_RAM,
                                          true, &err));
     g_assert_no_error(err);
+    ms = migration_state_new();
+    /* The "ram" section handler loads into the current incoming object. */
+    mis = migration_incoming_get_current();
     ram_mig_init();
     postcopy_ram_init();
-    g_assert_true(ram_load_setup(&err));
+    g_assert_true(ram_load_setup(mis, &err));
 
     g_test_add_func("/postcopy/host-check", test_host_check);
     g_test_add_func("/postcopy/discard/small-pages", test_discard_small_pages);
@@ -749,7 +764,8 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/place-without-listen",
                     test_place_without_listen);
     ret = g_test_run();
-    ram_load_cleanup();
+    ram_load_cleanup(mis);
+    migration_state_free(ms);
     qemu_ram_free(b0);
     qemu_ram_free(b1);
     qemu_ram_free(bh);

@@ -12,6 +12,7 @@
 #include "migration/qemu-file.h"
 #include "migration/channel.h"
 #include "migration/ram.h"
+#include "ram-stream-log.h"
 
 #define B0_SIZE (4u << 20)
 #define B1_SIZE (2u << 20)
@@ -19,6 +20,9 @@
 #define HUGE (2u << 20)
 
 static RAMBlock *b0, *b1, *bh;
+/* The two sides, made as the program makes them. */
+static MigrationState *ms;
+static MigrationIncomingState *mis;
 
 /* ---- a fake accelerator dirty log: tests choose the dirty pages ---- */
 
@@ -134,7 +138,7 @@ static bool load_all(const Saved *s, GError **errp)
 
     qio_channel_unref(ioc);
     while (ok && qemu_file_tell(f) < s->len) {
-        ok = ram_load(f, RAM_SECTION_VERSION, errp);
+        ok = ram_load(mis, f, RAM_SECTION_VERSION, errp);
     }
     qemu_fclose(f);
     return ok;
@@ -148,14 +152,14 @@ static Saved save_all(void)
     GError *err = NULL;
     int ret;
 
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
     g_assert_no_error(err);
     do {
-        ret = ram_save_iterate(f, &err);
+        ret = ram_save_iterate(ms->ram, f, &err);
         g_assert_no_error(err);
         g_assert_cmpint(ret, >=, 0);
     } while (ret == 0);
-    g_assert_true(ram_save_complete(f, &err));
+    g_assert_true(ram_save_complete(ms->ram, f, &err));
     g_assert_no_error(err);
     return finish_out(f, ioc);
 }
@@ -180,7 +184,7 @@ static void test_roundtrip(void)
     log_starts = log_stops = 0;
 
     s = save_all();
-    ram_counters_get(&rc);
+    ram_counters_get(ms->ram, &rc);
     /* Every page exactly once: a third of them are zero pages. */
     g_assert_cmpuint(rc.duplicate + rc.normal, ==, pages);
     g_assert_cmpuint(rc.duplicate, ==,
@@ -189,8 +193,8 @@ static void test_roundtrip(void)
                      DIV_ROUND_UP(HP_SIZE / TARGET_PAGE_SIZE, 3));
     g_assert_cmpuint(rc.transferred, ==, s.len);
     g_assert_cmpuint(rc.dirty_sync_count, ==, 2);   /* setup + complete */
-    g_assert_cmpuint(ram_bytes_remaining(), ==, 0);
-    ram_save_cleanup();
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), ==, 0);
+    ram_save_cleanup(ms->ram);
     g_assert_cmpint(log_starts, ==, 1);
     g_assert_cmpint(log_stops, ==, 1);
     g_assert_null(b0->bmap);
@@ -199,7 +203,7 @@ static void test_roundtrip(void)
     memset(b0->host, 0xee, B0_SIZE);
     memset(b1->host, 0xee, B1_SIZE);
     memset(bh->host, 0xee, HP_SIZE);
-    g_assert_true(ram_load_setup(&err));
+    g_assert_true(ram_load_setup(mis, &err));
     g_assert_true(load_all(&s, &err));
     g_assert_no_error(err);
     g_assert_cmpmem(b0->host, B0_SIZE, c0, B0_SIZE);
@@ -207,7 +211,7 @@ static void test_roundtrip(void)
     g_assert_cmpmem(bh->host, HP_SIZE, ch, HP_SIZE);
     g_assert_true(bitmap_full(b0->receivedmap, B0_SIZE / TARGET_PAGE_SIZE));
     g_assert_true(bitmap_full(b1->receivedmap, B1_SIZE / TARGET_PAGE_SIZE));
-    ram_load_cleanup();
+    ram_load_cleanup(mis);
     g_assert_null(b0->receivedmap);
 
     g_free(s.data);
@@ -235,10 +239,10 @@ static void test_wire_format(void)
                     } while (0)
     memset(b0->host, 0, B0_SIZE);
     memset(b0->host + TARGET_PAGE_SIZE * 2, 0x11, TARGET_PAGE_SIZE);
-    g_assert_true(ram_save_setup(f, &err));
-    g_assert_cmpint(ram_save_iterate(f, &err), >=, 0);
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), >=, 0);
     s = finish_out(f, ioc);
-    ram_save_cleanup();
+    ram_save_cleanup(ms->ram);
 
     PUT64((uint64_t)(B0_SIZE + B1_SIZE + HP_SIZE) | RAM_SAVE_FLAG_MEM_SIZE);
     PUTSTR("t0");
@@ -271,17 +275,49 @@ static void test_wire_format(void)
 typedef struct SentLog {
     GArray *pages;      /* unsigned long, pages of bh only */
     int other;
+    RamStreamLog *rl;
+    QEMUFile *f;
+    QIOChannel *ioc;
 } SentLog;
 
-static void record_sent(RAMBlock *rb, unsigned long page, void *opaque)
+/* Start logging: setup is written, drain() may follow. */
+static SentLog sent_log_new(QEMUFile *f, QIOChannel *ioc)
 {
-    SentLog *log = opaque;
+    SentLog log = { g_array_new(false, false, sizeof(unsigned long)), 0,
+                    ram_stream_log_new(), f, ioc };
 
-    if (rb == bh) {
-        g_array_append_val(log->pages, page);
-    } else {
-        log->other++;
+    ram_stream_log_skip(log.rl, f, ioc);
+    return log;
+}
+
+/* Read back the pages sent since the last call. */
+static void sent_update(SentLog *log)
+{
+    ram_stream_log_update(log->rl, log->f, log->ioc);
+    for (guint i = 0; i < log->rl->pages->len; i++) {
+        if (g_array_index(log->rl->blocks, RAMBlock *, i) == bh) {
+            g_array_append_val(log->pages,
+                               g_array_index(log->rl->pages, unsigned long,
+                                             i));
+        } else {
+            log->other++;
+        }
     }
+    ram_stream_log_clear(log->rl);
+}
+
+/* Forget what was sent so far (the drain). */
+static void sent_reset(SentLog *log)
+{
+    sent_update(log);
+    g_array_set_size(log->pages, 0);
+    log->other = 0;
+}
+
+static void sent_log_free(SentLog *log)
+{
+    g_array_free(log->pages, true);
+    ram_stream_log_free(log->rl);
 }
 
 /* Drain: after setup, send everything so the bitmaps are clean. */
@@ -289,7 +325,7 @@ static void drain(QEMUFile *f)
 {
     GError *err = NULL;
 
-    while (ram_save_iterate(f, &err) == 0) {
+    while (ram_save_iterate(ms->ram, f, &err) == 0) {
     }
     g_assert_no_error(err);
 }
@@ -304,34 +340,37 @@ static void test_host_page_search(void)
     static const unsigned long dirty_pages[] = { 600, 3, 511, 5, 512, 1023 };
     QIOChannel *ioc;
     QEMUFile *f = out_file(&ioc);
-    SentLog log = { g_array_new(false, false, sizeof(unsigned long)) };
+    SentLog log;
     GError *err = NULL;
     Saved s;
 
     fill_block(bh, 7);          /* no zero page among dirty_pages? mixed */
     bh->page_size = HUGE;
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    log = sent_log_new(f, ioc);
     drain(f);
-    ram_set_page_sent_hook(record_sent, &log);
+    sent_reset(&log);
 
     for (size_t i = 0; i < ARRAY_SIZE(dirty_pages); i++) {
         dirty(bh, dirty_pages[i]);
     }
     dirty(b0, 17);
-    g_assert_true(migration_bitmap_sync(&err));
-    g_assert_cmpuint(ram_bytes_remaining(), ==, 7 * TARGET_PAGE_SIZE);
+    g_assert_true(migration_bitmap_sync(ms->ram, &err));
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), ==, 7 * TARGET_PAGE_SIZE);
 
     /* One byte per slice: each call sends exactly one host page. */
     qemu_file_set_rate_limit(f, 10);
     qemu_file_rate_limit_reset(f);
-    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 0);
+    sent_update(&log);
     g_assert_cmpuint(log.pages->len + log.other, >, 0);
     if (log.other) {
         /* The scan resumed in b0 first: that host page is 4 KiB. */
         g_assert_cmpint(log.other, ==, 1);
         g_assert_cmpuint(log.pages->len, ==, 0);
         qemu_file_rate_limit_reset(f);
-        g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+        g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 0);
+        sent_update(&log);
     }
     g_assert_cmpuint(log.pages->len, ==, 3);
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 0), ==, 3);
@@ -339,23 +378,24 @@ static void test_host_page_search(void)
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 2), ==, 511);
 
     qemu_file_rate_limit_reset(f);
-    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 0);
+    sent_update(&log);
     g_assert_cmpuint(log.pages->len, ==, 6);
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 3), ==, 512);
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 4), ==, 600);
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 5), ==, 1023);
 
     qemu_file_set_rate_limit(f, 0);
-    g_assert_cmpint(ram_save_iterate(f, &err), ==, 1);
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 1);
+    sent_update(&log);
     g_assert_cmpint(log.other, ==, 1);
-    g_assert_cmpuint(ram_bytes_remaining(), ==, 0);
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), ==, 0);
     g_assert_no_error(err);
 
-    ram_set_page_sent_hook(NULL, NULL);
+    sent_log_free(&log);
     s = finish_out(f, ioc);
-    ram_save_cleanup();
+    ram_save_cleanup(ms->ram);
     bh->page_size = TARGET_PAGE_SIZE;
-    g_array_free(log.pages, true);
     g_free(s.data);
 }
 
@@ -364,26 +404,27 @@ static void test_small_page_search(void)
 {
     QIOChannel *ioc;
     QEMUFile *f = out_file(&ioc);
-    SentLog log = { g_array_new(false, false, sizeof(unsigned long)) };
+    SentLog log;
     GError *err = NULL;
     Saved s;
 
     fill_block(bh, 8);
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    log = sent_log_new(f, ioc);
     drain(f);
-    ram_set_page_sent_hook(record_sent, &log);
+    sent_reset(&log);
     dirty(bh, 5);
     dirty(bh, 3);
-    g_assert_true(migration_bitmap_sync(&err));
+    g_assert_true(migration_bitmap_sync(ms->ram, &err));
     qemu_file_set_rate_limit(f, 10);
     qemu_file_rate_limit_reset(f);
-    g_assert_cmpint(ram_save_iterate(f, &err), ==, 0);
+    g_assert_cmpint(ram_save_iterate(ms->ram, f, &err), ==, 0);
+    sent_update(&log);
     g_assert_cmpuint(log.pages->len, ==, 1);
     g_assert_cmpuint(g_array_index(log.pages, unsigned long, 0), ==, 3);
-    ram_set_page_sent_hook(NULL, NULL);
+    sent_log_free(&log);
     s = finish_out(f, ioc);
-    ram_save_cleanup();
-    g_array_free(log.pages, true);
+    ram_save_cleanup(ms->ram);
     g_free(s.data);
 }
 
@@ -398,25 +439,25 @@ static void test_redirty_resend(void)
     Saved s;
 
     fill_block(b1, 9);
-    g_assert_true(ram_save_setup(f, &err));
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
     drain(f);
     memset(b1->host + 10 * TARGET_PAGE_SIZE, 0xab, TARGET_PAGE_SIZE);
     dirty(b1, 10);
-    g_assert_true(migration_bitmap_sync(&err));
-    g_assert_cmpuint(ram_bytes_remaining(), ==, TARGET_PAGE_SIZE);
-    g_assert_true(ram_save_complete(f, &err));
-    ram_counters_get(&rc);
+    g_assert_true(migration_bitmap_sync(ms->ram, &err));
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), ==, TARGET_PAGE_SIZE);
+    g_assert_true(ram_save_complete(ms->ram, f, &err));
+    ram_counters_get(ms->ram, &rc);
     g_assert_cmpuint(rc.dirty_sync_count, ==, 3);
     s = finish_out(f, ioc);
-    ram_save_cleanup();
+    ram_save_cleanup(ms->ram);
 
     memcpy(copy, b1->host, B1_SIZE);
     memset(b1->host, 0, B1_SIZE);
-    g_assert_true(ram_load_setup(&err));
+    g_assert_true(ram_load_setup(mis, &err));
     g_assert_true(load_all(&s, &err));
     g_assert_no_error(err);
     g_assert_cmpmem(b1->host, B1_SIZE, copy, B1_SIZE);
-    ram_load_cleanup();
+    ram_load_cleanup(mis);
     g_free(copy);
     g_free(s.data);
 }
@@ -465,13 +506,13 @@ static char *load_bad(Stream *s)
     GError *err = NULL;
     char *msg = NULL;
 
-    g_assert_true(ram_load_setup(&err));
+    g_assert_true(ram_load_setup(mis, &err));
     if (!load_all(&sv, &err)) {
         g_assert_nonnull(err);
         msg = g_strdup(err->message);
         g_error_free(err);
     }
-    ram_load_cleanup();
+    ram_load_cleanup(mis);
     g_byte_array_free(s->b, true);
     s->b = g_byte_array_new();
     return msg;
@@ -598,7 +639,7 @@ static void test_continue_across_sections(void)
     s_be64(&s, RAM_SAVE_FLAG_EOS);
     sv.data = s.b->data;
     sv.len = s.b->len;
-    g_assert_true(ram_load_setup(&err));
+    g_assert_true(ram_load_setup(mis, &err));
     g_assert_true(load_all(&sv, &err));
     g_assert_no_error(err);
     g_assert_cmpint(b0->host[0], ==, 0x31);
@@ -606,7 +647,7 @@ static void test_continue_across_sections(void)
     g_assert_true(test_bit(0, b0->receivedmap));
     g_assert_true(test_bit(1, b0->receivedmap));
     g_assert_false(test_bit(2, b0->receivedmap));
-    ram_load_cleanup();
+    ram_load_cleanup(mis);
     g_byte_array_free(s.b, true);
 }
 
@@ -617,7 +658,7 @@ static void test_bad_version(void)
     GError *err = NULL;
 
     qio_channel_unref(ioc);
-    g_assert_false(ram_load(f, 3, &err));
+    g_assert_false(ram_load(mis, f, 3, &err));
     g_assert_nonnull(err);
     g_error_free(err);
     qemu_fclose(f);
@@ -638,6 +679,8 @@ int main(int argc, char **argv)
     g_assert_no_error(err);
     bh = qemu_ram_alloc("th", HP_SIZE, NULL, &err);
     g_assert_no_error(err);
+    ms = migration_state_new();
+    mis = migration_incoming_state_new();
 
     g_test_add_func("/ram/roundtrip", test_roundtrip);
     g_test_add_func("/ram/wire-format", test_wire_format);
@@ -649,6 +692,8 @@ int main(int argc, char **argv)
                     test_continue_across_sections);
     g_test_add_func("/ram/bad-version", test_bad_version);
     ret = g_test_run();
+    migration_state_free(ms);
+    migration_incoming_state_free(mis);
     qemu_ram_free(b0);
     qemu_ram_free(b1);
     qemu_ram_free(bh);

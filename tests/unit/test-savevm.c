@@ -129,9 +129,19 @@ static const VMStateDescription vmstate_dev = {
 static Fake src_fake, dst_fake;
 static Dev src_dev, dst_dev;
 
+/*
+ * Take back what the tests register ("fake", "dev"); the core sections
+ * stay, registered once as the program does.
+ */
+static void unregister_test_sections(void)
+{
+    unregister_savevm("fake", 0);
+    unregister_savevm("dev", 0);
+}
+
 static void register_source(void)
 {
-    savevm_unregister_all();
+    unregister_test_sections();
     savevm_machine_name = "none";
     migration_register_core_sections();
     memset(&src_fake, 0, sizeof(src_fake));
@@ -146,7 +156,7 @@ static void register_source(void)
 
 static void register_dest(void)
 {
-    savevm_unregister_all();
+    unregister_test_sections();
     savevm_machine_name = "none";
     migration_register_core_sections();
     memset(&dst_fake, 0, sizeof(dst_fake));
@@ -278,7 +288,7 @@ static void test_exact_bytes(void)
         "[{\"name\": \"size\", \"type\": \"uint32\", \"size\": 4}, "
         "{\"name\": \"runstate\", \"type\": \"buffer\", \"size\": 100}]}]}";
 
-    savevm_unregister_all();
+    unregister_test_sections();
     savevm_machine_name = "none";
     migration_register_core_sections();
     timers_state.cpu_ticks_offset = 0x0102030405060708LL;
