@@ -136,6 +136,7 @@ MigrationState *migration_state_new(void)
     g_mutex_init(&s->pause_lock);
     g_cond_init(&s->pause_cond);
     g_mutex_init(&s->error_lock);
+    g_cond_init(&s->rp_cond);
     s->ram = ram_state_new();
     return s;
 }
@@ -153,6 +154,7 @@ void migration_state_free(MigrationState *s)
     g_mutex_clear(&s->pause_lock);
     g_cond_clear(&s->pause_cond);
     g_mutex_clear(&s->error_lock);
+    g_cond_clear(&s->rp_cond);
     g_free(s);
 }
 
@@ -462,18 +464,17 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
-    if (err) {
-        /* Errors after a cancel are the cancel's own doing. */
-        if (migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
-            g_prefix_error(&err, "Return path: ");
-            g_mutex_lock(&s->error_lock);
-            if (!s->rp_error) {
-                s->rp_error = g_error_copy(err);
-            }
-            g_mutex_unlock(&s->error_lock);
-        }
-        g_error_free(err);
+    g_mutex_lock(&s->error_lock);
+    /* Errors after a cancel are the cancel's own doing. */
+    if (err && !s->rp_error &&
+        migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
+        g_prefix_error(&err, "Return path: ");
+        s->rp_error = g_steal_pointer(&err);
     }
+    s->rp_thread_done = true;
+    g_cond_broadcast(&s->rp_cond);
+    g_mutex_unlock(&s->error_lock);
+    g_clear_error(&err);
     return NULL;
 }
 
@@ -501,6 +502,7 @@ static bool open_return_path(MigrationState *s, GError **errp)
         s->rp_file = NULL;
         return false;
     }
+    s->rp_thread_done = false;
     s->rp_thread_running = true;
     return true;
 }
@@ -550,16 +552,24 @@ static void migrate_fail(MigrationState *s, const GError *err)
  * SHUT(1) that says why.  Give it that moment, so the error names the
  * destination's verdict rather than the broken pipe.
  */
+/* How long a failed write waits for the destination's verdict. */
+#define RP_VERDICT_WAIT_US (500 * 1000)
+
 static void wait_for_rp_verdict(MigrationState *s)
 {
+    int64_t deadline;
+
     if (!s->rp_thread_running || !s->to_dst_file ||
         !qemu_file_get_error(s->to_dst_file) ||
         migrate_get_state(&s->status) == MIGRATION_STATUS_CANCELLING) {
         return;
     }
-    for (int i = 0; i < 50 && !rp_has_error(s); i++) {
-        g_usleep(10 * 1000);
+    deadline = g_get_monotonic_time() + RP_VERDICT_WAIT_US;
+    g_mutex_lock(&s->error_lock);
+    while (!s->rp_error && !s->rp_thread_done &&
+           g_cond_wait_until(&s->rp_cond, &s->error_lock, deadline)) {
     }
+    g_mutex_unlock(&s->error_lock);
 }
 
 /* The return path's error (the destination's word), or the stream's. */

@@ -102,7 +102,10 @@ typedef struct MigrationState {
     bool rp_thread_running;
     bool rp_shut_received;
     uint32_t rp_shut_value;
+    /* rp_error and rp_thread_done are under error_lock; rp_cond says so */
     GError *rp_error;                   /* set once by the RP thread */
+    bool rp_thread_done;
+    GCond rp_cond;
 
     bool capabilities[MIGRATION_CAPABILITY__MAX];
     MigrationParameters params;
