@@ -1273,7 +1273,9 @@ static bool incoming_listen(const char *uri, GError **errp)
 
     migration_sections_init();
     postcopy_incoming_reset();
-    if (!migration_channel_listen(uri, incoming_accept, mis, errp)) {
+    migration_listener_free(mis->listener);
+    mis->listener = migration_channel_listen(uri, incoming_accept, mis, errp);
+    if (!mis->listener) {
         return false;
     }
     mis->have_listen = true;
@@ -1355,30 +1357,20 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
  * QEMU's "socket-address" of a listening destination: the only way for a
  * client that asked for port 0 to learn the port it got.
  */
-static JsonArray *listen_socket_address(const char *uri)
+static JsonArray *listen_socket_address(MigrationListener *listener)
 {
     JsonArray *a = json_array_new();
     JsonObject *sa = json_object_new();
+    SocketAddressQmp q;
 
-    if (g_str_has_prefix(uri, "unix:")) {
-        json_object_set_string_member(sa, "type", "unix");
-        json_object_set_string_member(sa, "path", uri + 5);
+    socket_address_to_qmp(migration_listener_address(listener), &q);
+    json_object_set_string_member(sa, "type", q.type);
+    if (q.path) {
+        json_object_set_string_member(sa, "path", q.path);
     } else {
-        const char *hostport = uri + 4;             /* after "tcp:" */
-        const char *colon = strrchr(hostport, ':');
-        g_autofree char *host = g_strndup(hostport,
-                                          colon ? colon - hostport : 0);
-        g_autofree char *port = g_strdup_printf(
-            "%d", migration_channel_listen_port());
-        bool v6 = host[0] == '[';
-
-        if (v6) {
-            host[strlen(host) - 1] = '\0';
-        }
-        json_object_set_string_member(sa, "type", "inet");
-        json_object_set_string_member(sa, "host", v6 ? host + 1 : host);
-        json_object_set_string_member(sa, "port", port);
-        json_object_set_boolean_member(sa, v6 ? "ipv6" : "ipv4", true);
+        json_object_set_string_member(sa, "host", q.host);
+        json_object_set_string_member(sa, "port", q.port);
+        json_object_set_boolean_member(sa, q.ipv6 ? "ipv6" : "ipv4", true);
     }
     json_array_add_object_element(a, sa);
     return a;
@@ -1402,7 +1394,7 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
         (g_str_has_prefix(mis->listen_uri, "tcp:") ||
          g_str_has_prefix(mis->listen_uri, "unix:"))) {
         json_object_set_array_member(o, "socket-address",
-                                     listen_socket_address(mis->listen_uri));
+                                     listen_socket_address(mis->listener));
     }
     postcopy_fill_query(o);
 }

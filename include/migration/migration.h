@@ -11,6 +11,8 @@
 #include "qemu/thread.h"
 #include <json-glib/json-glib.h>
 
+typedef struct MigrationListener MigrationListener;
+
 typedef struct QEMUFile QEMUFile;
 typedef struct LoadVMContext LoadVMContext;
 
@@ -129,6 +131,7 @@ typedef struct MigrationIncomingState {
     bool thread_running;
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
+    MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
     GMutex error_lock;
     char *error_desc;
 } MigrationIncomingState;
