@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <glib-unix.h>
 
 typedef enum QIOChannelKind {
@@ -594,4 +596,51 @@ MigrationListener *migration_channel_listen(const char *uri,
         return NULL;
     }
     return l;
+}
+
+/* ---- postcopy socket tuning ---- */
+
+/*
+ * Postcopy: unsent data allowed in the kernel's socket queue, so that an
+ * urgent page does not wait behind megabytes of background pages.
+ */
+#define POSTCOPY_TCP_NOTSENT_LOWAT (128 * 1024)
+#define POSTCOPY_UNIX_SNDBUF (256 * 1024)
+/* Receive buffer of the main stream in postcopy (TCP; see below). */
+#define POSTCOPY_INCOMING_RCVBUF (64 * 1024)
+
+static void postcopy_setsockopt(int fd, int level, int name, int v,
+                                const char *what)
+{
+    if (setsockopt(fd, level, name, &v, sizeof(v)) < 0) {
+        warn_report("postcopy: %s: %s", what, g_strerror(errno));
+    }
+}
+
+/*
+ * From LISTEN on, an urgent page queues behind whatever background data
+ * sits in the sender's queue and in the receiver's buffer, which TCP
+ * autotuning grows to megabytes on a fast link: keep both short.
+ */
+void migration_channel_tune_postcopy(QIOChannel *ioc, bool sender)
+{
+    int fd = ioc ? qio_channel_get_fd(ioc) : -1;
+    int domain = 0;
+    socklen_t l = sizeof(domain);
+    bool inet;
+
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) {
+        return;
+    }
+    inet = domain == AF_INET || domain == AF_INET6;
+    if (sender && inet) {
+        postcopy_setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+                            POSTCOPY_TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT");
+    } else if (sender && domain == AF_UNIX) {
+        postcopy_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, POSTCOPY_UNIX_SNDBUF,
+                            "SO_SNDBUF");
+    } else if (!sender && inet) {
+        postcopy_setsockopt(fd, SOL_SOCKET, SO_RCVBUF,
+                            POSTCOPY_INCOMING_RCVBUF, "SO_RCVBUF");
+    }
 }

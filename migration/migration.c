@@ -27,17 +27,6 @@
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
-/*
- * Postcopy: unsent data allowed in the kernel's socket queue, so that an
- * urgent page does not wait behind megabytes of background pages.
- */
-#define POSTCOPY_TCP_NOTSENT_LOWAT (128 * 1024)
-#define POSTCOPY_UNIX_SNDBUF (256 * 1024)
-
 static const char *const status_names[MIGRATION_STATUS__MAX] = {
     [MIGRATION_STATUS_NONE] = "none",
     [MIGRATION_STATUS_SETUP] = "setup",
@@ -636,29 +625,6 @@ static uint64_t pending_total(bool exact)
 /* ---------------------------------------------------------------------- */
 /* Source: postcopy */
 
-/* Keep the kernel's queue of unsent data short (see the #defines). */
-static void postcopy_tune_socket(QEMUFile *f)
-{
-    int fd = qio_channel_get_fd(qemu_file_get_ioc(f));
-    int domain = 0, v;
-    socklen_t l = sizeof(domain);
-
-    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) {
-        return;
-    }
-    if (domain == AF_INET || domain == AF_INET6) {
-        v = POSTCOPY_TCP_NOTSENT_LOWAT;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v))) {
-            warn_report("postcopy: TCP_NOTSENT_LOWAT: %s", g_strerror(errno));
-        }
-    } else if (domain == AF_UNIX) {
-        v = POSTCOPY_UNIX_SNDBUF;
-        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v))) {
-            warn_report("postcopy: SO_SNDBUF: %s", g_strerror(errno));
-        }
-    }
-}
-
 /*
  * LISTEN, the device sections, PING 3, RUN, built in memory and sent as
  * one PACKAGED blob: the destination's listen thread takes over the
@@ -738,7 +704,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     /* ram paces background pages itself; urgent ones must never wait. */
     qemu_file_set_rate_limit(f, 0);
     ram_set_postcopy_phase(true);
-    postcopy_tune_socket(f);
+    migration_channel_tune_postcopy(qemu_file_get_ioc(f), true);
     return true;
 }
 

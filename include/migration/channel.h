@@ -112,4 +112,12 @@ int migration_listener_port(MigrationListener *l);
  */
 const SocketAddress *migration_listener_address(MigrationListener *l);
 
+/*
+ * Postcopy: keep the socket queues of the main stream short so that an
+ * urgent page does not wait behind background ones.  sender: TCP
+ * TCP_NOTSENT_LOWAT or unix SO_SNDBUF; receiver: TCP SO_RCVBUF.  Failures
+ * are warnings; non-sockets are left alone.
+ */
+void migration_channel_tune_postcopy(QIOChannel *ioc, bool sender);
+
 #endif
