@@ -18,12 +18,8 @@
 
 #include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <netinet/in.h>
 #include <glib-unix.h>
 
 #define QMP_VERSION_MAJOR 7
