@@ -3,13 +3,12 @@
  */
 #include "qemu/osdep.h"
 #include "migration/channel.h"
+#include "qemu/sockets.h"
 
 #include <fcntl.h>
-#include <netdb.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -317,70 +316,6 @@ bool qio_channel_close(QIOChannel *ioc, GError **errp)
 
 /* ---- URIs ---- */
 
-/* "HOST:PORT" or "[V6]:PORT" -> host (maybe "") and port strings. */
-static bool parse_host_port(const char *str, char **host, char **port,
-                            GError **errp)
-{
-    const char *colon;
-
-    if (str[0] == '[') {
-        const char *end = strchr(str, ']');
-
-        if (!end || end[1] != ':') {
-            error_setg(errp, "Invalid address '%s': expected [HOST]:PORT",
-                       str);
-            return false;
-        }
-        *host = g_strndup(str + 1, end - str - 1);
-        colon = end + 1;
-    } else {
-        colon = strrchr(str, ':');
-        if (!colon) {
-            error_setg(errp, "Invalid address '%s': expected HOST:PORT", str);
-            return false;
-        }
-        *host = g_strndup(str, colon - str);
-    }
-    if (!colon[1]) {
-        g_free(*host);
-        error_setg(errp, "Invalid address '%s': missing port", str);
-        return false;
-    }
-    *port = g_strdup(colon + 1);
-    return true;
-}
-
-static struct addrinfo *resolve(const char *addr, const char *host,
-                                const char *port, bool passive,
-                                GError **errp)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = passive ? AI_PASSIVE : 0,
-    };
-    struct addrinfo *res = NULL;
-    int rc;
-
-    if (!*host && !passive) {
-        host = "localhost";
-    }
-    rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (rc != 0) {
-        error_setg(errp, "address resolution failed for '%s': %s", addr,
-                   gai_strerror(rc));
-        return NULL;
-    }
-    return res;
-}
-
-static void tcp_tune(int fd)
-{
-    int one = 1;
-
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
 static QIOChannel *fd_channel_named(int fd, const char *uri)
 {
     QIOChannel *ioc = qio_channel_new_fd(fd);
@@ -389,77 +324,36 @@ static QIOChannel *fd_channel_named(int fd, const char *uri)
     return ioc;
 }
 
-static QIOChannel *tcp_connect(const char *addr, GError **errp)
+static bool is_socket_uri(const char *uri)
 {
-    g_autofree char *host = NULL;
-    g_autofree char *port = NULL;
-    struct addrinfo *res, *ai;
-    int fd = -1, err = ECONNREFUSED;
-
-    if (!parse_host_port(addr, &host, &port, errp)) {
-        return NULL;
-    }
-    res = resolve(addr, host, port, false, errp);
-    if (!res) {
-        return NULL;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            break;
-        }
-        err = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        error_setg(errp, "Failed to connect to '%s': %s", addr,
-                   g_strerror(err));
-        return NULL;
-    }
-    tcp_tune(fd);
-    return fd_channel_named(fd, addr);
+    return g_str_has_prefix(uri, "tcp:") || g_str_has_prefix(uri, "unix:");
 }
 
-static bool unix_addr(const char *path, struct sockaddr_un *sun,
-                      GError **errp)
+/* Page-sized writes must not wait for ACKs (Nagle) on a LAN link. */
+static void socket_tune(int fd, const SocketAddress *addr)
 {
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    if (!*path || strlen(path) >= sizeof(sun->sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is empty or too long", path);
-        return false;
+    if (addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        socket_set_nodelay(fd);
     }
-    strcpy(sun->sun_path, path);
-    return true;
 }
 
-static QIOChannel *unix_connect(const char *path, GError **errp)
+/* tcp: or unix:, no options: a migration unix path may contain commas. */
+static QIOChannel *socket_open(const char *uri, GError **errp)
 {
-    struct sockaddr_un sun;
+    g_autoptr(SocketAddress) addr = socket_address_parse(uri, 0, errp);
+    g_autofree char *name = NULL;
     int fd;
 
-    if (!unix_addr(path, &sun, errp)) {
+    if (!addr) {
         return NULL;
     }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket_connect(addr, errp);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
         return NULL;
     }
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        error_setg(errp, "Failed to connect to '%s': %s", path,
-                   g_strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    return fd_channel_named(fd, path);
+    socket_tune(fd, addr);
+    name = socket_address_to_string(addr);
+    return fd_channel_named(fd, name);
 }
 
 /*
@@ -532,13 +426,9 @@ static QIOChannel *fd_lookup(const char *name, GError **errp)
 bool migration_channel_connect(const char *uri, QIOChannel **ioc,
                                GError **errp)
 {
-    const char *p;
-
     *ioc = NULL;
-    if ((p = g_str_has_prefix(uri, "tcp:") ? uri + 4 : NULL)) {
-        *ioc = tcp_connect(p, errp);
-    } else if (g_str_has_prefix(uri, "unix:")) {
-        *ioc = unix_connect(uri + 5, errp);
+    if (is_socket_uri(uri)) {
+        *ioc = socket_open(uri, errp);
     } else if (g_str_has_prefix(uri, "exec:")) {
         *ioc = exec_spawn(uri + 5, true, errp);
     } else if (g_str_has_prefix(uri, "file:")) {
@@ -555,7 +445,7 @@ bool migration_channel_connect(const char *uri, QIOChannel **ioc,
 
 /* ---- listening ---- */
 
-typedef struct ListenState {
+struct MigrationListener {
     int fd;
     guint watch;
     guint idle;
@@ -563,180 +453,194 @@ typedef struct ListenState {
     MigrationListenCb cb;
     void *opaque;
     char *uri;
-    int port;
-} ListenState;
+    SocketAddress *addr;    /* tcp/unix, with the port actually bound */
+};
 
-static ListenState listen_state = { .fd = -1 };
-
-void migration_channel_listen_cancel(void)
+void migration_listener_cancel(MigrationListener *l)
 {
-    ListenState *ls = &listen_state;
-
-    if (ls->watch) {
-        g_source_remove(ls->watch);
-        ls->watch = 0;
+    if (!l) {
+        return;
     }
-    if (ls->idle) {
-        g_source_remove(ls->idle);
-        ls->idle = 0;
+    if (l->watch) {
+        g_source_remove(l->watch);
+        l->watch = 0;
     }
-    if (ls->fd >= 0) {
-        close(ls->fd);
-        ls->fd = -1;
+    if (l->idle) {
+        g_source_remove(l->idle);
+        l->idle = 0;
     }
-    qio_channel_unref(ls->ready);
-    ls->ready = NULL;
-    g_clear_pointer(&ls->uri, g_free);
+    if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    qio_channel_unref(l->ready);
+    l->ready = NULL;
 }
 
-int migration_channel_listen_port(void)
+void migration_listener_free(MigrationListener *l)
 {
-    return listen_state.port;
+    if (!l) {
+        return;
+    }
+    migration_listener_cancel(l);
+    socket_address_free(l->addr);
+    g_free(l->uri);
+    g_free(l);
+}
+
+int migration_listener_port(MigrationListener *l)
+{
+    if (!l || !l->addr || l->addr->type != SOCKET_ADDRESS_TYPE_INET) {
+        return 0;
+    }
+    return atoi(l->addr->port);
+}
+
+const SocketAddress *migration_listener_address(MigrationListener *l)
+{
+    return l ? l->addr : NULL;
 }
 
 static gboolean listen_accept(gint fd, GIOCondition cond, gpointer data)
 {
-    ListenState *ls = &listen_state;
-    MigrationListenCb cb = ls->cb;
-    void *opaque = ls->opaque;
-    g_autofree char *uri = g_strdup(ls->uri);
+    MigrationListener *l = data;
+    MigrationListenCb cb = l->cb;
+    void *opaque = l->opaque;
+    QIOChannel *ioc;
     int cfd;
 
-    cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    cfd = socket_accept(fd, false);
     if (cfd < 0) {
         /* spurious wakeup or an aborted connection: keep waiting */
         return G_SOURCE_CONTINUE;
     }
-    ls->watch = 0;
-    migration_channel_listen_cancel();
-    if (g_str_has_prefix(uri, "tcp:")) {
-        tcp_tune(cfd);
-    }
-    cb(fd_channel_named(cfd, uri), opaque);
+    /* one connection only; the source goes away with our return value */
+    l->watch = 0;
+    migration_listener_cancel(l);
+    socket_tune(cfd, l->addr);
+    ioc = fd_channel_named(cfd, l->uri);
+    /* cb may free the listener: l is not touched after it */
+    cb(ioc, opaque);
     return G_SOURCE_REMOVE;
 }
 
 static gboolean listen_ready_idle(gpointer data)
 {
-    ListenState *ls = &listen_state;
-    QIOChannel *ioc = ls->ready;
+    MigrationListener *l = data;
+    QIOChannel *ioc = l->ready;
 
-    ls->ready = NULL;
-    ls->idle = 0;
-    g_clear_pointer(&ls->uri, g_free);
-    ls->cb(ioc, ls->opaque);
+    l->ready = NULL;
+    l->idle = 0;
+    l->cb(ioc, l->opaque);
     return G_SOURCE_REMOVE;
 }
 
-static int bind_listen(const struct sockaddr *sa, socklen_t len, int family,
-                       int *err)
+static bool listener_open_socket(MigrationListener *l, GError **errp)
 {
-    int one = 1;
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-    if (fd < 0) {
-        *err = errno;
-        return -1;
+    l->addr = socket_address_parse(l->uri, 0, errp);
+    if (!l->addr) {
+        return false;
     }
-    if (family != AF_UNIX) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* backlog 1: one source connects; stale unix paths go, as in QEMU */
+    if (socket_listen(l->addr, 1, SOCKET_LISTEN_UNLINK_ANY, &l->fd, 1,
+                      errp) < 0) {
+        return false;
     }
-    if (bind(fd, sa, len) < 0 || listen(fd, 1) < 0) {
-        *err = errno;
-        close(fd);
-        return -1;
+    if (l->addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        /* port 0 asked the kernel to choose: query-migrate reports it */
+        g_free(l->addr->port);
+        l->addr->port = g_strdup_printf("%d",
+                                        MAX(socket_get_local_port(l->fd), 0));
     }
-    return fd;
+    l->watch = g_unix_fd_add(l->fd, G_IO_IN, listen_accept, l);
+    return true;
 }
 
-static int tcp_listen(const char *addr, int *port, GError **errp)
+static bool listener_open_ready(MigrationListener *l, GError **errp)
 {
-    g_autofree char *host = NULL;
-    g_autofree char *portstr = NULL;
-    struct addrinfo *res, *ai;
-    int fd = -1, err = EADDRNOTAVAIL;
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof(ss);
+    const char *uri = l->uri;
 
-    if (!parse_host_port(addr, &host, &portstr, errp)) {
-        return -1;
-    }
-    res = resolve(addr, host, portstr, true, errp);
-    if (!res) {
-        return -1;
-    }
-    for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = bind_listen(ai->ai_addr, ai->ai_addrlen, ai->ai_family, &err);
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        error_setg(errp, "Failed to listen on '%s': %s", addr,
-                   g_strerror(err));
-        return -1;
-    }
-    *port = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0) {
-        *port = ss.ss_family == AF_INET6 ?
-            ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) :
-            ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
-    return fd;
-}
-
-static int unix_listen(const char *path, GError **errp)
-{
-    struct sockaddr_un sun;
-    int fd, err = 0;
-
-    if (!unix_addr(path, &sun, errp)) {
-        return -1;
-    }
-    unlink(path);
-    fd = bind_listen((struct sockaddr *)&sun, sizeof(sun), AF_UNIX, &err);
-    if (fd < 0) {
-        error_setg(errp, "Failed to listen on '%s': %s", path,
-                   g_strerror(err));
-    }
-    return fd;
-}
-
-bool migration_channel_listen(const char *uri, MigrationListenCb cb,
-                              void *opaque, GError **errp)
-{
-    ListenState *ls = &listen_state;
-    QIOChannel *ready = NULL;
-    int fd = -1;
-
-    migration_channel_listen_cancel();
-    ls->port = 0;
-    if (g_str_has_prefix(uri, "tcp:")) {
-        fd = tcp_listen(uri + 4, &ls->port, errp);
-    } else if (g_str_has_prefix(uri, "unix:")) {
-        fd = unix_listen(uri + 5, errp);
-    } else if (g_str_has_prefix(uri, "exec:")) {
-        ready = exec_spawn(uri + 5, false, errp);
+    if (g_str_has_prefix(uri, "exec:")) {
+        l->ready = exec_spawn(uri + 5, false, errp);
     } else if (g_str_has_prefix(uri, "file:")) {
-        ready = file_open(uri + 5, false, errp);
+        l->ready = file_open(uri + 5, false, errp);
     } else if (g_str_has_prefix(uri, "fd:")) {
-        ready = fd_lookup(uri + 3, errp);
+        l->ready = fd_lookup(uri + 3, errp);
     } else {
         g_autofree char *scheme = g_strndup(uri, strcspn(uri, ":"));
 
         error_setg(errp, "unknown migration protocol: %s", scheme);
+    }
+    if (!l->ready) {
         return false;
     }
-    if (fd < 0 && !ready) {
-        return false;
-    }
-    ls->cb = cb;
-    ls->opaque = opaque;
-    ls->uri = g_strdup(uri);
-    if (ready) {
-        ls->ready = ready;
-        ls->idle = g_idle_add(listen_ready_idle, NULL);
-    } else {
-        ls->fd = fd;
-        ls->watch = g_unix_fd_add(fd, G_IO_IN, listen_accept, NULL);
-    }
+    l->idle = g_idle_add(listen_ready_idle, l);
     return true;
+}
+
+MigrationListener *migration_channel_listen(const char *uri,
+                                            MigrationListenCb cb,
+                                            void *opaque, GError **errp)
+{
+    MigrationListener *l = g_new0(MigrationListener, 1);
+    bool ok;
+
+    l->fd = -1;
+    l->cb = cb;
+    l->opaque = opaque;
+    l->uri = g_strdup(uri);
+    ok = is_socket_uri(uri) ? listener_open_socket(l, errp)
+                            : listener_open_ready(l, errp);
+    if (!ok) {
+        migration_listener_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* ---- postcopy socket tuning ---- */
+
+/*
+ * Postcopy: unsent data allowed in the kernel's socket queue, so that an
+ * urgent page does not wait behind megabytes of background pages.
+ */
+#define POSTCOPY_TCP_NOTSENT_LOWAT (128 * 1024)
+#define POSTCOPY_UNIX_SNDBUF (256 * 1024)
+/* Receive buffer of the main stream in postcopy (TCP; see below). */
+#define POSTCOPY_INCOMING_RCVBUF (64 * 1024)
+
+static void postcopy_setsockopt(int fd, int level, int name, int v,
+                                const char *what)
+{
+    if (setsockopt(fd, level, name, &v, sizeof(v)) < 0) {
+        warn_report("postcopy: %s: %s", what, g_strerror(errno));
+    }
+}
+
+/*
+ * From LISTEN on, an urgent page queues behind whatever background data
+ * sits in the sender's queue and in the receiver's buffer, which TCP
+ * autotuning grows to megabytes on a fast link: keep both short.
+ */
+void migration_channel_tune_postcopy(QIOChannel *ioc, bool sender)
+{
+    int fd = ioc ? qio_channel_get_fd(ioc) : -1;
+    int domain = 0;
+    socklen_t l = sizeof(domain);
+    bool inet;
+
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) {
+        return;
+    }
+    inet = domain == AF_INET || domain == AF_INET6;
+    if (sender && inet) {
+        postcopy_setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+                            POSTCOPY_TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT");
+    } else if (sender && domain == AF_UNIX) {
+        postcopy_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, POSTCOPY_UNIX_SNDBUF,
+                            "SO_SNDBUF");
+    } else if (!sender && inet) {
+        postcopy_setsockopt(fd, SOL_SOCKET, SO_RCVBUF,
+                            POSTCOPY_INCOMING_RCVBUF, "SO_RCVBUF");
+    }
 }

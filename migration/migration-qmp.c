@@ -8,6 +8,8 @@
 #include "migration/savevm.h"
 #include "migration/ram.h"
 #include "migration/postcopy-ram.h"
+#include "migration/channel.h"
+#include "qemu/sockets.h"
 #include "monitor/qmp.h"
 
 static bool qmp_migrate(JsonObject *args, JsonNode **ret, GError **errp)
@@ -186,31 +188,20 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
  * QEMU's "socket-address" of a listening destination: the only way for a
  * client that asked for port 0 to learn the port it got.
  */
-static JsonArray *listen_socket_address(MigrationIncomingState *mis)
+static JsonArray *listen_socket_address(MigrationListener *listener)
 {
-    const char *uri = mis->listen_uri;
     JsonArray *a = json_array_new();
     JsonObject *sa = json_object_new();
+    SocketAddressQmp q;
 
-    if (g_str_has_prefix(uri, "unix:")) {
-        json_object_set_string_member(sa, "type", "unix");
-        json_object_set_string_member(sa, "path", uri + 5);
+    socket_address_to_qmp(migration_listener_address(listener), &q);
+    json_object_set_string_member(sa, "type", q.type);
+    if (q.path) {
+        json_object_set_string_member(sa, "path", q.path);
     } else {
-        const char *hostport = uri + 4;             /* after "tcp:" */
-        const char *colon = strrchr(hostport, ':');
-        g_autofree char *host = g_strndup(hostport,
-                                          colon ? colon - hostport : 0);
-        g_autofree char *port = g_strdup_printf(
-            "%d", migration_incoming_listen_port(mis));
-        bool v6 = host[0] == '[';
-
-        if (v6) {
-            host[strlen(host) - 1] = '\0';
-        }
-        json_object_set_string_member(sa, "type", "inet");
-        json_object_set_string_member(sa, "host", v6 ? host + 1 : host);
-        json_object_set_string_member(sa, "port", port);
-        json_object_set_boolean_member(sa, v6 ? "ipv6" : "ipv4", true);
+        json_object_set_string_member(sa, "host", q.host);
+        json_object_set_string_member(sa, "port", q.port);
+        json_object_set_boolean_member(sa, q.ipv6 ? "ipv6" : "ipv4", true);
     }
     json_array_add_object_element(a, sa);
     return a;
@@ -260,12 +251,10 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
             json_object_set_string_member(o, "error-desc", desc);
         }
     }
-    if (mis->listen_uri && st != MIGRATION_STATUS_COMPLETED &&
-        st != MIGRATION_STATUS_FAILED &&
-        (g_str_has_prefix(mis->listen_uri, "tcp:") ||
-         g_str_has_prefix(mis->listen_uri, "unix:"))) {
+    if (mis->listener && migration_listener_address(mis->listener) &&
+        st != MIGRATION_STATUS_COMPLETED && st != MIGRATION_STATUS_FAILED) {
         json_object_set_array_member(o, "socket-address",
-                                     listen_socket_address(mis));
+                                     listen_socket_address(mis->listener));
     }
     fill_postcopy_info(o, mis);
 }

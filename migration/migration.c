@@ -27,17 +27,6 @@
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
-/*
- * Postcopy: unsent data allowed in the kernel's socket queue, so that an
- * urgent page does not wait behind megabytes of background pages.
- */
-#define POSTCOPY_TCP_NOTSENT_LOWAT (128 * 1024)
-#define POSTCOPY_UNIX_SNDBUF (256 * 1024)
-
 static const char *const status_names[MIGRATION_STATUS__MAX] = {
     [MIGRATION_STATUS_NONE] = "none",
     [MIGRATION_STATUS_SETUP] = "setup",
@@ -175,6 +164,7 @@ void migration_incoming_state_free(MigrationIncomingState *mis)
     }
     postcopy_incoming_state_free(mis->postcopy);
     ram_load_state_free(mis->ram_load);
+    migration_listener_free(mis->listener);
     g_free(mis->listen_uri);
     g_free(mis->error_desc);
     g_mutex_clear(&mis->error_lock);
@@ -712,29 +702,6 @@ static uint64_t pending_total(bool exact)
 /* ---------------------------------------------------------------------- */
 /* Source: postcopy */
 
-/* Keep the kernel's queue of unsent data short (see the #defines). */
-static void postcopy_tune_socket(QEMUFile *f)
-{
-    int fd = qio_channel_get_fd(qemu_file_get_ioc(f));
-    int domain = 0, v;
-    socklen_t l = sizeof(domain);
-
-    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) {
-        return;
-    }
-    if (domain == AF_INET || domain == AF_INET6) {
-        v = POSTCOPY_TCP_NOTSENT_LOWAT;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v))) {
-            warn_report("postcopy: TCP_NOTSENT_LOWAT: %s", g_strerror(errno));
-        }
-    } else if (domain == AF_UNIX) {
-        v = POSTCOPY_UNIX_SNDBUF;
-        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v))) {
-            warn_report("postcopy: SO_SNDBUF: %s", g_strerror(errno));
-        }
-    }
-}
-
 /*
  * LISTEN, the device sections, PING 3, RUN, built in memory and sent as
  * one PACKAGED blob: the destination's listen thread takes over the
@@ -814,7 +781,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     /* ram paces background pages itself; urgent ones must never wait. */
     qemu_file_set_rate_limit(f, 0);
     ram_set_postcopy_phase(s->ram, true);
-    postcopy_tune_socket(f);
+    migration_channel_tune_postcopy(qemu_file_get_ioc(f), true);
     return true;
 }
 
@@ -1348,7 +1315,9 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
 {
     migration_sections_init();
     postcopy_incoming_reset(mis);
-    if (!migration_channel_listen(uri, incoming_accept, mis, errp)) {
+    migration_listener_free(mis->listener);
+    mis->listener = migration_channel_listen(uri, incoming_accept, mis, errp);
+    if (!mis->listener) {
         return false;
     }
     mis->have_listen = true;
@@ -1387,10 +1356,5 @@ bool migrate_incoming_qmp(const char *uri, GError **errp)
         return false;
     }
     return incoming_listen(mis, uri, errp);
-}
-
-int migration_incoming_listen_port(MigrationIncomingState *mis)
-{
-    return migration_channel_listen_port();
 }
 

@@ -35,9 +35,6 @@
 #include <sys/syscall.h>
 #include <linux/userfaultfd.h>
 
-/* Receive buffer of the main stream in postcopy (TCP; see below). */
-#define POSTCOPY_INCOMING_RCVBUF (64 * 1024)
-
 #define UFFD_NEEDED_IOCTLS ((1ULL << _UFFDIO_WAKE) | (1ULL << _UFFDIO_COPY) | \
                             (1ULL << _UFFDIO_ZEROPAGE))
 
@@ -1072,26 +1069,6 @@ static void *listen_thread(void *opaque)
     return NULL;
 }
 
-/*
- * From LISTEN on, an urgent page queues behind whatever background data
- * sits in our receive buffer, which TCP autotuning grows to megabytes on
- * a fast link: keep it small (the source keeps its side short too).
- */
-static void postcopy_tune_incoming(LoadVMContext *ctx)
-{
-    int fd = qio_channel_get_fd(qemu_file_get_ioc(ctx->from_src));
-    int domain = 0, v = POSTCOPY_INCOMING_RCVBUF;
-    socklen_t l = sizeof(domain);
-
-    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0 ||
-        (domain != AF_INET && domain != AF_INET6)) {
-        return;
-    }
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) < 0) {
-        warn_report("postcopy: SO_RCVBUF: %s", g_strerror(errno));
-    }
-}
-
 static bool pc_listen(LoadVMContext *ctx, GError **errp)
 {
     const char *cmd = "POSTCOPY_LISTEN";
@@ -1124,7 +1101,7 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         return false;
     }
     ctx->postcopy_listening = true;
-    postcopy_tune_incoming(ctx);
+    migration_channel_tune_postcopy(qemu_file_get_ioc(ctx->from_src), false);
     if (!qemu_thread_create(&pis->listen_thread, "mig/dst/listen",
                             listen_thread, ctx, errp)) {
         /* Nobody would ever serve the faults: undo the registration. */

@@ -14,15 +14,12 @@
 #include "qemu/osdep.h"
 #include "monitor/qmp.h"
 #include "migration/channel.h"
+#include "qemu/sockets.h"
 
 #include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <netinet/in.h>
 #include <glib-unix.h>
 
 #define QMP_VERSION_MAJOR 7
@@ -38,6 +35,9 @@
 /* A client that lets this much output pile up (events) is dropped. */
 #define QMP_OUT_HARD_LIMIT (64 * 1024 * 1024)
 #define QMP_MAX_CLIENTS 64
+/* A tcp: server listens on every address family the host has. */
+#define QMP_MAX_LISTEN_FDS 8
+#define QMP_LISTEN_BACKLOG 16
 #define QMP_READ_CHUNK 65536
 /* Descriptors a client may have in flight (received, not yet consumed). */
 #define QMP_MAX_CLIENT_FDS 16
@@ -968,7 +968,7 @@ static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
     QmpClient *c;
     int cfd;
 
-    cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    cfd = socket_accept(fd, true);
     if (cfd < 0) {
         /* EAGAIN, a client that left already, or out of fds: retry later. */
         return G_SOURCE_CONTINUE;
@@ -1001,176 +1001,19 @@ static void qmp_listener_add(int fd, const char *unix_path)
     g_ptr_array_add(qmp_listeners, l);
 }
 
-static bool qmp_listen_unix(const char *path, GError **errp)
+/* What QEMU's -qmp accepts that we cannot do is refused, not ignored. */
+static bool qmp_check_options(const SocketAddress *addr, GError **errp)
 {
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    struct stat st;
-    int fd;
-
-    if (!*path) {
-        error_setg(errp, "QMP socket: empty unix socket path");
+    if (addr->has_wait && addr->wait) {
+        error_setg(errp, "QMP socket option 'wait=on' is not "
+                   "supported: use wait=off");
         return false;
-    }
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        error_setg(errp, "QMP socket path '%s' is too long (max %zu bytes)",
-                   path, sizeof(sun.sun_path) - 1);
-        return false;
-    }
-    strcpy(sun.sun_path, path);
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            error_setg(errp, "QMP socket path '%s' exists and is not a "
-                       "socket", path);
-            return false;
-        }
-        /* A leftover from an earlier run that did not clean up. */
-        unlink(path);
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "QMP socket: cannot create socket");
-        return false;
-    }
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        error_setg_errno(errp, errno, "QMP socket: cannot bind to '%s'",
-                         path);
-        close(fd);
-        return false;
-    }
-    if (listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "QMP socket: cannot listen on '%s'",
-                         path);
-        close(fd);
-        unlink(path);
-        return false;
-    }
-    qmp_listener_add(fd, path);
-    return true;
-}
-
-static int qmp_listen_one_inet(struct addrinfo *ai, GError **errp)
-{
-    int fd, on = 1;
-
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                ai->ai_protocol);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "cannot create socket");
-        return -1;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-    if (ai->ai_family == AF_INET6) {
-        /* We bind the IPv4 addresses ourselves when asked for them. */
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-    }
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "cannot bind/listen");
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* host may be "", "[v6addr]", a name or an address. */
-static bool qmp_listen_tcp(const char *addr, GError **errp)
-{
-    struct addrinfo hints = {
-        .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
-        .ai_socktype = SOCK_STREAM,
-    };
-    struct addrinfo *res = NULL;
-    g_autofree char *host = NULL;
-    g_autoptr(GError) last = NULL;
-    const char *colon = strrchr(addr, ':');
-    const char *port;
-    int rc, bound = 0;
-
-    if (!colon || !colon[1]) {
-        error_setg(errp, "QMP socket: 'tcp:%s' lacks a port (tcp:HOST:PORT)",
-                   addr);
-        return false;
-    }
-    port = colon + 1;
-    host = g_strndup(addr, colon - addr);
-    if (host[0] == '[') {
-        size_t len = strlen(host);
-
-        if (len < 2 || host[len - 1] != ']') {
-            error_setg(errp, "QMP socket: bad IPv6 address in 'tcp:%s'",
-                       addr);
-            return false;
-        }
-        memmove(host, host + 1, len - 2);
-        host[len - 2] = '\0';
-    }
-    rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (rc) {
-        error_setg(errp, "QMP socket: cannot resolve 'tcp:%s': %s", addr,
-                   gai_strerror(rc));
-        return false;
-    }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd;
-
-        g_clear_error(&last);
-        fd = qmp_listen_one_inet(ai, &last);
-        if (fd >= 0) {
-            qmp_listener_add(fd, NULL);
-            bound++;
-        }
-    }
-    freeaddrinfo(res);
-    if (!bound) {
-        error_setg(errp, "QMP socket: cannot listen on 'tcp:%s': %s", addr,
-                   last ? last->message : "no usable address");
-        return false;
-    }
-    return true;
-}
-
-/* server=on|off, wait=on|off, and the old bare "server" / "nowait". */
-static bool qmp_parse_options(char **opts, GError **errp)
-{
-    bool server = false;
-
-    for (char **o = opts; *o; o++) {
-        const char *v = strchr(*o, '=');
-        g_autofree char *key = v ? g_strndup(*o, v - *o) : g_strdup(*o);
-        bool on = true;
-
-        if (v) {
-            v++;
-            if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
-                on = true;
-            } else if (!strcmp(v, "off") || !strcmp(v, "no") ||
-                       !strcmp(v, "false")) {
-                on = false;
-            } else {
-                error_setg(errp, "QMP socket option '%s' expects on or off",
-                           key);
-                return false;
-            }
-        }
-        if (!strcmp(key, "server")) {
-            server = on;
-        } else if (!strcmp(key, "nowait") && !v) {
-            /* The legacy spelling of wait=off. */
-        } else if (!strcmp(key, "wait")) {
-            if (on) {
-                error_setg(errp, "QMP socket option 'wait=on' is not "
-                           "supported: use wait=off");
-                return false;
-            }
-        } else if (*key) {
-            error_setg(errp, "QMP socket option '%s' is not supported", *o);
-            return false;
-        }
     }
     /*
      * Without wait=off QEMU would block at start-up for a client; we never
      * block, and accept that spelling too.
      */
-    if (!server) {
+    if (!addr->server) {
         error_setg(errp, "QMP socket must be a listening server: add "
                    "',server=on,wait=off'");
         return false;
@@ -1178,32 +1021,37 @@ static bool qmp_parse_options(char **opts, GError **errp)
     return true;
 }
 
+/* "unix:PATH,server=on,wait=off", "tcp:HOST:PORT,server,nowait"... */
 bool qmp_server_start(const char *spec, GError **errp)
 {
-    g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
-    const char *addr = parts[0];
+    g_autoptr(SocketAddress) addr = NULL;
+    int fds[QMP_MAX_LISTEN_FDS];
+    int n;
 
     qmp_commands_init();
     if (!qmp_listeners) {
         qmp_listeners = g_ptr_array_new();
         qmp_clients = g_ptr_array_new();
     }
-    if (!addr || !*addr) {
-        error_setg(errp, "QMP socket: empty specification");
+    addr = socket_address_parse(spec, SOCKET_PARSE_OPTIONS, errp);
+    if (!addr) {
+        error_prepend(errp, "QMP ");
         return false;
     }
-    if (!qmp_parse_options(parts + 1, errp)) {
+    if (!qmp_check_options(addr, errp)) {
         return false;
     }
-    if (g_str_has_prefix(addr, "unix:")) {
-        return qmp_listen_unix(addr + 5, errp);
+    /* a stale socket file is replaced, anything else at the path kept */
+    n = socket_listen(addr, QMP_LISTEN_BACKLOG, 0, fds, G_N_ELEMENTS(fds),
+                      errp);
+    if (n < 0) {
+        error_prepend(errp, "QMP socket: ");
+        return false;
     }
-    if (g_str_has_prefix(addr, "tcp:")) {
-        return qmp_listen_tcp(addr + 4, errp);
+    for (int i = 0; i < n; i++) {
+        qmp_listener_add(fds[i], addr->path);
     }
-    error_setg(errp, "QMP socket '%s': expected unix:PATH or tcp:HOST:PORT",
-               addr);
-    return false;
+    return true;
 }
 
 /* Give a departing client a moment to take its last replies. */

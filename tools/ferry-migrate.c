@@ -8,6 +8,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/cutils.h"
+#include "qemu/sockets.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -533,6 +534,7 @@ static char *dst_listen_uri(Migration *m, const char *uri, GError **errp)
     JsonArray *arr;
     JsonObject *a0;
     const char *host, *port;
+    g_autoptr(SocketAddress) addr = NULL;
 
     if (!g_str_has_prefix(uri, "tcp:") || !g_str_has_suffix(uri, ":0")) {
         return g_strdup(uri);
@@ -552,8 +554,12 @@ static char *dst_listen_uri(Migration *m, const char *uri, GError **errp)
                    "port; give --uri with a fixed port", uri);
         return NULL;
     }
-    return strchr(host, ':') ? g_strdup_printf("tcp:[%s]:%s", host, port)
-                             : g_strdup_printf("tcp:%s:%s", host, port);
+    addr = socket_address_new_inet(host, port, errp);
+    if (!addr) {
+        error_prepend(errp, "destination reports an unusable socket-address: ");
+        return NULL;
+    }
+    return socket_address_to_uri(addr);
 }
 
 /*

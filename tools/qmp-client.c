@@ -7,9 +7,8 @@
  */
 #include "qemu/osdep.h"
 #include <poll.h>
-#include <netdb.h>
 #include <sys/socket.h>
-#include <sys/un.h>
+#include "qemu/sockets.h"
 #include "qmp-client.h"
 
 /* A QMP message line larger than this is taken as a broken peer. */
@@ -23,103 +22,54 @@ struct QmpClient {
     GQueue events;
 };
 
-bool qmpc_parse_addr(const char *addr, char **path, char **host, char **port,
-                     GError **errp)
+/*
+ * "unix:PATH", a bare path or "tcp:HOST:PORT"; the server's spelling
+ * "unix:P,server=on,wait=off" is tolerated (its options ignored).
+ */
+static SocketAddress *parse_addr(const char *addr, GError **errp)
 {
-    *path = *host = *port = NULL;
-    if (!addr || !*addr) {
-        error_setg(errp, "empty QMP address");
-        return false;
-    }
-    if (g_str_has_prefix(addr, "tcp:")) {
-        const char *hp = addr + 4;
-        const char *colon = strrchr(hp, ':');
-        const char *h_end = colon;
+    SocketAddress *sa = socket_address_parse(
+        addr, SOCKET_PARSE_BARE_PATH | SOCKET_PARSE_IGNORE_OPTIONS, errp);
 
-        if (!colon || colon == hp || !colon[1]) {
-            error_setg(errp, "QMP address '%s' must be tcp:HOST:PORT", addr);
-            return false;
-        }
-        if (hp[0] == '[') {             /* tcp:[::1]:4444 */
-            if (colon[-1] != ']') {
-                error_setg(errp, "bad IPv6 address in '%s'", addr);
-                return false;
-            }
-            hp++;
-            h_end = colon - 1;
-        }
-        *host = g_strndup(hp, h_end - hp);
-        *port = g_strdup(colon + 1);
-        return true;
+    /* unlike a migration URI, a QMP client never means "localhost" */
+    if (sa && sa->type == SOCKET_ADDRESS_TYPE_INET && !*sa->host) {
+        error_setg(errp, "QMP address '%s' must be tcp:HOST:PORT", addr);
+        socket_address_free(sa);
+        return NULL;
     }
-    if (g_str_has_prefix(addr, "unix:")) {
-        addr += 5;
-    }
-    /* Tolerate the server-side spelling "unix:P,server=on,wait=off". */
-    *path = g_strndup(addr, strcspn(addr, ","));
-    if (!**path) {
-        g_free(*path);
-        *path = NULL;
-        error_setg(errp, "empty unix socket path in QMP address");
-        return false;
-    }
-    if (strlen(*path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        error_setg(errp, "unix socket path too long: %s", *path);
-        g_free(*path);
-        *path = NULL;
-        return false;
-    }
-    return true;
+    return sa;
 }
 
-static int connect_unix(const char *path, int *err)
+/* Connect, waiting up to the deadline for a server that is not up yet. */
+static int connect_retry(const char *addr, const SocketAddress *sa,
+                         const char *name, gint64 deadline, GError **errp)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_autoptr(GError) local = NULL;
+    int fd, err;
 
-    if (fd < 0) {
-        *err = errno;
-        return -1;
-    }
-    g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        *err = errno;
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int connect_tcp(const char *host, const char *port, int *err,
-                       GError **errp)
-{
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res, *ai;
-    int fd = -1;
-    int rc = getaddrinfo(host, port, &hints, &res);
-
-    if (rc != 0) {
-        error_setg(errp, "cannot resolve %s:%s: %s", host, port,
-                   gai_strerror(rc));
-        return -2;
-    }
-    *err = ECONNREFUSED;
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            *err = errno;
-            continue;
+    for (;;) {
+        g_clear_error(&local);
+        fd = socket_connect(sa, &local);
+        if (fd >= 0) {
+            return fd;
         }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        err = errno;
+        /* Only "not there yet" is worth waiting for. */
+        if ((err != ENOENT && err != ECONNREFUSED) ||
+            g_get_monotonic_time() >= deadline) {
             break;
         }
-        *err = errno;
-        close(fd);
-        fd = -1;
+        g_usleep(50 * 1000);
     }
-    freeaddrinfo(res);
-    return fd;
+    if (err) {
+        error_setg(errp, "cannot connect to %s QMP at %s: %s", name, addr,
+                   g_strerror(err));
+    } else {
+        g_propagate_prefixed_error(errp, g_steal_pointer(&local),
+                                   "cannot connect to %s QMP at %s: ", name,
+                                   addr);
+    }
+    return -1;
 }
 
 /* Pull one line out of the input buffer, or NULL if none is complete. */
@@ -223,36 +173,19 @@ static JsonObject *next_message(QmpClient *c, int timeout_ms, GError **errp)
 QmpClient *qmpc_connect(const char *addr, const char *name, int timeout_ms,
                         GError **errp)
 {
-    g_autofree char *path = NULL, *host = NULL, *port = NULL;
+    g_autoptr(SocketAddress) sa = NULL;
     gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     QmpClient *c;
     JsonObject *greeting;
-    int fd, err = 0;
+    int fd;
 
-    if (!qmpc_parse_addr(addr, &path, &host, &port, errp)) {
+    sa = parse_addr(addr, errp);
+    if (!sa) {
         g_prefix_error(errp, "%s: ", name);
         return NULL;
     }
-    for (;;) {
-        fd = path ? connect_unix(path, &err) : connect_tcp(host, port, &err,
-                                                           errp);
-        if (fd >= 0 || fd == -2) {
-            break;
-        }
-        /* Only "not there yet" is worth waiting for. */
-        if ((err != ENOENT && err != ECONNREFUSED) ||
-            g_get_monotonic_time() >= deadline) {
-            break;
-        }
-        g_usleep(50 * 1000);
-    }
-    if (fd == -2) {
-        g_prefix_error(errp, "cannot connect to %s QMP at %s: ", name, addr);
-        return NULL;
-    }
+    fd = connect_retry(addr, sa, name, deadline, errp);
     if (fd < 0) {
-        error_setg(errp, "cannot connect to %s QMP at %s: %s", name, addr,
-                   g_strerror(err));
         return NULL;
     }
 

@@ -37,8 +37,4 @@ bool qmpc_pump(QmpClient *c, int timeout_ms, GError **errp);
 /* Next queued event (caller unrefs), or NULL. */
 JsonObject *qmpc_pop_event(QmpClient *c);
 
-/* Parse a QMP address; exposed for the unit tests. */
-bool qmpc_parse_addr(const char *addr, char **path, char **host, char **port,
-                     GError **errp);
-
 #endif

@@ -11,6 +11,7 @@
 #define MIGRATION_CHANNEL_H
 
 #include "qemu/osdep.h"
+#include "qemu/sockets.h"
 #include <sys/uio.h>
 
 typedef struct QIOChannel QIOChannel;
@@ -87,16 +88,36 @@ bool migration_channel_connect(const char *uri, QIOChannel **ioc,
 
 /*
  * Destination: for tcp/unix, listen now and, from the GLib main loop
- * (default context), accept ONE connection, close the listener and call
- * cb(ioc, opaque); the callback owns the reference.  For exec/file/fd the
- * channel already exists: cb is called from an idle source.
+ * (default context), accept ONE connection, close the listening socket and
+ * call cb(ioc, opaque); the callback owns the reference and may free the
+ * listener.  For exec/file/fd the channel already exists: cb is called
+ * from an idle source.  The caller owns the returned listener; NULL on
+ * error.
  */
 typedef void (*MigrationListenCb)(QIOChannel *ioc, void *opaque);
-bool migration_channel_listen(const char *uri, MigrationListenCb cb,
-                              void *opaque, GError **errp);
-/* Stop a pending listen (migrate_cancel on the destination). */
-void migration_channel_listen_cancel(void);
-/* Port actually bound by the last tcp listen (useful with port 0). */
-int migration_channel_listen_port(void);
+typedef struct MigrationListener MigrationListener;
+MigrationListener *migration_channel_listen(const char *uri,
+                                            MigrationListenCb cb,
+                                            void *opaque, GError **errp);
+/* Stop a pending listen without calling cb (migrate_cancel). NULL is ok. */
+void migration_listener_cancel(MigrationListener *l);
+/* Cancel and free; NULL is ok. */
+void migration_listener_free(MigrationListener *l);
+/* Port actually bound by a tcp listener (useful with port 0), else 0. */
+int migration_listener_port(MigrationListener *l);
+/*
+ * tcp/unix: the address listened on, with the port actually bound (for
+ * query-migrate's "socket-address"); still valid after the accept.  NULL
+ * for exec/file/fd.
+ */
+const SocketAddress *migration_listener_address(MigrationListener *l);
+
+/*
+ * Postcopy: keep the socket queues of the main stream short so that an
+ * urgent page does not wait behind background ones.  sender: TCP
+ * TCP_NOTSENT_LOWAT or unix SO_SNDBUF; receiver: TCP SO_RCVBUF.  Failures
+ * are warnings; non-sockets are left alone.
+ */
+void migration_channel_tune_postcopy(QIOChannel *ioc, bool sender);
 
 #endif

@@ -11,6 +11,8 @@
 #include "qemu/thread.h"
 #include <json-glib/json-glib.h>
 
+typedef struct MigrationListener MigrationListener;
+
 typedef struct QEMUFile QEMUFile;
 typedef struct LoadVMContext LoadVMContext;
 typedef struct RAMState RAMState;
@@ -157,6 +159,7 @@ typedef struct MigrationIncomingState {
     bool deferred;                      /* -incoming defer */
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
+    MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
     GMutex error_lock;
     char *error_desc;
 
@@ -208,8 +211,6 @@ void migration_incoming_set_error(MigrationIncomingState *mis,
 /* A copy of the first error (NULL if none); g_free it. */
 char *migrate_get_error_desc(MigrationState *s);
 char *migration_incoming_get_error_desc(MigrationIncomingState *mis);
-/* Port bound by a listening tcp destination (-1 if none). */
-int migration_incoming_listen_port(MigrationIncomingState *mis);
 
 /* Events (migration-qmp.c builds them), sent only with "events" on. */
 void qapi_event_send_migration(MigrationStatus status);

@@ -111,6 +111,21 @@ def main():
     write("fuzz-opts", "accel", b"\x05" + b"kvm:tcg")
     write("fuzz-opts", "qmp", b"\x06" + b"tcp:127.0.0.1:4444,server=on,wait=off")
 
+    # first byte: socket_address_parse flags (1 options, 2 ignore, 4 bare)
+    for name, flags, addr in [
+            ("tcp", 0, "tcp:127.0.0.1:4444"),
+            ("tcp-any-port0", 0, "tcp::0"),
+            ("tcp-v6", 0, "tcp:[::1]:4444"),
+            ("tcp-v6-bare", 0, "tcp:::1:4444"),
+            ("tcp-options", 1, "tcp:localhost:4444,server,nowait,ipv4=on"),
+            ("unix", 0, "unix:/tmp/mig,with,commas"),
+            ("unix-options", 1, "unix:/tmp/q.sock,server=on,wait=off"),
+            ("bare-path", 6, "/tmp/q.sock,server=on,wait=off"),
+            ("bad-port", 0, "tcp:h:65536x"),
+            ("bad-bracket", 0, "tcp:[::1:4444"),
+            ("long-path", 0, "unix:/" + "p" * 120)]:
+        write("fuzz-sockets", name, bytes([flags]) + addr.encode())
+
     write("fuzz-multiboot", "flat", b"\x00" + multiboot_flat())
     write("fuzz-multiboot", "elf", b"\x03" + multiboot_elf())
     guest = os.path.join(HERE, "..", "..", "build", "tests", "guest", "guest.bin")

@@ -427,25 +427,26 @@ static void test_uri_errors(void)
     QIOChannel *ioc = NULL;
     GError *err = NULL;
     Accepted acc = { 0 };
+    MigrationListener *l;
     int port;
     g_autofree char *uri = NULL;
 
     g_assert_false(migration_channel_connect("foo:bar", &ioc, &err));
     g_assert_cmpstr(err->message, ==, "unknown migration protocol: foo");
     g_clear_error(&err);
-    g_assert_false(migration_channel_listen("rdma:1.2.3.4:5", on_accept,
-                                            &acc, &err));
+    g_assert_null(migration_channel_listen("rdma:1.2.3.4:5", on_accept,
+                                           &acc, &err));
     g_assert_cmpstr(err->message, ==, "unknown migration protocol: rdma");
     g_clear_error(&err);
     g_assert_false(migration_channel_connect("tcp:127.0.0.1", &ioc, &err));
     g_clear_error(&err);
 
     /* a port that was just free: connection refused, naming the address */
-    g_assert_true(migration_channel_listen("tcp:127.0.0.1:0", on_accept,
-                                           &acc, &err));
-    port = migration_channel_listen_port();
+    l = migration_channel_listen("tcp:127.0.0.1:0", on_accept, &acc, &err);
+    g_assert_nonnull(l);
+    port = migration_listener_port(l);
     g_assert_cmpint(port, >, 0);
-    migration_channel_listen_cancel();
+    migration_listener_free(l);
     uri = g_strdup_printf("tcp:127.0.0.1:%d", port);
     g_assert_false(migration_channel_connect(uri, &ioc, &err));
     g_autofree char *want = g_strdup_printf(
@@ -475,19 +476,23 @@ static void test_uri_tcp(void)
         g_autofree char *luri = g_strdup_printf("tcp:%s:0", hosts[i]);
         g_autofree char *curi = NULL;
 
-        if (!migration_channel_listen(luri, on_accept, &acc, &err)) {
+        MigrationListener *l = migration_channel_listen(luri, on_accept, &acc,
+                                                        &err);
+
+        if (!l) {
             /* no IPv6 in this sandbox */
             g_test_message("skipping %s: %s", luri, err->message);
             g_clear_error(&err);
             continue;
         }
         curi = g_strdup_printf("tcp:%s:%d", hosts[i],
-                               migration_channel_listen_port());
+                               migration_listener_port(l));
         g_assert_true(migration_channel_connect(curi, &src, &err));
         g_assert_no_error(err);
         exchange(src, wait_accept(&acc));
         qio_channel_unref(src);
         qio_channel_unref(acc.ioc);
+        migration_listener_free(l);
     }
 }
 
@@ -497,12 +502,14 @@ static void test_uri_unix_and_fd(void)
     g_autofree char *uri = g_strdup_printf("unix:%s/sock", dir);
     g_autofree char *path = g_strdup_printf("%s/sock", dir);
     Accepted acc = { 0 };
+    MigrationListener *l;
     QIOChannel *src = NULL, *a = NULL, *b = NULL;
     GError *err = NULL;
     int sv[2];
     char fduri[32];
 
-    g_assert_true(migration_channel_listen(uri, on_accept, &acc, &err));
+    l = migration_channel_listen(uri, on_accept, &acc, &err);
+    g_assert_nonnull(l);
     g_assert_true(migration_channel_connect(uri, &src, &err));
     g_assert_no_error(err);
     exchange(src, wait_accept(&acc));
@@ -517,8 +524,11 @@ static void test_uri_unix_and_fd(void)
     g_assert_true(migration_channel_connect(fduri, &a, &err));
     snprintf(fduri, sizeof(fduri), "fd:%d", sv[1]);
     acc.ioc = NULL;
-    g_assert_true(migration_channel_listen(fduri, on_accept, &acc, &err));
+    migration_listener_free(l);
+    l = migration_channel_listen(fduri, on_accept, &acc, &err);
+    g_assert_nonnull(l);
     b = wait_accept(&acc);
+    migration_listener_free(l);
     close(sv[0]);       /* the channels hold duplicates */
     close(sv[1]);
     exchange(a, b);
@@ -556,6 +566,7 @@ static void test_uri_exec_and_file(void)
     g_autofree char *dst_uri = g_strdup_printf("exec:cat %s", path);
     g_autofree char *file_uri = g_strdup_printf("file:%s", path);
     Accepted acc = { 0 };
+    MigrationListener *l;
     QIOChannel *ioc = NULL;
     GError *err = NULL;
     const size_t n = 100000;
@@ -565,16 +576,20 @@ static void test_uri_exec_and_file(void)
     write_stream(ioc, n);
     qio_channel_unref(ioc);     /* closes and reaps "cat" */
 
-    g_assert_true(migration_channel_listen(dst_uri, on_accept, &acc, &err));
+    l = migration_channel_listen(dst_uri, on_accept, &acc, &err);
+    g_assert_nonnull(l);
     read_stream(wait_accept(&acc), n);
+    migration_listener_free(l);
     qio_channel_unref(acc.ioc);
 
     g_assert_true(migration_channel_connect(file_uri, &ioc, &err));
     write_stream(ioc, n / 2);
     qio_channel_unref(ioc);
     acc.ioc = NULL;
-    g_assert_true(migration_channel_listen(file_uri, on_accept, &acc, &err));
+    l = migration_channel_listen(file_uri, on_accept, &acc, &err);
+    g_assert_nonnull(l);
     read_stream(wait_accept(&acc), n / 2);
+    migration_listener_free(l);
     qio_channel_unref(acc.ioc);
     unlink(path);
     rmdir(dir);
