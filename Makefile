@@ -13,7 +13,13 @@ demo: all
 bench: all
 	bench/run.sh $(BUILD)
 
+# No KVM needed: machine none, ferry against QEMU 7.2 (bench/README.md).
+# BASE=dir adds a second ferry build (ferry-base); ARGS go to none.py.
+bench-none: all
+	python3 bench/none.py --ferry-build $(BUILD) \
+	    $(if $(BASE),--ferry-baseline-build $(BASE)) $(ARGS)
+
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo bench clean
+.PHONY: all check demo bench bench-none clean
