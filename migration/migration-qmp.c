@@ -4,6 +4,7 @@
  */
 #include "qemu/osdep.h"
 #include "migration/migration.h"
+#include "migration/options.h"
 #include "migration/misc.h"
 #include "migration/savevm.h"
 #include "migration/ram.h"
@@ -350,7 +351,7 @@ static bool qmp_migrate_set_capabilities(JsonObject *args, JsonNode **ret,
         error_setg(errp, "There's a migration process in progress");
         return false;
     }
-    /* All or nothing: check every element before applying any. */
+    /* All or nothing: the whole new set is checked before any applies. */
     memcpy(newcaps, s->capabilities, sizeof(newcaps));
     arr = json_node_get_array(list);
     for (guint i = 0; i < json_array_get_length(arr); i++) {
@@ -363,219 +364,131 @@ static bool qmp_migrate_set_capabilities(JsonObject *args, JsonNode **ret,
         }
         newcaps[c] = on;
     }
-    for (int c = 0; c < MIGRATION_CAPABILITY__MAX; c++) {
-        if (newcaps[c] && !migrate_capability_check(c, true, errp)) {
-            return false;
-        }
-    }
-    memcpy(s->capabilities, newcaps, sizeof(newcaps));
-    return true;
+    return migrate_set_capabilities(newcaps, errp);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Parameters */
 
-/* Parameters we report with QEMU 7.2's defaults but do not act on. */
-typedef enum ParamKind { P_INT, P_BOOL, P_STR } ParamKind;
-typedef struct OtherParam {
-    const char *name;
-    ParamKind kind;
-    int64_t def_int;
-    int64_t min, max;
-    const char *def_str;
-} OtherParam;
-
-static const OtherParam other_params[] = {
-    { "announce-initial", P_INT, 50, 1, 100000 },
-    { "announce-max", P_INT, 550, 1, 100000 },
-    { "announce-rounds", P_INT, 5, 1, 1000 },
-    { "announce-step", P_INT, 100, 1, 10000 },
-    { "compress-level", P_INT, 1, 0, 9 },
-    { "compress-threads", P_INT, 8, 1, 255 },
-    { "compress-wait-thread", P_BOOL, 1 },
-    { "decompress-threads", P_INT, 2, 1, 255 },
-    { "throttle-trigger-threshold", P_INT, 50, 1, 100 },
-    { "cpu-throttle-initial", P_INT, 20, 1, 99 },
-    { "cpu-throttle-increment", P_INT, 10, 1, 99 },
-    { "cpu-throttle-tailslow", P_BOOL, 0 },
-    { "tls-creds", P_STR, 0, 0, 0, "" },
-    { "tls-hostname", P_STR, 0, 0, 0, "" },
-    { "tls-authz", P_STR, 0, 0, 0, "" },
-    { "x-checkpoint-delay", P_INT, 20000, 0, UINT32_MAX },
-    { "block-incremental", P_BOOL, 0 },
-    { "multifd-channels", P_INT, 2, 1, 255 },
-    { "xbzrle-cache-size", P_INT, 67108864, 4096, INT64_MAX },
-    { "max-cpu-throttle", P_INT, 99, 1, 99 },
-    { "multifd-compression", P_STR, 0, 0, 0, "none" },
-    { "multifd-zlib-level", P_INT, 1, 0, 9 },
-    { "multifd-zstd-level", P_INT, 1, 0, 20 },
-};
-
-static JsonObject *other_values;
-
-static JsonObject *other_param_values(void)
+static void add_parameter(JsonObject *o, MigrationParameter p)
 {
-    if (other_values) {
-        return other_values;
-    }
-    other_values = json_object_new();
-    for (size_t i = 0; i < ARRAY_SIZE(other_params); i++) {
-        const OtherParam *p = &other_params[i];
+    const MigrationParameterInfo *info = migrate_parameter_info(p);
 
-        switch (p->kind) {
-        case P_INT:
-            json_object_set_int_member(other_values, p->name, p->def_int);
-            break;
-        case P_BOOL:
-            json_object_set_boolean_member(other_values, p->name,
-                                           p->def_int);
-            break;
-        case P_STR:
-            json_object_set_string_member(other_values, p->name, p->def_str);
-            break;
-        }
+    switch (info->type) {
+    case MIGRATION_PARAM_BOOL:
+        json_object_set_boolean_member(o, info->name,
+                                       migrate_parameter_num(p));
+        break;
+    case MIGRATION_PARAM_INT:
+    case MIGRATION_PARAM_SIZE:
+        /* Values above INT64_MAX cannot be set through json-glib. */
+        json_object_set_int_member(o, info->name, migrate_parameter_num(p));
+        break;
+    case MIGRATION_PARAM_STR:
+        json_object_set_string_member(o, info->name,
+                                      migrate_parameter_str(p));
+        break;
+    case MIGRATION_PARAM_LIST:
+        /* QEMU leaves block-bitmap-mapping out until it is set. */
+        break;
     }
-    return other_values;
 }
 
 static bool qmp_query_migrate_parameters(JsonObject *args, JsonNode **ret,
                                          GError **errp)
 {
-    MigrationState *s = migrate_get_current();
     JsonObject *o = json_object_new();
-    JsonObject *other = other_param_values();
-    GList *members = json_object_get_members(other);
 
-    for (GList *l = members; l; l = l->next) {
-        json_object_set_member(o, l->data,
-                               json_object_dup_member(other, l->data));
+    for (int p = 0; p < MIGRATION_PARAMETER__MAX; p++) {
+        add_parameter(o, p);
     }
-    g_list_free(members);
-    json_object_set_int_member(o, "max-bandwidth", s->params.max_bandwidth);
-    json_object_set_int_member(o, "downtime-limit",
-                               s->params.downtime_limit);
-    json_object_set_int_member(o, "max-postcopy-bandwidth",
-                               s->params.max_postcopy_bandwidth);
     *ret = json_node_init_object(json_node_alloc(), o);
     json_object_unref(o);
     return true;
 }
 
-static const OtherParam *find_other_param(const char *name)
+static bool stage_int(JsonObject *args, MigrationParameters *np,
+                      MigrationParameter p, GError **errp)
 {
-    for (size_t i = 0; i < ARRAY_SIZE(other_params); i++) {
-        if (g_str_equal(other_params[i].name, name)) {
-            return &other_params[i];
-        }
+    const char *name = migrate_parameter_info(p)->name;
+    int64_t v;
+
+    /* QEMU's wording for any non-integer, whatever the member's width. */
+    if (!qmp_arg_int(args, name, true, &v, NULL)) {
+        error_setg(errp, "Parameter '%s' expects uint64", name);
+        return false;
     }
-    return NULL;
+    return migrate_params_stage_num(np, p, v, errp);
 }
 
-/* QEMU names parameters with underscores in its range errors. */
-static char *underscored(const char *name)
+static bool stage_bool(JsonObject *args, MigrationParameters *np,
+                       MigrationParameter p, GError **errp)
 {
-    char *r = g_strdup(name);
+    const char *name = migrate_parameter_info(p)->name;
+    bool v;
 
-    g_strdelimit(r, "-", '_');
-    return r;
+    return qmp_arg_bool(args, name, true, &v, errp) &&
+           migrate_params_stage_num(np, p, v, errp);
 }
 
-/* Check one "other" parameter; on success store it in staged. */
-static bool check_other_param(JsonObject *args, const OtherParam *p,
-                              JsonObject *staged, GError **errp)
+/* tls-* are StrOrNull in QAPI: null resets them to "". */
+static bool stage_str(JsonObject *args, MigrationParameters *np,
+                      MigrationParameter p, GError **errp)
 {
-    int64_t iv;
-    bool bv;
-    const char *sv;
+    const MigrationParameterInfo *info = migrate_parameter_info(p);
+    JsonNode *n = json_object_get_member(args, info->name);
+    const char *v;
 
-    switch (p->kind) {
-    case P_INT:
-        if (!qmp_arg_int(args, p->name, true, &iv, errp)) {
-            return false;
-        }
-        if (iv < p->min || iv > p->max) {
-            g_autofree char *u = underscored(p->name);
-
-            error_setg(errp, "Parameter '%s' expects an integer in the "
-                       "range of %" PRId64 " to %" PRId64, u, p->min, p->max);
-            return false;
-        }
-        json_object_set_int_member(staged, p->name, iv);
-        return true;
-    case P_BOOL:
-        if (!qmp_arg_bool(args, p->name, true, &bv, errp)) {
-            return false;
-        }
-        json_object_set_boolean_member(staged, p->name, bv);
-        return true;
-    case P_STR:
-        if (!qmp_arg_str(args, p->name, true, &sv, errp)) {
-            return false;
-        }
-        if (g_str_equal(p->name, "multifd-compression") &&
-            !g_str_equal(sv, "none") && !g_str_equal(sv, "zlib") &&
-            !g_str_equal(sv, "zstd")) {
-            error_setg(errp, "Parameter 'multifd-compression' does not "
-                       "accept value '%s'", sv);
-            return false;
-        }
-        json_object_set_string_member(staged, p->name, sv);
-        return true;
+    if (info->nullable && JSON_NODE_HOLDS_NULL(n)) {
+        return migrate_params_stage_str(np, p, "", errp);
     }
+    return qmp_arg_str(args, info->name, true, &v, errp) &&
+           migrate_params_stage_str(np, p, v, errp);
+}
+
+static bool stage_parameter(JsonObject *args, const char *name,
+                            MigrationParameters *np, GError **errp)
+{
+    MigrationParameter p;
+
+    if (!migration_parameter_parse(name, &p)) {
+        error_setg(errp, "Parameter '%s' is unexpected", name);
+        return false;
+    }
+    switch (migrate_parameter_info(p)->type) {
+    case MIGRATION_PARAM_BOOL:
+        return stage_bool(args, np, p, errp);
+    case MIGRATION_PARAM_INT:
+    case MIGRATION_PARAM_SIZE:
+        return stage_int(args, np, p, errp);
+    case MIGRATION_PARAM_STR:
+        return stage_str(args, np, p, errp);
+    case MIGRATION_PARAM_LIST:
+        break;
+    }
+    error_setg(errp, "Parameter '%s' is not supported by this VMM", name);
     return false;
 }
 
+/*
+ * Allowed while a migration runs, as in QEMU: that is how max-bandwidth
+ * and downtime-limit are changed on the fly.
+ */
 static bool qmp_migrate_set_parameters(JsonObject *args, JsonNode **ret,
                                        GError **errp)
 {
-    MigrationState *s = migrate_get_current();
-    MigrationParameters np = s->params;
-    g_autoptr(JsonObject) staged = json_object_new();
+    MigrationParameters np = { 0 };
     GList *members = json_object_get_members(args);
     bool ok = true;
 
+    migrate_params_copy(&np, &migrate_get_current()->parameters);
     for (GList *l = members; l && ok; l = l->next) {
-        const char *name = l->data;
-        const OtherParam *p;
-
-        if (g_str_equal(name, "max-bandwidth")) {
-            ok = qmp_arg_uint(args, name, true, &np.max_bandwidth, errp);
-        } else if (g_str_equal(name, "max-postcopy-bandwidth")) {
-            ok = qmp_arg_uint(args, name, true, &np.max_postcopy_bandwidth,
-                              errp);
-        } else if (g_str_equal(name, "downtime-limit")) {
-            ok = qmp_arg_uint(args, name, true, &np.downtime_limit, errp);
-            if (ok && np.downtime_limit > MIGRATION_MAX_DOWNTIME_LIMIT) {
-                error_setg(errp, "Parameter 'downtime_limit' expects an "
-                           "integer in the range of 0 to %d milliseconds",
-                           MIGRATION_MAX_DOWNTIME_LIMIT);
-                ok = false;
-            }
-        } else if ((p = find_other_param(name))) {
-            ok = check_other_param(args, p, staged, errp);
-        } else {
-            error_setg(errp, "Parameter '%s' is unexpected", name);
-            ok = false;
-        }
+        ok = stage_parameter(args, l->data, &np, errp);
     }
     g_list_free(members);
-    if (!ok) {
-        return false;
-    }
-    /* Everything checked: apply.  The thread reads these atomically. */
-    __atomic_store_n(&s->params.max_bandwidth, np.max_bandwidth,
-                     __ATOMIC_RELAXED);
-    __atomic_store_n(&s->params.downtime_limit, np.downtime_limit,
-                     __ATOMIC_RELAXED);
-    __atomic_store_n(&s->params.max_postcopy_bandwidth,
-                     np.max_postcopy_bandwidth, __ATOMIC_RELAXED);
-    members = json_object_get_members(staged);
-    for (GList *l = members; l; l = l->next) {
-        json_object_set_member(other_param_values(), l->data,
-                               json_object_dup_member(staged, l->data));
-    }
-    g_list_free(members);
-    return true;
+    ok = ok && migrate_set_parameters(&np, errp);
+    migrate_params_free(&np);
+    return ok;
 }
 
 void migration_register_qmp(void)

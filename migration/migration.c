@@ -18,6 +18,7 @@
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
 #include "migration/migration.h"
+#include "migration/options.h"
 #include "migration/misc.h"
 #include "migration/ram.h"
 #include "migration/savevm.h"
@@ -42,30 +43,6 @@ static const char *const status_names[MIGRATION_STATUS__MAX] = {
     [MIGRATION_STATUS_PRE_SWITCHOVER] = "pre-switchover",
     [MIGRATION_STATUS_DEVICE] = "device",
     [MIGRATION_STATUS_WAIT_UNPLUG] = "wait-unplug",
-};
-
-static const char *const capability_names[MIGRATION_CAPABILITY__MAX] = {
-    [MIGRATION_CAPABILITY_XBZRLE] = "xbzrle",
-    [MIGRATION_CAPABILITY_RDMA_PIN_ALL] = "rdma-pin-all",
-    [MIGRATION_CAPABILITY_AUTO_CONVERGE] = "auto-converge",
-    [MIGRATION_CAPABILITY_ZERO_BLOCKS] = "zero-blocks",
-    [MIGRATION_CAPABILITY_COMPRESS] = "compress",
-    [MIGRATION_CAPABILITY_EVENTS] = "events",
-    [MIGRATION_CAPABILITY_POSTCOPY_RAM] = "postcopy-ram",
-    [MIGRATION_CAPABILITY_X_COLO] = "x-colo",
-    [MIGRATION_CAPABILITY_RELEASE_RAM] = "release-ram",
-    [MIGRATION_CAPABILITY_BLOCK] = "block",
-    [MIGRATION_CAPABILITY_RETURN_PATH] = "return-path",
-    [MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER] = "pause-before-switchover",
-    [MIGRATION_CAPABILITY_MULTIFD] = "multifd",
-    [MIGRATION_CAPABILITY_DIRTY_BITMAPS] = "dirty-bitmaps",
-    [MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME] = "postcopy-blocktime",
-    [MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE] = "late-block-activate",
-    [MIGRATION_CAPABILITY_X_IGNORE_SHARED] = "x-ignore-shared",
-    [MIGRATION_CAPABILITY_VALIDATE_UUID] = "validate-uuid",
-    [MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT] = "background-snapshot",
-    [MIGRATION_CAPABILITY_ZERO_COPY_SEND] = "zero-copy-send",
-    [MIGRATION_CAPABILITY_POSTCOPY_PREEMPT] = "postcopy-preempt",
 };
 
 /* The process's migration objects (see migration_object_init). */
@@ -96,31 +73,11 @@ bool migration_status_parse(const char *name, MigrationStatus *out)
     return false;
 }
 
-const char *MigrationCapability_str(MigrationCapability c)
-{
-    if ((unsigned)c >= MIGRATION_CAPABILITY__MAX) {
-        return "invalid";
-    }
-    return capability_names[c];
-}
-
-bool migration_capability_parse(const char *name, MigrationCapability *out)
-{
-    for (int i = 0; i < MIGRATION_CAPABILITY__MAX; i++) {
-        if (g_str_equal(name, capability_names[i])) {
-            *out = i;
-            return true;
-        }
-    }
-    return false;
-}
-
 MigrationState *migration_state_new(void)
 {
     MigrationState *s = g_new0(MigrationState, 1);
 
-    s->params.max_bandwidth = MIGRATION_DEFAULT_MAX_BANDWIDTH;
-    s->params.downtime_limit = MIGRATION_DEFAULT_DOWNTIME_LIMIT;
+    migrate_params_init(&s->parameters);
     g_mutex_init(&s->qemu_file_lock);
     g_mutex_init(&s->pause_lock);
     g_cond_init(&s->pause_cond);
@@ -137,6 +94,7 @@ void migration_state_free(MigrationState *s)
         return;
     }
     ram_state_free(s->ram);
+    migrate_params_free(&s->parameters);
     g_free(s->error_desc);
     g_clear_error(&s->rp_error);
     g_mutex_clear(&s->qemu_file_lock);
@@ -246,107 +204,6 @@ bool migration_is_running_any(void)
 
     return migration_is_active(migrate_get_current()) ||
            !status_is_terminal_or_none(in);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Capabilities and parameters */
-
-bool migrate_postcopy_ram(void)
-{
-    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_POSTCOPY_RAM];
-}
-
-bool migrate_use_events(void)
-{
-    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_EVENTS];
-}
-
-bool migrate_use_return_path(void)
-{
-    return migrate_get_current()->capabilities[MIGRATION_CAPABILITY_RETURN_PATH];
-}
-
-bool migrate_pause_before_switchover(void)
-{
-    return migrate_get_current()->capabilities[
-        MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER];
-}
-
-bool migrate_postcopy_blocktime(void)
-{
-    return migrate_get_current()->capabilities[
-        MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME];
-}
-
-uint64_t migrate_max_bandwidth(void)
-{
-    return __atomic_load_n(&migrate_get_current()->params.max_bandwidth,
-                           __ATOMIC_RELAXED);
-}
-
-uint64_t migrate_max_postcopy_bandwidth(void)
-{
-    return __atomic_load_n(&migrate_get_current()->params.max_postcopy_bandwidth,
-                           __ATOMIC_RELAXED);
-}
-
-uint64_t migrate_downtime_limit(void)
-{
-    return __atomic_load_n(&migrate_get_current()->params.downtime_limit,
-                           __ATOMIC_RELAXED);
-}
-
-static bool capability_supported(MigrationCapability c)
-{
-    switch (c) {
-    case MIGRATION_CAPABILITY_EVENTS:
-    case MIGRATION_CAPABILITY_RETURN_PATH:
-    case MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER:
-    case MIGRATION_CAPABILITY_POSTCOPY_RAM:
-    case MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Check only; migrate_set_capability applies. */
-bool migrate_capability_check(MigrationCapability c, bool on, GError **errp)
-{
-    /*
-     * Only an outgoing migration blocks changes: the destination sets its
-     * capabilities while it waits for the incoming connection.
-     */
-    if (migration_is_active(migrate_get_current())) {
-        error_setg(errp, "There's a migration process in progress");
-        return false;
-    }
-    if (on && !capability_supported(c)) {
-        error_setg(errp, "Capability '%s' is not supported by this VMM",
-                   MigrationCapability_str(c));
-        return false;
-    }
-    /* The destination must be able to take faults: check it now. */
-    if (on && c == MIGRATION_CAPABILITY_POSTCOPY_RAM &&
-        runstate_get() == RUN_STATE_INMIGRATE &&
-        !postcopy_ram_supported_by_host(NULL, errp)) {
-        error_prepend(errp, "Postcopy is not supported: ");
-        return false;
-    }
-    return true;
-}
-
-bool migrate_set_capability(MigrationCapability c, bool on, GError **errp)
-{
-    if ((unsigned)c >= MIGRATION_CAPABILITY__MAX) {
-        error_setg(errp, "Invalid capability");
-        return false;
-    }
-    if (!migrate_capability_check(c, on, errp)) {
-        return false;
-    }
-    migrate_get_current()->capabilities[c] = on;
-    return true;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -1,14 +1,15 @@
 /*
  * Migration state: the source's MigrationState, the destination's
- * MigrationIncomingState, their statuses (QEMU's names), the capabilities
- * and parameters set over QMP.  Used by the migration/ files only; the
- * rest of the VMM sees include/migration/misc.h.
+ * MigrationIncomingState and their statuses (QEMU's names); capabilities
+ * and parameters are in options.h.  Used by the migration/ files only;
+ * the rest of the VMM sees include/migration/misc.h.
  */
 #ifndef MIGRATION_MIGRATION_H
 #define MIGRATION_MIGRATION_H
 
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
+#include "migration/options.h"
 #include <json-glib/json-glib.h>
 
 typedef struct MigrationListener MigrationListener;
@@ -42,46 +43,6 @@ const char *MigrationStatus_str(MigrationStatus s);
 /* false if name is not a status name */
 bool migration_status_parse(const char *name, MigrationStatus *out);
 
-/* QEMU 7.2 MigrationCapability, in QAPI order. */
-typedef enum MigrationCapability {
-    MIGRATION_CAPABILITY_XBZRLE,
-    MIGRATION_CAPABILITY_RDMA_PIN_ALL,
-    MIGRATION_CAPABILITY_AUTO_CONVERGE,
-    MIGRATION_CAPABILITY_ZERO_BLOCKS,
-    MIGRATION_CAPABILITY_COMPRESS,
-    MIGRATION_CAPABILITY_EVENTS,
-    MIGRATION_CAPABILITY_POSTCOPY_RAM,
-    MIGRATION_CAPABILITY_X_COLO,
-    MIGRATION_CAPABILITY_RELEASE_RAM,
-    MIGRATION_CAPABILITY_BLOCK,
-    MIGRATION_CAPABILITY_RETURN_PATH,
-    MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER,
-    MIGRATION_CAPABILITY_MULTIFD,
-    MIGRATION_CAPABILITY_DIRTY_BITMAPS,
-    MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME,
-    MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE,
-    MIGRATION_CAPABILITY_X_IGNORE_SHARED,
-    MIGRATION_CAPABILITY_VALIDATE_UUID,
-    MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT,
-    MIGRATION_CAPABILITY_ZERO_COPY_SEND,
-    MIGRATION_CAPABILITY_POSTCOPY_PREEMPT,
-    MIGRATION_CAPABILITY__MAX
-} MigrationCapability;
-
-const char *MigrationCapability_str(MigrationCapability c);
-bool migration_capability_parse(const char *name, MigrationCapability *out);
-
-/* The tunables we act on; the others are reported with QEMU's defaults. */
-typedef struct MigrationParameters {
-    uint64_t max_bandwidth;             /* bytes/s */
-    uint64_t downtime_limit;            /* ms */
-    uint64_t max_postcopy_bandwidth;    /* bytes/s, 0 = unlimited */
-} MigrationParameters;
-
-#define MIGRATION_DEFAULT_MAX_BANDWIDTH (128ULL << 20)
-#define MIGRATION_DEFAULT_DOWNTIME_LIMIT 300
-#define MIGRATION_MAX_DOWNTIME_LIMIT 2000000
-
 /*
  * The source side of a migration: everything an outgoing migration owns.
  * One object lives for the whole process (migrate_get_current()); each
@@ -110,7 +71,7 @@ typedef struct MigrationState {
     GCond rp_cond;
 
     bool capabilities[MIGRATION_CAPABILITY__MAX];
-    MigrationParameters params;
+    MigrationParameters parameters;     /* see options.h */
 
     /* Whether the VM ran when migration started (restored on failure). */
     bool vm_was_running;
@@ -194,16 +155,6 @@ bool migration_is_active(const MigrationState *s);
 /* True if a new migration may start (none, completed, failed, cancelled). */
 bool migration_is_idle(const MigrationState *s);
 
-/* Capability and parameter accessors, for ram.c and savevm.c. */
-bool migrate_postcopy_ram(void);
-bool migrate_use_events(void);
-bool migrate_use_return_path(void);
-bool migrate_pause_before_switchover(void);
-bool migrate_postcopy_blocktime(void);
-uint64_t migrate_max_bandwidth(void);
-uint64_t migrate_downtime_limit(void);
-uint64_t migrate_max_postcopy_bandwidth(void);
-
 /* Record the first error of a migration (for error-desc). */
 void migrate_set_error(MigrationState *s, const GError *err);
 void migration_incoming_set_error(MigrationIncomingState *mis,
@@ -229,10 +180,6 @@ bool migrate_start_postcopy(GError **errp);
 void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
     G_GNUC_NORETURN;
 bool migrate_incoming_qmp(const char *uri, GError **errp);
-/* Whether c may be set to on now (support, no migration running). */
-bool migrate_capability_check(MigrationCapability c, bool on, GError **errp);
-/* Set capability c to on (checks support and idleness). */
-bool migrate_set_capability(MigrationCapability c, bool on, GError **errp);
 bool migration_is_running_any(void);
 
 #endif
