@@ -319,7 +319,7 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
     pass = ++rs->counters.dirty_sync_count;
     g_mutex_unlock(&rs->counters_lock);
     update_dirty_rate(rs);
-    if (migrate_use_events()) {
+    if (migrate_events()) {
         qapi_event_send_migration_pass(pass);
     }
     return true;

@@ -168,7 +168,7 @@ static void test_capabilities(void)
     g_assert_cmpstr(err->message, ==, "There's a migration process in "
                     "progress");
     g_clear_error(&err);
-    g_assert_false(migrate_use_events());
+    g_assert_false(migrate_events());
     migrate_get_current()->status = MIGRATION_STATUS_NONE;
 }
 
