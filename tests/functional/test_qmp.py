@@ -142,6 +142,108 @@ def test_tcp_monitor():
     vm.wait_exit()
 
 
+# QEMU 7.2's answers on a fresh process (qemu-system-x86_64 -M none).
+QEMU72_CAPABILITIES = [
+    "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress",
+    "events", "postcopy-ram", "x-colo", "release-ram", "block",
+    "return-path", "pause-before-switchover", "multifd", "dirty-bitmaps",
+    "postcopy-blocktime", "late-block-activate", "x-ignore-shared",
+    "validate-uuid", "background-snapshot", "zero-copy-send",
+    "postcopy-preempt",
+]
+SUPPORTED_CAPABILITIES = {"events", "return-path", "pause-before-switchover",
+                          "postcopy-ram", "postcopy-blocktime"}
+QEMU72_PARAMETERS = {
+    "announce-initial": 50, "announce-max": 550, "announce-rounds": 5,
+    "announce-step": 100, "compress-level": 1, "compress-threads": 8,
+    "compress-wait-thread": True, "decompress-threads": 2,
+    "throttle-trigger-threshold": 50, "cpu-throttle-initial": 20,
+    "cpu-throttle-increment": 10, "cpu-throttle-tailslow": False,
+    "tls-creds": "", "tls-hostname": "", "tls-authz": "",
+    "max-bandwidth": 134217728, "downtime-limit": 300,
+    "x-checkpoint-delay": 20000, "block-incremental": False,
+    "multifd-channels": 2, "xbzrle-cache-size": 67108864,
+    "max-postcopy-bandwidth": 0, "max-cpu-throttle": 99,
+    "multifd-compression": "none", "multifd-zlib-level": 1,
+    "multifd-zstd-level": 1,
+}
+# (arguments, QEMU 7.2's error text)
+PARAMETER_ERRORS = [
+    ({"downtime-limit": 2000001}, "Parameter 'downtime_limit' expects an "
+     "integer in the range of 0 to (2000 * 1000) ms"),
+    ({"announce-step": 0}, "Parameter 'announce_step' expects a value "
+     "between 0 and 10000"),
+    ({"compress-threads": 256}, "Parameter 'compress-threads' expects uint8_t"),
+    ({"cpu-throttle-initial": 0}, "Parameter 'cpu_throttle_initial' expects "
+     "an integer in the range of 1 to 99"),
+    ({"max-cpu-throttle": 10}, "Parameter 'max_cpu_throttle' expects an "
+     "integer in the range of cpu_throttle_initial to 99"),
+    ({"xbzrle-cache-size": 4097}, "Parameter 'xbzrle_cache_size' expects a "
+     "power of two no less than the target page size"),
+    ({"multifd-compression": "lz4"}, "Parameter 'multifd-compression' does "
+     "not accept value 'lz4'"),
+    ({"max-bandwidth": "fast"}, "Parameter 'max-bandwidth' expects uint64"),
+    ({"compress-wait-thread": 1}, "Invalid parameter type for "
+     "'compress-wait-thread', expected: boolean"),
+    ({"bogus": 1}, "Parameter 'bogus' is unexpected"),
+    # One bad member: the good one does not apply either.
+    ({"max-bandwidth": 5, "downtime-limit": 2000001}, "Parameter "
+     "'downtime_limit' expects an integer in the range of 0 to "
+     "(2000 * 1000) ms"),
+]
+
+
+def expect_desc(q, cmd, args, desc):
+    r = q.cmd_obj({"execute": cmd, "arguments": args})
+    if r.get("error", {}).get("desc") != desc:
+        ft.fail(f"{cmd} {args}: expected error {desc!r}, got {r}")
+
+
+def test_migration_options():
+    vm = ft.VM(["-M", "none", "-m", "16M"], name="qmpopts").launch()
+    q = vm.qmp
+    caps = q.cmd("query-migrate-capabilities")
+    if [c["capability"] for c in caps] != QEMU72_CAPABILITIES:
+        ft.fail(f"capability list {caps}")
+    if any(c["state"] for c in caps):
+        ft.fail(f"capabilities on by default: {caps}")
+    for name in QEMU72_CAPABILITIES:
+        arg = {"capabilities": [{"capability": name, "state": True}]}
+        if name in SUPPORTED_CAPABILITIES:
+            q.cmd_args("migrate-set-capabilities", arg)
+        else:
+            expect_desc(q, "migrate-set-capabilities", arg,
+                        f"Capability '{name}' is not supported by this VMM")
+    on = {c["capability"] for c in q.cmd("query-migrate-capabilities")
+          if c["state"]}
+    if on != SUPPORTED_CAPABILITIES:
+        ft.fail(f"capabilities on: {on}")
+
+    params = q.cmd("query-migrate-parameters")
+    if params != QEMU72_PARAMETERS:
+        ft.fail(f"query-migrate-parameters differs from QEMU 7.2: {params}")
+    for args, desc in PARAMETER_ERRORS:
+        expect_desc(q, "migrate-set-parameters", args, desc)
+    expect_desc(q, "migrate-set-parameters", {"block-bitmap-mapping": []},
+                "Parameter 'block-bitmap-mapping' is not supported by this VMM")
+    if q.cmd("query-migrate-parameters") != QEMU72_PARAMETERS:
+        ft.fail("a refused migrate-set-parameters changed something")
+
+    q.cmd_args("migrate-set-parameters", {
+        "max-bandwidth": 1 << 20, "downtime-limit": 2000000,
+        "cpu-throttle-initial": 30, "multifd-compression": "zlib",
+        "tls-hostname": "dst", "block-incremental": True})
+    q.cmd_args("migrate-set-parameters", {"tls-hostname": None})
+    want = dict(QEMU72_PARAMETERS, **{
+        "max-bandwidth": 1 << 20, "downtime-limit": 2000000,
+        "cpu-throttle-initial": 30, "multifd-compression": "zlib",
+        "block-incremental": True})
+    got = q.cmd("query-migrate-parameters")
+    if got != want:
+        ft.fail(f"after set: {got}")
+    vm.shutdown()
+
+
 if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
-             test_tcp_monitor], timeout=120)
+             test_tcp_monitor, test_migration_options], timeout=120)
