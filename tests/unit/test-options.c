@@ -253,7 +253,7 @@ static void test_parameter_table(void)
         if (d->type == MIGRATION_PARAM_STR) {
             g_assert_cmpstr(migrate_parameter_str(i), ==, d->str);
         } else if (d->type != MIGRATION_PARAM_LIST) {
-            /* Defaults are in place without any init call (constructor). */
+            /* As migration_state_new() left them. */
             g_assert_cmpuint(migrate_parameter_num(i), ==, d->num);
         }
         g_assert_cmpint(info->acted_on, ==,
