@@ -173,7 +173,7 @@ bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         return false;
     }
-    if (migrate_use_events()) {
+    if (migrate_events()) {
         qapi_event_send_migration(new_state);
     }
     return true;
@@ -844,7 +844,7 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     }
 
     qemu_savevm_state_header(s->to_dst_file);
-    if (migrate_use_return_path() || migrate_postcopy_ram()) {
+    if (migrate_return_path() || migrate_postcopy_ram()) {
         if (!open_return_path(s, errp)) {
             return false;
         }

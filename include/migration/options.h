@@ -147,20 +147,6 @@ bool migrate_background_snapshot(void);
 bool migrate_zero_copy_send(void);
 bool migrate_postcopy_preempt(void);
 
-/*
- * Older names, still called by parts of migration.c that are being
- * restructured in parallel; new code uses the names above.
- */
-static inline bool migrate_use_events(void)
-{
-    return migrate_events();
-}
-
-static inline bool migrate_use_return_path(void)
-{
-    return migrate_return_path();
-}
-
 const MigrationParameterInfo *migrate_parameter_info(MigrationParameter p);
 bool migration_parameter_parse(const char *name, MigrationParameter *out);
 

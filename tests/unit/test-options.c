@@ -105,7 +105,7 @@ static void test_capability_accessors(void)
     }
     s->capabilities[MIGRATION_CAPABILITY_EVENTS] = true;
     s->capabilities[MIGRATION_CAPABILITY_RETURN_PATH] = true;
-    g_assert_true(migrate_use_events() && migrate_use_return_path());
+    g_assert_true(migrate_events() && migrate_return_path());
     reset_state();
 }
 
