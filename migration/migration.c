@@ -26,6 +26,7 @@
 #include "migration/postcopy-ram.h"
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
+#include "trace/trace-migration.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -168,6 +169,7 @@ bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         return false;
     }
+    trace_migrate_set_state(MigrationStatus_str(new_state));
     if (migrate_use_events()) {
         emit_status_event(new_state);
     }
