@@ -184,8 +184,10 @@ class QMP:
 class VM:
     """A ferry (or QEMU) process with a QMP socket and a serial log."""
 
-    def __init__(self, args, binary=None, name="vm", qmp=True, serial=True):
+    def __init__(self, args, binary=None, name="vm", qmp=True, serial=True,
+                 env=None):
         self.binary = binary or FERRY
+        self.env = env          # extra environment variables, or None
         self.name = name
         self.dir = make_tmpdir(f"ferrytest-{name}-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
@@ -207,7 +209,8 @@ class VM:
         self.proc = subprocess.Popen([self.binary] + self.args,
                                      stdin=subprocess.DEVNULL,
                                      stdout=open(self.stdout_path, "wb"),
-                                     stderr=open(self.stderr_path, "wb"))
+                                     stderr=open(self.stderr_path, "wb"),
+                                     env={**os.environ, **(self.env or {})})
         if connect:
             deadline = time.time() + 30
             while not os.path.exists(self.qmp_path):
