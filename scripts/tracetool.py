@@ -88,7 +88,7 @@ def header(group, events, enabled):
         out.append("{")
         # With tracing off the call stays for format checking only and
         # the compiler drops it: nothing is left in the binary.
-        cond = (f"__atomic_load_n(&_TRACE_{e.upper}_DSTATE, __ATOMIC_RELAXED)"
+        cond = (f"qatomic_read(&_TRACE_{e.upper}_DSTATE)"
                 if enabled else "0")
         out.append(f"    if (unlikely({cond})) {{")
         out.append(f'        trace_emit("{e.name}", {fmt}{call_args});')

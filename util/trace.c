@@ -49,7 +49,7 @@ size_t trace_enable_pattern(const char *pattern, bool on)
 
     trace_event_iter_init(&it, pattern);
     while ((ev = trace_event_iter_next(&it))) {
-        __atomic_store_n(ev->dstate, on, __ATOMIC_RELAXED);
+        qatomic_set(ev->dstate, on);
         n++;
     }
     return n;

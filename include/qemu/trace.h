@@ -8,6 +8,7 @@
 #define QEMU_TRACE_H
 
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 
 typedef struct TraceEvent {
     const char *name;
@@ -61,7 +62,7 @@ const TraceEvent *trace_event_iter_next(TraceEventIter *iter);
 
 static inline bool trace_event_is_enabled(const TraceEvent *ev)
 {
-    return __atomic_load_n(ev->dstate, __ATOMIC_RELAXED);
+    return qatomic_read(ev->dstate);
 }
 
 #endif
