@@ -106,6 +106,27 @@ static void test_output_format(void)
 #endif
 }
 
+/* Longer than the emitter's stack buffer: still one whole line. */
+static void test_long_line(void)
+{
+    g_autofree char *big = g_strnfill(5000, 'x');
+    g_autofree char *args = g_strdup_printf("n 1 v 0x2 s %s", big);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+
+#ifndef CONFIG_TRACE
+    g_test_skip("built with -Dtrace=false");
+    return;
+#endif
+    reset();
+    trace_enable_patterns("trace_test_event");
+    trace_trace_test_event(1, 2, big);
+    text = read_trace();
+    lines = g_strsplit(text, "\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), ==, 2);
+    assert_line(lines[0], "trace_test_event", args);
+}
+
 static void test_disabled_silent(void)
 {
     g_autofree char *text = NULL;
@@ -207,6 +228,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/trace/patterns", test_patterns);
     g_test_add_func("/trace/output-format", test_output_format);
+    g_test_add_func("/trace/long-line", test_long_line);
     g_test_add_func("/trace/disabled-silent", test_disabled_silent);
     g_test_add_func("/trace/init-from-env", test_init_from_env);
     g_test_add_func("/trace/concurrent", test_concurrent);
