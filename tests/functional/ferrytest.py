@@ -418,6 +418,22 @@ def parse_size(s):
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s) << 20
 
 
+SANITIZER_MARKS = ("WARNING: ThreadSanitizer:", "ERROR: AddressSanitizer:",
+                   "ERROR: LeakSanitizer:", "runtime error:")
+
+
+def check_sanitizer_reports():
+    """A sanitizer report in any process of the test fails it, even when
+    the test itself never noticed (a reporting process exits non-zero, but
+    a test that only kills or quits its VMs would not look)."""
+    for vm in _vms:
+        err = vm.stderr()
+        for mark in SANITIZER_MARKS:
+            i = err.find(mark)
+            if i >= 0:
+                fail(f"{vm.name}: sanitizer report: {err[max(0, i - 200):i + 3000]}")
+
+
 def main(tests, timeout=600):
     """Run test functions in order; exit 0, 1 (failure) or 77 (skipped)."""
     def on_alarm(signum, frame):
@@ -429,6 +445,7 @@ def main(tests, timeout=600):
         log(f"=== {t.__name__}")
         try:
             t()
+            check_sanitizer_reports()
             log(f"PASS {t.__name__}")
         except AssertionError as e:
             failed += 1
