@@ -27,6 +27,7 @@
 #include "migration/postcopy-ram.h"
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
+#include "trace/trace-migration.h"
 
 static const char *const status_names[MIGRATION_STATUS__MAX] = {
     [MIGRATION_STATUS_NONE] = "none",
@@ -173,6 +174,7 @@ bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         return false;
     }
+    trace_migrate_set_state(MigrationStatus_str(new_state));
     if (migrate_events()) {
         qapi_event_send_migration(new_state);
     }

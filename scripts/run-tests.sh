@@ -14,7 +14,25 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:halt_on_err
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_suppressions=0}"
 
-meson test -C "$builddir" --print-errorlogs "$@"
+# ThreadSanitizer builds run the unit and functional suites only (interop
+# drives QEMU, fuzz replays are single-threaded) and fail on any report:
+# exitcode makes a reporting ferry child exit non-zero too.
+suites=()
+if python3 - "$builddir" <<'PY'
+import json, sys
+opts = json.load(open(sys.argv[1] + "/meson-info/intro-buildoptions.json"))
+sys.exit(0 if any(o["name"] == "b_sanitize" and o["value"] == "thread"
+                  for o in opts) else 1)
+PY
+then
+    export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:exitcode=66:suppressions=$PWD/scripts/tsan.supp}"
+    # GLib 2.74's slice allocator recycles blocks between threads under
+    # its own futex locks: plain malloc lets TSan see who owns what.
+    export G_SLICE=always-malloc
+    suites=(--suite unit --suite functional)
+fi
+
+meson test -C "$builddir" --print-errorlogs "${suites[@]}" "$@"
 rc=$?
 
 log="$builddir/meson-logs/testlog.json"

@@ -10,6 +10,7 @@
 #include "hw/machine.h"
 #include "monitor/qmp.h"
 #include "migration/misc.h"
+#include "qemu/trace.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 
@@ -174,6 +175,21 @@ static void flush_main_context(void)
     }
 }
 
+/* -trace: the file first, so the patterns' first lines land in it. */
+static bool apply_trace_options(VMOptions *opts, GError **errp)
+{
+    guint i;
+
+    if (opts->trace_file && !trace_set_file(opts->trace_file, errp)) {
+        g_prefix_error(errp, "-trace: ");
+        return false;
+    }
+    for (i = 0; i < opts->trace_patterns->len; i++) {
+        trace_enable_patterns(g_ptr_array_index(opts->trace_patterns, i));
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     VMOptions opts;
@@ -182,6 +198,10 @@ int main(int argc, char **argv)
     GError *err = NULL;
 
     rcu_register_thread();
+    /* Before anything that may trace; -trace below refines it. */
+    if (!trace_init_from_env(&err)) {
+        fatal(err);
+    }
     if (!qemu_parse_options(argc, argv, &opts, &err)) {
         fatal(err);
     }
@@ -204,6 +224,9 @@ int main(int argc, char **argv)
         return 1;
     }
     qemu_apply_options(&opts);
+    if (!apply_trace_options(&opts, &err)) {
+        fatal(err);
+    }
     autostart = !opts.start_paused;
     if (mc->needs_vcpus) {
         ms->accel_kvm = true;

@@ -586,6 +586,34 @@ static bool opt_pidfile(VMOptions *opts, ParseCtx *ctx, const char *arg,
     return true;
 }
 
+/* -trace [enable=]PATTERN[,file=PATH]: applied by main() after parsing. */
+static bool opt_trace(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                      GError **errp)
+{
+    static const char *const known[] = { "enable", "file", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    const char *enable, *file;
+
+    if (!keyval_parse(arg, "enable", h, errp) ||
+        !keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    enable = g_hash_table_lookup(h, "enable");
+    file = g_hash_table_lookup(h, "file");
+    if ((enable && !*enable) || (file && !*file)) {
+        error_setg(errp, "empty %s", enable && !*enable ? "pattern" : "file");
+        return false;
+    }
+    if (enable) {
+        g_ptr_array_add(opts->trace_patterns, g_strdup(enable));
+    }
+    if (file) {
+        g_free(opts->trace_file);
+        opts->trace_file = g_strdup(file);
+    }
+    return true;
+}
+
 static bool opt_version(VMOptions *opts, ParseCtx *ctx, const char *arg,
                         GError **errp)
 {
@@ -621,6 +649,7 @@ static const VLOption vl_options[] = {
     { "incoming", true, opt_incoming },
     { "daemonize", false, opt_daemonize },
     { "pidfile", true, opt_pidfile },
+    { "trace", true, opt_trace },
     { "version", false, opt_version },
     { "h", false, opt_help },
     { "help", false, opt_help },
@@ -737,6 +766,7 @@ static void options_init(VMOptions *opts)
         memory_backend_free);
     opts->machine.loaders = g_ptr_array_new_with_free_func(loader_free);
     opts->qmp_specs = g_ptr_array_new_with_free_func(g_free);
+    opts->trace_patterns = g_ptr_array_new_with_free_func(g_free);
 }
 
 bool qemu_parse_options(int argc, char **argv, VMOptions *opts,
@@ -792,6 +822,8 @@ void qemu_free_options(VMOptions *opts)
     g_clear_pointer(&ms->backends, g_ptr_array_unref);
     g_clear_pointer(&ms->loaders, g_ptr_array_unref);
     g_clear_pointer(&opts->qmp_specs, g_ptr_array_unref);
+    g_clear_pointer(&opts->trace_patterns, g_ptr_array_unref);
+    g_free(opts->trace_file);
     g_free(opts->incoming);
     g_free(opts->pidfile);
     memset(opts, 0, sizeof(*opts));
@@ -838,5 +870,8 @@ void qemu_print_help(FILE *out)
 "-incoming URI|defer     wait for an incoming migration\n"
 "-daemonize              run in the background once ready\n"
 "-pidfile FILE           write the process id to FILE\n"
+"-trace [enable=]PATTERN[,file=PATH]\n"
+"                        enable trace events matching PATTERN (repeatable;\n"
+"                        '-PATTERN' disables); write them to PATH\n"
 "-version, -h|-help\n");
 }

@@ -9,6 +9,7 @@
 #include "qemu/osdep.h"
 #include "qemu/cutils.h"
 #include "qemu/sockets.h"
+#include "qemu/trace.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -1113,6 +1114,10 @@ int main(int argc, char **argv)
     g_autoptr(GError) err = NULL;
     int ret;
 
+    if (!trace_init_from_env(&err)) {
+        report("%s", err->message);
+        return 1;
+    }
     if (!parse_options(argc, argv, &opts, &err)) {
         report("%s (see --help)", err->message);
         options_free(&opts);

@@ -21,6 +21,8 @@ typedef struct VMOptions {
     char *incoming;             /* -incoming URI or "defer"; NULL if absent */
     bool daemonize;
     char *pidfile;
+    GPtrArray *trace_patterns;  /* char *, one per -trace enable=, in order */
+    char *trace_file;           /* last -trace file=, or NULL */
     bool start_paused;          /* -S */
     bool nodefaults;
     bool show_help;             /* -h, -help */

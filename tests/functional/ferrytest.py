@@ -184,8 +184,10 @@ class QMP:
 class VM:
     """A ferry (or QEMU) process with a QMP socket and a serial log."""
 
-    def __init__(self, args, binary=None, name="vm", qmp=True, serial=True):
+    def __init__(self, args, binary=None, name="vm", qmp=True, serial=True,
+                 env=None):
         self.binary = binary or FERRY
+        self.env = env          # extra environment variables, or None
         self.name = name
         self.dir = make_tmpdir(f"ferrytest-{name}-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
@@ -207,7 +209,8 @@ class VM:
         self.proc = subprocess.Popen([self.binary] + self.args,
                                      stdin=subprocess.DEVNULL,
                                      stdout=open(self.stdout_path, "wb"),
-                                     stderr=open(self.stderr_path, "wb"))
+                                     stderr=open(self.stderr_path, "wb"),
+                                     env={**os.environ, **(self.env or {})})
         if connect:
             deadline = time.time() + 30
             while not os.path.exists(self.qmp_path):
@@ -415,6 +418,22 @@ def parse_size(s):
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s) << 20
 
 
+SANITIZER_MARKS = ("WARNING: ThreadSanitizer:", "ERROR: AddressSanitizer:",
+                   "ERROR: LeakSanitizer:", "runtime error:")
+
+
+def check_sanitizer_reports():
+    """A sanitizer report in any process of the test fails it, even when
+    the test itself never noticed (a reporting process exits non-zero, but
+    a test that only kills or quits its VMs would not look)."""
+    for vm in _vms:
+        err = vm.stderr()
+        for mark in SANITIZER_MARKS:
+            i = err.find(mark)
+            if i >= 0:
+                fail(f"{vm.name}: sanitizer report: {err[max(0, i - 200):i + 3000]}")
+
+
 def main(tests, timeout=600):
     """Run test functions in order; exit 0, 1 (failure) or 77 (skipped)."""
     def on_alarm(signum, frame):
@@ -426,6 +445,7 @@ def main(tests, timeout=600):
         log(f"=== {t.__name__}")
         try:
             t()
+            check_sanitizer_reports()
             log(f"PASS {t.__name__}")
         except AssertionError as e:
             failed += 1

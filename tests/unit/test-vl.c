@@ -328,6 +328,33 @@ static void test_misc(void)
     parse_bad(NULL, "-incoming: empty", "-incoming", "", NULL);
 }
 
+static void test_trace(void)
+{
+    VMOptions o;
+
+    parse_ok(&o, NULL);
+    g_assert_cmpuint(o.trace_patterns->len, ==, 0);
+    g_assert_null(o.trace_file);
+    qemu_free_options(&o);
+
+    /* Patterns keep their order; the last file= wins, as in QEMU. */
+    parse_ok(&o, "-trace", "migrate_*", "-trace",
+             "enable=-migrate_set_state,file=/tmp/t1", "-trace", "file=/tmp/t2",
+             NULL);
+    g_assert_cmpuint(o.trace_patterns->len, ==, 2);
+    g_assert_cmpstr(g_ptr_array_index(o.trace_patterns, 0), ==, "migrate_*");
+    g_assert_cmpstr(g_ptr_array_index(o.trace_patterns, 1), ==,
+                    "-migrate_set_state");
+    g_assert_cmpstr(o.trace_file, ==, "/tmp/t2");
+    qemu_free_options(&o);
+
+    parse_bad("-trace: requires an argument", NULL, "-trace", NULL);
+    parse_bad("-trace: invalid parameter 'events'", NULL,
+              "-trace", "events=/tmp/list", NULL);
+    parse_bad("-trace: empty pattern", NULL, "-trace", "enable=", NULL);
+    parse_bad("-trace: empty file", NULL, "-trace", "a*,file=", NULL);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -338,5 +365,6 @@ int main(int argc, char **argv)
     g_test_add_func("/vl/memory-backend", test_memory_backend);
     g_test_add_func("/vl/devices-serial-qmp", test_devices_serial_qmp);
     g_test_add_func("/vl/misc", test_misc);
+    g_test_add_func("/vl/trace", test_trace);
     return g_test_run();
 }
