@@ -15,6 +15,7 @@
  * stream, in postcopy from the PACKAGED blob before RUN.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "hw/pc-vmstate.h"
 #include "migration/savevm.h"
 #include "sysemu/cpus.h"
@@ -448,9 +449,9 @@ static int pc_serial_pre_save(void *opaque)
 {
     PCSerialVMState *ss = opaque;
 
-    pthread_mutex_lock(&ss->dev->lock);
+    qemu_mutex_lock(&ss->dev->lock);
     ss->regs = ss->dev->regs;
-    pthread_mutex_unlock(&ss->dev->lock);
+    qemu_mutex_unlock(&ss->dev->lock);
     return 0;
 }
 
@@ -462,12 +463,12 @@ static int pc_serial_post_load(void *opaque, int version_id)
     bool level = r->thr_ipending && (r->ier & UART_IER_THRI) &&
                  (r->mcr & 0x08);
 
-    pthread_mutex_lock(&ss->dev->lock);
+    qemu_mutex_lock(&ss->dev->lock);
     ss->dev->regs = *r;
     if (ss->dev->set_irq) {
         ss->dev->set_irq(ss->dev->irq_opaque, level);
     }
-    pthread_mutex_unlock(&ss->dev->lock);
+    qemu_mutex_unlock(&ss->dev->lock);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  * There is no input: RBR reads 0 and LSR never shows data ready.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "hw/serial.h"
 #include <fcntl.h>
 
@@ -69,9 +70,9 @@ static bool serial_open_backend(SerialState *s, const char *spec,
 bool serial_init(SerialState *s, const char *spec, GError **errp)
 {
     memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->lock, NULL);
+    qemu_mutex_init(&s->lock);
     if (!serial_open_backend(s, spec, errp)) {
-        pthread_mutex_destroy(&s->lock);
+        qemu_mutex_destroy(&s->lock);
         return false;
     }
     serial_reset(s);
@@ -85,20 +86,20 @@ void serial_cleanup(SerialState *s)
     }
     s->out_fd = -1;
     s->close_fd = false;
-    pthread_mutex_destroy(&s->lock);
+    qemu_mutex_destroy(&s->lock);
 }
 
 void serial_set_irq(SerialState *s, SerialIrqFunc fn, void *opaque)
 {
-    pthread_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->lock);
     s->set_irq = fn;
     s->irq_opaque = opaque;
-    pthread_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->lock);
 }
 
 void serial_reset(SerialState *s)
 {
-    pthread_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->lock);
     s->regs = (SerialRegs) {
         .iir = UART_IIR_NO_INT,
         .lsr = UART_LSR_THRE | UART_LSR_TEMT,
@@ -106,7 +107,7 @@ void serial_reset(SerialState *s)
         .dll = 0x0c,            /* 9600 baud */
     };
     serial_update_irq(s);
-    pthread_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->lock);
 }
 
 static uint8_t serial_read_iir(SerialState *s)
@@ -213,15 +214,15 @@ uint8_t serial_ioport_read(SerialState *s, uint16_t offset)
 {
     uint8_t v;
 
-    pthread_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->lock);
     v = serial_read_locked(s, offset);
-    pthread_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->lock);
     return v;
 }
 
 void serial_ioport_write(SerialState *s, uint16_t offset, uint8_t val)
 {
-    pthread_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->lock);
     serial_write_locked(s, offset, val);
-    pthread_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->lock);
 }

@@ -2,6 +2,7 @@
  * Migration channels: fd and memory QIOChannels, and the URI schemes.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "migration/channel.h"
 #include "qemu/sockets.h"
 
@@ -92,13 +93,13 @@ const uint8_t *qio_channel_buffer_data(QIOChannel *ioc, size_t *len)
 
 QIOChannel *qio_channel_ref(QIOChannel *ioc)
 {
-    g_atomic_int_inc(&ioc->ref);
+    qatomic_inc(&ioc->ref);
     return ioc;
 }
 
 void qio_channel_unref(QIOChannel *ioc)
 {
-    if (!ioc || !g_atomic_int_dec_and_test(&ioc->ref)) {
+    if (!ioc || !(qatomic_fetch_dec(&ioc->ref) == 1)) {
         return;
     }
     qio_channel_close(ioc, NULL);

@@ -16,6 +16,7 @@
  * never overwrite each other's transition.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/thread.h"
 #include "migration/migration.h"
 #include "migration/options.h"
@@ -79,11 +80,11 @@ MigrationState *migration_state_new(void)
     MigrationState *s = g_new0(MigrationState, 1);
 
     migrate_params_init(&s->parameters);
-    g_mutex_init(&s->qemu_file_lock);
-    g_mutex_init(&s->pause_lock);
-    g_cond_init(&s->pause_cond);
-    g_mutex_init(&s->error_lock);
-    g_cond_init(&s->rp_cond);
+    qemu_mutex_init(&s->qemu_file_lock);
+    qemu_mutex_init(&s->pause_lock);
+    qemu_cond_init(&s->pause_cond);
+    qemu_mutex_init(&s->error_lock);
+    qemu_cond_init(&s->rp_cond);
     s->ram = ram_state_new();
     return s;
 }
@@ -98,11 +99,11 @@ void migration_state_free(MigrationState *s)
     migrate_params_free(&s->parameters);
     g_free(s->error_desc);
     g_clear_error(&s->rp_error);
-    g_mutex_clear(&s->qemu_file_lock);
-    g_mutex_clear(&s->pause_lock);
-    g_cond_clear(&s->pause_cond);
-    g_mutex_clear(&s->error_lock);
-    g_cond_clear(&s->rp_cond);
+    qemu_mutex_destroy(&s->qemu_file_lock);
+    qemu_mutex_destroy(&s->pause_lock);
+    qemu_cond_destroy(&s->pause_cond);
+    qemu_mutex_destroy(&s->error_lock);
+    qemu_cond_destroy(&s->rp_cond);
     g_free(s);
 }
 
@@ -110,7 +111,7 @@ MigrationIncomingState *migration_incoming_state_new(void)
 {
     MigrationIncomingState *mis = g_new0(MigrationIncomingState, 1);
 
-    g_mutex_init(&mis->error_lock);
+    qemu_mutex_init(&mis->error_lock);
     mis->ram_load = ram_load_state_new();
     mis->postcopy = postcopy_incoming_state_new();
     return mis;
@@ -126,7 +127,7 @@ void migration_incoming_state_free(MigrationIncomingState *mis)
     migration_listener_free(mis->listener);
     g_free(mis->listen_uri);
     g_free(mis->error_desc);
-    g_mutex_clear(&mis->error_lock);
+    qemu_mutex_destroy(&mis->error_lock);
     g_free(mis);
 }
 
@@ -162,7 +163,7 @@ MigrationIncomingState *migration_incoming_get_current(void)
 
 MigrationStatus migrate_get_state(const MigrationStatus *state)
 {
-    return __atomic_load_n(state, __ATOMIC_SEQ_CST);
+    return qatomic_mb_read(state);
 }
 
 bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
@@ -170,8 +171,7 @@ bool migrate_set_state(MigrationStatus *state, MigrationStatus old,
 {
     MigrationStatus expected = old;
 
-    if (!__atomic_compare_exchange_n(state, &expected, new_state, false,
-                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    if (!(qatomic_cmpxchg(state, expected, new_state) == expected)) {
         return false;
     }
     trace_migrate_set_state(MigrationStatus_str(new_state));
@@ -211,13 +211,13 @@ bool migration_is_running_any(void)
 /* ---------------------------------------------------------------------- */
 /* Errors */
 
-static void set_error_desc(GMutex *lock, char **desc, const GError *err)
+static void set_error_desc(QemuMutex *lock, char **desc, const GError *err)
 {
-    g_mutex_lock(lock);
+    qemu_mutex_lock(lock);
     if (!*desc && err) {
         *desc = g_strdup(err->message);
     }
-    g_mutex_unlock(lock);
+    qemu_mutex_unlock(lock);
 }
 
 void migrate_set_error(MigrationState *s, const GError *err)
@@ -231,13 +231,13 @@ void migration_incoming_set_error(MigrationIncomingState *mis,
     set_error_desc(&mis->error_lock, &mis->error_desc, err);
 }
 
-static char *dup_error_desc(GMutex *lock, char *const *desc)
+static char *dup_error_desc(QemuMutex *lock, char *const *desc)
 {
     char *r;
 
-    g_mutex_lock(lock);
+    qemu_mutex_lock(lock);
     r = g_strdup(*desc);
-    g_mutex_unlock(lock);
+    qemu_mutex_unlock(lock);
     return r;
 }
 
@@ -292,7 +292,7 @@ static void *source_return_path_thread(void *opaque)
         switch (msg.type) {
         case MIG_RP_MSG_SHUT:
             s->rp_shut_value = rp_message_get_u32(&msg);
-            __atomic_store_n(&s->rp_shut_received, true, __ATOMIC_SEQ_CST);
+            qatomic_mb_set(&s->rp_shut_received, true);
             if (s->rp_shut_value) {
                 error_setg(&err, "Destination reported an error on "
                            "shutdown (SHUT %u)", s->rp_shut_value);
@@ -313,7 +313,7 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
-    g_mutex_lock(&s->error_lock);
+    qemu_mutex_lock(&s->error_lock);
     /* Errors after a cancel are the cancel's own doing. */
     if (err && !s->rp_error &&
         migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
@@ -321,8 +321,8 @@ out:
         s->rp_error = g_steal_pointer(&err);
     }
     s->rp_thread_done = true;
-    g_cond_broadcast(&s->rp_cond);
-    g_mutex_unlock(&s->error_lock);
+    qemu_cond_broadcast(&s->rp_cond);
+    qemu_mutex_unlock(&s->error_lock);
     g_clear_error(&err);
     return NULL;
 }
@@ -331,9 +331,9 @@ static bool rp_has_error(MigrationState *s)
 {
     bool r;
 
-    g_mutex_lock(&s->error_lock);
+    qemu_mutex_lock(&s->error_lock);
     r = s->rp_error != NULL;
-    g_mutex_unlock(&s->error_lock);
+    qemu_mutex_unlock(&s->error_lock);
     return r;
 }
 
@@ -414,22 +414,22 @@ static void wait_for_rp_verdict(MigrationState *s)
         return;
     }
     deadline = g_get_monotonic_time() + RP_VERDICT_WAIT_US;
-    g_mutex_lock(&s->error_lock);
+    qemu_mutex_lock(&s->error_lock);
     while (!s->rp_error && !s->rp_thread_done &&
-           g_cond_wait_until(&s->rp_cond, &s->error_lock, deadline)) {
+           qemu_cond_wait_until(&s->rp_cond, &s->error_lock, deadline)) {
     }
-    g_mutex_unlock(&s->error_lock);
+    qemu_mutex_unlock(&s->error_lock);
 }
 
 /* The return path's error (the destination's word), or the stream's. */
 static void collect_error(MigrationState *s, GError **errp)
 {
     wait_for_rp_verdict(s);
-    g_mutex_lock(&s->error_lock);
+    qemu_mutex_lock(&s->error_lock);
     if (s->rp_error && errp && !*errp) {
         *errp = g_error_copy(s->rp_error);
     }
-    g_mutex_unlock(&s->error_lock);
+    qemu_mutex_unlock(&s->error_lock);
     if (s->to_dst_file && errp && !*errp) {
         qemu_file_get_error_obj(s->to_dst_file, errp);
     }
@@ -448,12 +448,12 @@ static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur)
                            MIGRATION_STATUS_PRE_SWITCHOVER)) {
         return false;
     }
-    g_mutex_lock(&s->pause_lock);
+    qemu_mutex_lock(&s->pause_lock);
     while (!s->pause_released && status_is(s, MIGRATION_STATUS_PRE_SWITCHOVER)) {
-        g_cond_wait(&s->pause_cond, &s->pause_lock);
+        qemu_cond_wait(&s->pause_cond, &s->pause_lock);
     }
     s->pause_released = false;
-    g_mutex_unlock(&s->pause_lock);
+    qemu_mutex_unlock(&s->pause_lock);
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_PRE_SWITCHOVER,
                            MIGRATION_STATUS_DEVICE)) {
         return false;
@@ -496,12 +496,12 @@ static bool migration_completion(MigrationState *s, GError **errp)
                 g_clear_error(errp);
                 error_setg(errp, "The destination closed the return path "
                            "without reporting success");
-                g_mutex_lock(&s->error_lock);
+                qemu_mutex_lock(&s->error_lock);
                 if (s->rp_error) {
                     g_clear_error(errp);
                     *errp = g_error_copy(s->rp_error);
                 }
-                g_mutex_unlock(&s->error_lock);
+                qemu_mutex_unlock(&s->error_lock);
             }
             return false;
         }
@@ -728,7 +728,7 @@ bool migrate_start_postcopy(GError **errp)
                    "started");
         return false;
     }
-    __atomic_store_n(&s->start_postcopy, true, __ATOMIC_SEQ_CST);
+    qatomic_mb_set(&s->start_postcopy, true);
     return true;
 }
 
@@ -790,7 +790,7 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
             qemu_file_set_rate_limit(f, rate);
         }
         if (pending && pending >= threshold && migrate_postcopy_ram() &&
-            __atomic_load_n(&s->start_postcopy, __ATOMIC_SEQ_CST)) {
+            qatomic_mb_read(&s->start_postcopy)) {
             if (!postcopy_start(s, errp)) {
                 if (errp && !*errp) {
                     collect_error(s, errp);
@@ -837,9 +837,9 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     if (!migration_channel_connect(uri, &ioc, errp)) {
         return false;
     }
-    g_mutex_lock(&s->qemu_file_lock);
+    qemu_mutex_lock(&s->qemu_file_lock);
     s->to_dst_file = qemu_file_new_output(ioc);
-    g_mutex_unlock(&s->qemu_file_lock);
+    qemu_mutex_unlock(&s->qemu_file_lock);
     qio_channel_unref(ioc);
     if (!status_is(s, MIGRATION_STATUS_SETUP)) {
         return false;
@@ -896,10 +896,10 @@ static void migration_cleanup(MigrationState *s, bool ok)
         qemu_file_shutdown(s->to_dst_file);
     }
     close_return_path(s);
-    g_mutex_lock(&s->qemu_file_lock);
+    qemu_mutex_lock(&s->qemu_file_lock);
     f = s->to_dst_file;
     s->to_dst_file = NULL;
-    g_mutex_unlock(&s->qemu_file_lock);
+    qemu_mutex_unlock(&s->qemu_file_lock);
     if (f) {
         qemu_fclose(f);
     }
@@ -969,12 +969,12 @@ static void migration_reset_stats(MigrationState *s)
     s->rp_shut_received = false;
     s->rp_shut_value = 0;
     s->pause_released = false;
-    __atomic_store_n(&s->start_postcopy, false, __ATOMIC_SEQ_CST);
+    qatomic_mb_set(&s->start_postcopy, false);
     s->postcopy_after_devices = false;
-    g_mutex_lock(&s->error_lock);
+    qemu_mutex_lock(&s->error_lock);
     g_clear_pointer(&s->error_desc, g_free);
     g_clear_error(&s->rp_error);
-    g_mutex_unlock(&s->error_lock);
+    qemu_mutex_unlock(&s->error_lock);
 }
 
 /* The sections every migration carries; registering twice is harmless. */
@@ -1044,14 +1044,14 @@ void migrate_cancel(void)
                                 MIGRATION_STATUS_CANCELLING));
 
     /* Blocked writes and reads return at once after a shutdown. */
-    g_mutex_lock(&s->qemu_file_lock);
+    qemu_mutex_lock(&s->qemu_file_lock);
     if (s->to_dst_file) {
         qemu_file_shutdown(s->to_dst_file);
     }
-    g_mutex_unlock(&s->qemu_file_lock);
-    g_mutex_lock(&s->pause_lock);
-    g_cond_broadcast(&s->pause_cond);
-    g_mutex_unlock(&s->pause_lock);
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    qemu_mutex_lock(&s->pause_lock);
+    qemu_cond_broadcast(&s->pause_cond);
+    qemu_mutex_unlock(&s->pause_lock);
 }
 
 bool migrate_continue(MigrationStatus state, GError **errp)
@@ -1064,10 +1064,10 @@ bool migrate_continue(MigrationStatus state, GError **errp)
                    MigrationStatus_str(cur));
         return false;
     }
-    g_mutex_lock(&s->pause_lock);
+    qemu_mutex_lock(&s->pause_lock);
     s->pause_released = true;
-    g_cond_broadcast(&s->pause_cond);
-    g_mutex_unlock(&s->pause_lock);
+    qemu_cond_broadcast(&s->pause_cond);
+    qemu_mutex_unlock(&s->pause_lock);
     return true;
 }
 
@@ -1184,7 +1184,7 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
     mis->listen_uri = g_strdup(uri);
     runstate_set(RUN_STATE_INMIGRATE);
     /* QEMU reports "setup" here even without the events capability. */
-    __atomic_store_n(&mis->status, MIGRATION_STATUS_SETUP, __ATOMIC_SEQ_CST);
+    qatomic_mb_set(&mis->status, MIGRATION_STATUS_SETUP);
     qapi_event_send_migration(MIGRATION_STATUS_SETUP);
     return true;
 }

@@ -8,6 +8,7 @@
  * Facts (names, order, defaults, ranges, error texts) are QEMU 7.2's.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "migration/migration.h"
 #include "migration/options.h"
 #include "migration/postcopy-ram.h"
@@ -490,7 +491,7 @@ void migrate_params_copy(MigrationParameters *dst,
                          const MigrationParameters *src)
 {
     for (int i = 0; i < MIGRATION_PARAMETER__MAX; i++) {
-        dst->num[i] = __atomic_load_n(&src->num[i], __ATOMIC_RELAXED);
+        dst->num[i] = qatomic_read(&src->num[i]);
         dst->str[i] = g_strdup(src->str[i]);
     }
 }
@@ -620,7 +621,7 @@ bool migrate_set_parameters(MigrationParameters *params, GError **errp)
     }
     /* The migration thread may be reading: one atomic store each. */
     for (int i = 0; i < MIGRATION_PARAMETER__MAX; i++) {
-        __atomic_store_n(&cur->num[i], params->num[i], __ATOMIC_RELAXED);
+        qatomic_set(&cur->num[i], params->num[i]);
         g_free(cur->str[i]);
         cur->str[i] = g_steal_pointer(&params->str[i]);
     }
@@ -645,8 +646,7 @@ bool migrate_set_parameter(MigrationParameter p, int64_t v, GError **errp)
 
 uint64_t migrate_parameter_num(MigrationParameter p)
 {
-    return __atomic_load_n(&migrate_get_current()->parameters.num[p],
-                           __ATOMIC_RELAXED);
+    return qatomic_read(&migrate_get_current()->parameters.num[p]);
 }
 
 const char *migrate_parameter_str(MigrationParameter p)

@@ -14,6 +14,7 @@
  * blocked as well.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/bitmap.h"
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
@@ -48,7 +49,7 @@ typedef struct PostcopyBlock {
 } PostcopyBlock;
 
 typedef struct PostcopyStats {
-    GMutex lock;
+    QemuMutex lock;
     bool did_postcopy;
     uint64_t faults;            /* page requests sent */
     uint64_t hist[POSTCOPY_LATENCY_BUCKETS];
@@ -75,13 +76,13 @@ struct PostcopyIncomingState {
     bool fault_running;
     QemuThread listen_thread;
     bool listen_running;
-    GMutex blocks_lock;
+    QemuMutex blocks_lock;
     GHashTable *blocks;         /* RAMBlock * -> PostcopyBlock * */
     bool thp_disabled;
     bool thp_was_on;
     /* The main loader returned (after RUN). */
-    GMutex lock;
-    GCond cond;
+    QemuMutex lock;
+    QemuCond cond;
     bool main_done;
     PostcopyStats stats;
     /* hugetlbfs has no UFFDIO_ZEROPAGE: zero pages are copied from here */
@@ -112,10 +113,10 @@ PostcopyIncomingState *postcopy_incoming_state_new(void)
 
     pis->uffd = -1;
     pis->quit_fd = -1;
-    g_mutex_init(&pis->blocks_lock);
-    g_mutex_init(&pis->lock);
-    g_cond_init(&pis->cond);
-    g_mutex_init(&pis->stats.lock);
+    qemu_mutex_init(&pis->blocks_lock);
+    qemu_mutex_init(&pis->lock);
+    qemu_cond_init(&pis->cond);
+    qemu_mutex_init(&pis->stats.lock);
     return pis;
 }
 
@@ -135,21 +136,21 @@ void postcopy_incoming_state_free(PostcopyIncomingState *pis)
     g_free(pis->stats.vcpu_start);
     g_free(pis->stats.vcpu_total);
     g_free(pis->zero_page);
-    g_mutex_clear(&pis->blocks_lock);
-    g_mutex_clear(&pis->lock);
-    g_cond_clear(&pis->cond);
-    g_mutex_clear(&pis->stats.lock);
+    qemu_mutex_destroy(&pis->blocks_lock);
+    qemu_mutex_destroy(&pis->lock);
+    qemu_cond_destroy(&pis->cond);
+    qemu_mutex_destroy(&pis->stats.lock);
     g_free(pis);
 }
 
 PostcopyState postcopy_state_get(MigrationIncomingState *mis)
 {
-    return __atomic_load_n(&mis->postcopy->state, __ATOMIC_SEQ_CST);
+    return qatomic_mb_read(&mis->postcopy->state);
 }
 
 void postcopy_state_set(MigrationIncomingState *mis, PostcopyState s)
 {
-    __atomic_store_n(&mis->postcopy->state, s, __ATOMIC_SEQ_CST);
+    qatomic_mb_set(&mis->postcopy->state, s);
 }
 
 bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
@@ -157,9 +158,7 @@ bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
 {
     int expected = old;
 
-    return __atomic_compare_exchange_n(&mis->postcopy->state, &expected,
-                                       new_state, false, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_SEQ_CST);
+    return (qatomic_cmpxchg(&mis->postcopy->state, expected, new_state) == expected);
 }
 
 bool postcopy_is_running(MigrationIncomingState *mis)
@@ -287,7 +286,7 @@ static PostcopyBlock *pc_block(PostcopyIncomingState *pis, RAMBlock *rb)
 {
     PostcopyBlock *b;
 
-    g_mutex_lock(&pis->blocks_lock);
+    qemu_mutex_lock(&pis->blocks_lock);
     if (!pis->blocks) {
         pis->blocks = g_hash_table_new_full(g_direct_hash, g_direct_equal,
                                            NULL, pc_block_free);
@@ -302,7 +301,7 @@ static PostcopyBlock *pc_block(PostcopyIncomingState *pis, RAMBlock *rb)
         b->fault_time = g_new0(int64_t, hpages);
         g_hash_table_insert(pis->blocks, rb, b);
     }
-    g_mutex_unlock(&pis->blocks_lock);
+    qemu_mutex_unlock(&pis->blocks_lock);
     return b;
 }
 
@@ -342,7 +341,7 @@ static void stats_reset(PostcopyIncomingState *pis)
 {
     PostcopyStats *st = &pis->stats;
 
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     st->did_postcopy = false;
     st->faults = 0;
     memset(st->hist, 0, sizeof(st->hist));
@@ -360,14 +359,14 @@ static void stats_reset(PostcopyIncomingState *pis)
     st->blocked = 0;
     st->all_blocked_start = 0;
     st->total_blocked = 0;
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 }
 
 static void stats_start(PostcopyIncomingState *pis)
 {
     PostcopyStats *st = &pis->stats;
 
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     st->did_postcopy = true;
     if (migrate_postcopy_blocktime() && !st->blocktime) {
         /* QEMU keeps one slot even without vCPUs (-M none). */
@@ -377,7 +376,7 @@ static void stats_start(PostcopyIncomingState *pis)
         st->vcpu_total = g_new0(uint64_t, st->nvcpus);
         st->blocktime = true;
     }
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 }
 
 static void stats_latency(PostcopyIncomingState *pis, int64_t us)
@@ -387,11 +386,11 @@ static void stats_latency(PostcopyIncomingState *pis, int64_t us)
     int bucket = v ? MIN(g_bit_nth_msf(v, -1), POSTCOPY_LATENCY_BUCKETS - 1)
                    : 0;
 
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     st->hist[bucket]++;
     g_array_append_val(st->latencies, v);
     st->max_latency = MAX(st->max_latency, v);
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 }
 
 /* A vCPU thread (tid) faulted on the host page at addr. */
@@ -405,7 +404,7 @@ static void blocktime_begin(PostcopyIncomingState *pis, pid_t tid,
         return;
     }
     cpu = cpu_index_by_thread_id(tid);
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     if (cpu >= 0 && cpu < st->nvcpus && !st->vcpu_addr[cpu]) {
         st->vcpu_addr[cpu] = addr;
         st->vcpu_start[cpu] = now_us();
@@ -413,7 +412,7 @@ static void blocktime_begin(PostcopyIncomingState *pis, pid_t tid,
             st->all_blocked_start = st->vcpu_start[cpu];
         }
     }
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 }
 
 /* The page at addr is there: the vCPUs waiting for it run again. */
@@ -426,7 +425,7 @@ static void blocktime_end(PostcopyIncomingState *pis, uintptr_t addr,
     if (!st->blocktime) {
         return;
     }
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     for (int i = 0; i < st->nvcpus; i++) {
         if (st->vcpu_addr[i] != addr) {
             continue;
@@ -440,7 +439,7 @@ static void blocktime_end(PostcopyIncomingState *pis, uintptr_t addr,
         st->vcpu_addr[i] = 0;
         st->blocked--;
     }
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -457,7 +456,7 @@ void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
     guint n;
 
     memset(out, 0, sizeof(*out));
-    g_mutex_lock(&st->lock);
+    qemu_mutex_lock(&st->lock);
     out->blocktime = st->blocktime;
     if (st->blocktime) {
         out->blocktime_ms = st->total_blocked / 1000;
@@ -469,7 +468,7 @@ void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
     }
     out->did_postcopy = st->did_postcopy;
     if (!st->did_postcopy) {
-        g_mutex_unlock(&st->lock);
+        qemu_mutex_unlock(&st->lock);
         return;
     }
     n = st->latencies->len;
@@ -479,7 +478,7 @@ void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
     out->faults = st->faults;
     out->latency_max_us = st->max_latency;
     memcpy(out->histogram, st->hist, sizeof(out->histogram));
-    g_mutex_unlock(&st->lock);
+    qemu_mutex_unlock(&st->lock);
 
     /* Sorting outside the lock: the listen thread keeps placing pages. */
     if (sorted) {
@@ -510,7 +509,7 @@ static void placed(PostcopyIncomingState *pis, RAMBlock *rb,
         bitmap_set_atomic(map, offset >> TARGET_PAGE_BITS,
                           rb->page_size >> TARGET_PAGE_BITS);
     }
-    t = __atomic_exchange_n(&b->fault_time[hp], 0, __ATOMIC_SEQ_CST);
+    t = qatomic_xchg(&b->fault_time[hp], 0);
     clear_bit_atomic(hp, b->requested);
     if (t) {
         stats_latency(pis, now_us() - t);
@@ -668,11 +667,10 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
         return;     /* already on its way */
     }
     t = now_us();
-    __atomic_store_n(&b->fault_time[hp_off / rb->page_size], t,
-                     __ATOMIC_SEQ_CST);
-    g_mutex_lock(&pis->stats.lock);
+    qatomic_mb_set(&b->fault_time[hp_off / rb->page_size], t);
+    qemu_mutex_lock(&pis->stats.lock);
     pis->stats.faults++;
-    g_mutex_unlock(&pis->stats.lock);
+    qemu_mutex_unlock(&pis->stats.lock);
     if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
         /*
          * Placed between the look above and the mark: nothing to ask
@@ -680,10 +678,8 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
          * sample (placed() if it ran after our store), so that every
          * fault counted has its sample and no request stays marked.
          */
-        if (__atomic_compare_exchange_n(&b->fault_time[hp_off /
-                                                       rb->page_size],
-                                        &t, 0, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST)) {
+        if ((qatomic_cmpxchg(&b->fault_time[hp_off /
+                                                       rb->page_size], t, 0) == t)) {
             stats_latency(pis, now_us() - t);
         }
         clear_bit_atomic(hp_off / rb->page_size, b->requested);
@@ -952,7 +948,7 @@ static void uffd_unregister_blocks(PostcopyIncomingState *pis)
     if (!pis->blocks || pis->uffd < 0) {
         return;
     }
-    g_mutex_lock(&pis->blocks_lock);
+    qemu_mutex_lock(&pis->blocks_lock);
     g_hash_table_iter_init(&it, pis->blocks);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         PostcopyBlock *b = v;
@@ -967,7 +963,7 @@ static void uffd_unregister_blocks(PostcopyIncomingState *pis)
         }
         b->registered = false;
     }
-    g_mutex_unlock(&pis->blocks_lock);
+    qemu_mutex_unlock(&pis->blocks_lock);
 }
 
 /* Stop the fault thread, unregister, close; THP back as it was. */
@@ -1046,11 +1042,11 @@ static void *listen_thread(void *opaque)
         migration_incoming_fail_exit(ctx, err);
     }
     /* The main loader may still be in the package: wait for it. */
-    g_mutex_lock(&pis->lock);
+    qemu_mutex_lock(&pis->lock);
     while (!pis->main_done) {
-        g_cond_wait(&pis->cond, &pis->lock);
+        qemu_cond_wait(&pis->cond, &pis->lock);
     }
-    g_mutex_unlock(&pis->lock);
+    qemu_mutex_unlock(&pis->lock);
     if (ret == LOADVM_QUIT ||
         postcopy_state_get(mis) != POSTCOPY_INCOMING_RUNNING) {
         error_setg(&err, "postcopy: the stream ended in postcopy state %s "
@@ -1157,12 +1153,12 @@ void postcopy_incoming_reset(MigrationIncomingState *mis)
 
     postcopy_state_set(mis, POSTCOPY_INCOMING_NONE);
     ram_load_set_postcopy_advised(mis, false);
-    g_mutex_lock(&pis->lock);
+    qemu_mutex_lock(&pis->lock);
     pis->main_done = false;
-    g_mutex_unlock(&pis->lock);
-    g_mutex_lock(&pis->blocks_lock);
+    qemu_mutex_unlock(&pis->lock);
+    qemu_mutex_lock(&pis->blocks_lock);
     g_clear_pointer(&pis->blocks, g_hash_table_destroy);
-    g_mutex_unlock(&pis->blocks_lock);
+    qemu_mutex_unlock(&pis->blocks_lock);
     pis->thp_disabled = false;
     stats_reset(pis);
 }
@@ -1171,10 +1167,10 @@ void postcopy_incoming_main_done(MigrationIncomingState *mis)
 {
     PostcopyIncomingState *pis = mis->postcopy;
 
-    g_mutex_lock(&pis->lock);
+    qemu_mutex_lock(&pis->lock);
     pis->main_done = true;
-    g_cond_broadcast(&pis->cond);
-    g_mutex_unlock(&pis->lock);
+    qemu_cond_broadcast(&pis->cond);
+    qemu_mutex_unlock(&pis->lock);
 }
 
 void postcopy_incoming_wait(MigrationIncomingState *mis)

@@ -6,6 +6,8 @@
  * (put_buffer_async) so guest memory goes to writev without a copy.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
+#include "qemu/thread.h"
 #include "migration/qemu-file.h"
 
 #include <poll.h>
@@ -38,7 +40,7 @@ struct QEMUFile {
     int64_t slice_start;
 
     int last_error;         /* atomic: read by other threads */
-    GMutex error_lock;
+    QemuMutex error_lock;
     GError *last_error_obj;
 };
 
@@ -49,7 +51,7 @@ static QEMUFile *qemu_file_new(QIOChannel *ioc, bool writable)
     f->ioc = qio_channel_ref(ioc);
     f->is_writable = writable;
     f->slice_start = g_get_monotonic_time();
-    g_mutex_init(&f->error_lock);
+    qemu_mutex_init(&f->error_lock);
     return f;
 }
 
@@ -93,7 +95,7 @@ int qemu_fclose(QEMUFile *f)
     if (f->last_error_obj) {
         g_error_free(f->last_error_obj);
     }
-    g_mutex_clear(&f->error_lock);
+    qemu_mutex_destroy(&f->error_lock);
     g_free(f);
     return ret;
 }
@@ -102,14 +104,14 @@ int qemu_fclose(QEMUFile *f)
 
 int qemu_file_get_error(QEMUFile *f)
 {
-    return g_atomic_int_get(&f->last_error);
+    return qatomic_mb_read(&f->last_error);
 }
 
 int qemu_file_get_error_obj(QEMUFile *f, GError **errp)
 {
     int ret;
 
-    g_mutex_lock(&f->error_lock);
+    qemu_mutex_lock(&f->error_lock);
     ret = f->last_error;
     if (ret && errp && !*errp) {
         if (f->last_error_obj) {
@@ -118,19 +120,19 @@ int qemu_file_get_error_obj(QEMUFile *f, GError **errp)
             error_setg_errno(errp, -ret, "Migration stream error");
         }
     }
-    g_mutex_unlock(&f->error_lock);
+    qemu_mutex_unlock(&f->error_lock);
     return ret;
 }
 
 void qemu_file_set_error_obj(QEMUFile *f, int ret, GError *err)
 {
-    g_mutex_lock(&f->error_lock);
+    qemu_mutex_lock(&f->error_lock);
     if (!f->last_error && ret < 0) {
         f->last_error_obj = err;
         err = NULL;
-        g_atomic_int_set(&f->last_error, ret);
+        qatomic_mb_set(&f->last_error, ret);
     }
-    g_mutex_unlock(&f->error_lock);
+    qemu_mutex_unlock(&f->error_lock);
     if (err) {
         g_error_free(err);
     }

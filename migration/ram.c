@@ -15,6 +15,7 @@
  * rb->receivedmap.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "qemu/bitmap.h"
 #include "qemu/cutils.h"
 #include "qemu/rcu.h"
@@ -60,7 +61,7 @@ struct RAMState {
     RAMBlock *last_sent_block;
     /* Dirty target pages over all bitmaps (protected by bitmap_mutex). */
     uint64_t migration_dirty_pages;
-    GMutex bitmap_mutex;
+    QemuMutex bitmap_mutex;
     /* Dirty-rate bookkeeping between syncs. */
     int64_t time_last_bitmap_sync;      /* ms */
     uint64_t num_dirty_pages_period;
@@ -71,8 +72,8 @@ struct RAMState {
     bool last_was_urgent;
 
     /* Postcopy: page requests (RAMRequest) from the return-path thread. */
-    GMutex req_lock;
-    GCond req_cond;                     /* signalled when one is queued */
+    QemuMutex req_lock;
+    QemuCond req_cond;                     /* signalled when one is queued */
     GQueue requests;
     /* Postcopy background budget, per BUFFER_DELAY_MS slice. */
     int64_t pc_slice_start;             /* us */
@@ -82,7 +83,7 @@ struct RAMState {
     unsigned long ra_end;               /* target page index */
 
     /* query-migrate's figures; read by the main thread at any time. */
-    GMutex counters_lock;
+    QemuMutex counters_lock;
     RAMCounters counters;
 };
 
@@ -107,11 +108,11 @@ RAMState *ram_state_new(void)
 {
     RAMState *rs = g_new0(RAMState, 1);
 
-    g_mutex_init(&rs->bitmap_mutex);
-    g_mutex_init(&rs->req_lock);
-    g_cond_init(&rs->req_cond);
+    qemu_mutex_init(&rs->bitmap_mutex);
+    qemu_mutex_init(&rs->req_lock);
+    qemu_cond_init(&rs->req_cond);
     g_queue_init(&rs->requests);
-    g_mutex_init(&rs->counters_lock);
+    qemu_mutex_init(&rs->counters_lock);
     return rs;
 }
 
@@ -124,10 +125,10 @@ void ram_state_free(RAMState *rs)
     }
     ram_save_cleanup(rs);
     requests_clear(rs);
-    g_mutex_clear(&rs->req_lock);
-    g_cond_clear(&rs->req_cond);
-    g_mutex_clear(&rs->bitmap_mutex);
-    g_mutex_clear(&rs->counters_lock);
+    qemu_mutex_destroy(&rs->req_lock);
+    qemu_cond_destroy(&rs->req_cond);
+    qemu_mutex_destroy(&rs->bitmap_mutex);
+    qemu_mutex_destroy(&rs->counters_lock);
     g_free(rs);
 }
 
@@ -136,9 +137,9 @@ void ram_state_free(RAMState *rs)
 
 void ram_counters_get(RAMState *rs, RAMCounters *out)
 {
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     *out = rs->counters;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
     out->remaining = ram_bytes_remaining(rs);
     out->total = ram_bytes_total();
 }
@@ -158,46 +159,46 @@ static void counters_add_phase_bytes(RAMState *rs, uint64_t bytes)
 
 static void counters_add_page(RAMState *rs, bool zero, uint64_t bytes)
 {
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     if (zero) {
         rs->counters.duplicate++;
     } else {
         rs->counters.normal++;
     }
     counters_add_phase_bytes(rs, bytes);
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
 }
 
 static void counters_add_bytes(RAMState *rs, uint64_t bytes)
 {
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     counters_add_phase_bytes(rs, bytes);
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
 }
 
 uint64_t ram_bytes_remaining(RAMState *rs)
 {
     uint64_t pages;
 
-    g_mutex_lock(&rs->bitmap_mutex);
+    qemu_mutex_lock(&rs->bitmap_mutex);
     pages = rs->migration_dirty_pages;
-    g_mutex_unlock(&rs->bitmap_mutex);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
     return pages << TARGET_PAGE_BITS;
 }
 
 void ram_set_downtime_phase(RAMState *rs, bool in_downtime)
 {
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     rs->in_downtime = in_downtime;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
 }
 
 void ram_set_postcopy_phase(RAMState *rs, bool on)
 {
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     rs->in_postcopy = on;
     rs->in_downtime = false;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
     rs->pc_slice_start = g_get_monotonic_time();
     rs->pc_slice_bytes = 0;
 }
@@ -273,12 +274,12 @@ static void update_dirty_rate(RAMState *rs)
         elapsed = 1;
     }
     ram_counters_get(rs, &c);
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     rs->counters.dirty_pages_rate =
         rs->num_dirty_pages_period * 1000 / elapsed;
     rs->counters.pages_per_second =
         (c.duplicate + c.normal - rs->pages_at_last_sync) * 1000 / elapsed;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
     rs->pages_at_last_sync = c.duplicate + c.normal;
     rs->num_dirty_pages_period = 0;
     rs->time_last_bitmap_sync = now;
@@ -294,7 +295,7 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
-    g_mutex_lock(&rs->bitmap_mutex);
+    qemu_mutex_lock(&rs->bitmap_mutex);
     rcu_read_lock();
     RAMBLOCK_FOREACH_MIGRATABLE(rb) {
         uint64_t newly = 0;
@@ -310,14 +311,14 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
         rs->num_dirty_pages_period += newly;
     }
     rcu_read_unlock();
-    g_mutex_unlock(&rs->bitmap_mutex);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
     if (!ok) {
         return false;
     }
 
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     pass = ++rs->counters.dirty_sync_count;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
     update_dirty_rate(rs);
     if (migrate_events()) {
         qapi_event_send_migration_pass(pass);
@@ -445,7 +446,7 @@ static bool get_queued_page(RAMState *rs, PageSearchStatus *pss)
 {
     bool found = false;
 
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     while (!found && !g_queue_is_empty(&rs->requests)) {
         RAMRequest *req = g_queue_peek_head(&rs->requests);
         unsigned long page;
@@ -468,27 +469,27 @@ static bool get_queued_page(RAMState *rs, PageSearchStatus *pss)
         }
         g_free(g_queue_pop_head(&rs->requests));
     }
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
     rs->last_was_urgent = found;
     return found;
 }
 
 static void requests_clear(RAMState *rs)
 {
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     while (!g_queue_is_empty(&rs->requests)) {
         g_free(g_queue_pop_head(&rs->requests));
     }
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
 }
 
 unsigned ram_postcopy_queue_length(RAMState *rs)
 {
     unsigned n;
 
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     n = g_queue_get_length(&rs->requests);
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
     return n;
 }
 
@@ -523,20 +524,20 @@ bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
     req->rb = rb;
     req->start = start;
     req->len = len;
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     if (!rs->active) {
-        g_mutex_unlock(&rs->req_lock);
+        qemu_mutex_unlock(&rs->req_lock);
         g_free(req);
         error_setg(errp, "page request for '%s' but RAM migration is not "
                    "set up", idstr);
         return false;
     }
     g_queue_push_tail(&rs->requests, req);
-    g_cond_broadcast(&rs->req_cond);
-    g_mutex_unlock(&rs->req_lock);
-    g_mutex_lock(&rs->counters_lock);
+    qemu_cond_broadcast(&rs->req_cond);
+    qemu_mutex_unlock(&rs->req_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     rs->counters.postcopy_requests++;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
     return true;
 }
 
@@ -586,12 +587,12 @@ static bool ram_clear_dirty(RAMState *rs, RAMBlock *rb, unsigned long page)
     unsigned long *bmap = rcu_dereference(rb->bmap);
     bool was_dirty;
 
-    g_mutex_lock(&rs->bitmap_mutex);
+    qemu_mutex_lock(&rs->bitmap_mutex);
     was_dirty = bmap && test_and_clear_bit_atomic(page, bmap);
     if (was_dirty) {
         rs->migration_dirty_pages--;
     }
-    g_mutex_unlock(&rs->bitmap_mutex);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
     return was_dirty;
 }
 
@@ -686,11 +687,11 @@ static void ram_state_reset(RAMState *rs)
     rs->pc_slice_bytes = 0;
     rs->ra_block = NULL;
     rs->ra_end = 0;
-    g_mutex_lock(&rs->counters_lock);
+    qemu_mutex_lock(&rs->counters_lock);
     memset(&rs->counters, 0, sizeof(rs->counters));
     rs->in_downtime = false;
     rs->in_postcopy = false;
-    g_mutex_unlock(&rs->counters_lock);
+    qemu_mutex_unlock(&rs->counters_lock);
 }
 
 bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp)
@@ -701,13 +702,13 @@ bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp)
 
     ram_save_cleanup(rs);
     ram_state_reset(rs);
-    g_mutex_lock(&rs->bitmap_mutex);
+    qemu_mutex_lock(&rs->bitmap_mutex);
     ram_bitmaps_alloc(rs, postcopy);
-    g_mutex_unlock(&rs->bitmap_mutex);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
     rs->time_last_bitmap_sync = now_ms();
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     rs->active = true;
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
 
     if (!memory_global_dirty_log_start(errp)) {
         ram_save_cleanup(rs);
@@ -752,12 +753,12 @@ static void postcopy_wait_budget(RAMState *rs)
 {
     int64_t slice_end = rs->pc_slice_start + BUFFER_DELAY_MS * 1000;
 
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     while (g_queue_is_empty(&rs->requests) &&
            g_get_monotonic_time() < slice_end) {
-        g_cond_wait_until(&rs->req_cond, &rs->req_lock, slice_end);
+        qemu_cond_wait_until(&rs->req_cond, &rs->req_lock, slice_end);
     }
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
 }
 
 /*
@@ -814,9 +815,9 @@ static bool requests_pending(RAMState *rs)
 {
     bool r;
 
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     r = !g_queue_is_empty(&rs->requests);
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
     return r;
 }
 
@@ -1027,7 +1028,7 @@ long ram_postcopy_block_discard(RAMState *rs, RAMBlock *rb,
         return 0;
     }
     disc = bitmap_new(npages);
-    g_mutex_lock(&rs->bitmap_mutex);
+    qemu_mutex_lock(&rs->bitmap_mutex);
     if (ramblock_host_page_pages(rb) == 1) {
         /*
          * Target page == host page: nothing to widen, the dirty map is
@@ -1040,7 +1041,7 @@ long ram_postcopy_block_discard(RAMState *rs, RAMBlock *rb,
         added = discard_chunk(rb, bmap, disc);
     }
     rs->migration_dirty_pages += added;
-    g_mutex_unlock(&rs->bitmap_mutex);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
     page = find_first_bit(disc, npages);
     while (page < npages) {
         unsigned long end = find_next_zero_bit(disc, npages, page);
@@ -1127,10 +1128,10 @@ void ram_save_cleanup(RAMState *rs)
 {
     bool was_active;
 
-    g_mutex_lock(&rs->req_lock);
+    qemu_mutex_lock(&rs->req_lock);
     was_active = rs->active;
     rs->active = false;
-    g_mutex_unlock(&rs->req_lock);
+    qemu_mutex_unlock(&rs->req_lock);
     if (!was_active) {
         return;
     }

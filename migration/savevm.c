@@ -6,6 +6,7 @@
  * name/id, command, stream offset).
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "migration/savevm.h"
 #include "exec/ramblock.h"
 
@@ -571,8 +572,8 @@ void loadvm_context_init(LoadVMContext *ctx, QEMUFile *from_src)
     memset(ctx, 0, sizeof(*ctx));
     ctx->from_src = from_src;
     ctx->postcopy_ops = savevm_registry.postcopy_ops;
-    g_mutex_init(&ctx->rp_mutex);
-    g_mutex_init(&ctx->sections_lock);
+    qemu_mutex_init(&ctx->rp_mutex);
+    qemu_mutex_init(&ctx->sections_lock);
     ctx->sections = g_hash_table_new_full(g_direct_hash, g_direct_equal,
                                           NULL, g_free);
 }
@@ -584,8 +585,8 @@ void loadvm_context_destroy(LoadVMContext *ctx)
         ctx->to_src = NULL;
     }
     g_clear_pointer(&ctx->sections, g_hash_table_destroy);
-    g_mutex_clear(&ctx->rp_mutex);
-    g_mutex_clear(&ctx->sections_lock);
+    qemu_mutex_destroy(&ctx->rp_mutex);
+    qemu_mutex_destroy(&ctx->sections_lock);
 }
 
 /* Turn the file's sticky error into errp, prefixed with context. */
@@ -704,10 +705,10 @@ static int load_section_start_full(QEMUFile *f, LoadVMContext *ctx, int type,
         return -EINVAL;
     }
 
-    g_mutex_lock(&ctx->sections_lock);
+    qemu_mutex_lock(&ctx->sections_lock);
     le = g_hash_table_lookup(ctx->sections, GUINT_TO_POINTER(section_id));
     if (le && le->se != se) {
-        g_mutex_unlock(&ctx->sections_lock);
+        qemu_mutex_unlock(&ctx->sections_lock);
         error_setg(errp, "Section id %u of '%s' is already used by '%s'",
                    section_id, idstr, le->se->idstr);
         return -EINVAL;
@@ -718,7 +719,7 @@ static int load_section_start_full(QEMUFile *f, LoadVMContext *ctx, int type,
         g_hash_table_insert(ctx->sections, GUINT_TO_POINTER(section_id), le);
     }
     le->version_id = version_id;
-    g_mutex_unlock(&ctx->sections_lock);
+    qemu_mutex_unlock(&ctx->sections_lock);
 
     if (type == QEMU_VM_SECTION_START && !se->ops) {
         error_setg(errp, "Section '%s' is not a live section", idstr);
@@ -742,11 +743,11 @@ static int load_section_part_end(QEMUFile *f, LoadVMContext *ctx,
     if (qemu_file_get_error(f)) {
         return stream_fail(f, errp, "reading section id");
     }
-    g_mutex_lock(&ctx->sections_lock);
+    qemu_mutex_lock(&ctx->sections_lock);
     le = g_hash_table_lookup(ctx->sections, GUINT_TO_POINTER(section_id));
     se = le ? le->se : NULL;
     version_id = le ? le->version_id : 0;
-    g_mutex_unlock(&ctx->sections_lock);
+    qemu_mutex_unlock(&ctx->sections_lock);
     if (!se) {
         error_setg(errp, "Unknown section id %u at offset %" PRIu64,
                    section_id, qemu_file_tell(f) - 5);
@@ -1386,9 +1387,9 @@ int migrate_send_rp_message(LoadVMContext *ctx, enum mig_rp_message_type type,
 {
     int ret;
 
-    g_mutex_lock(&ctx->rp_mutex);
+    qemu_mutex_lock(&ctx->rp_mutex);
     ret = rp_send_locked(ctx, type, len, data);
-    g_mutex_unlock(&ctx->rp_mutex);
+    qemu_mutex_unlock(&ctx->rp_mutex);
     return ret;
 }
 
@@ -1417,9 +1418,9 @@ int migrate_send_rp_resume_ack(LoadVMContext *ctx, uint32_t value)
 
 void migrate_rp_reset_last_block(LoadVMContext *ctx)
 {
-    g_mutex_lock(&ctx->rp_mutex);
+    qemu_mutex_lock(&ctx->rp_mutex);
     ctx->last_rp_block[0] = 0;
-    g_mutex_unlock(&ctx->rp_mutex);
+    qemu_mutex_unlock(&ctx->rp_mutex);
 }
 
 int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
@@ -1435,7 +1436,7 @@ int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
     memcpy(buf, &be64, 8);
     memcpy(buf + 8, &be32, 4);
     /* one critical section: "same block as before" must stay true */
-    g_mutex_lock(&ctx->rp_mutex);
+    qemu_mutex_lock(&ctx->rp_mutex);
     if (idstr && strcmp(idstr, ctx->last_rp_block) != 0) {
         size_t n = strlen(idstr);
 
@@ -1455,7 +1456,7 @@ int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
         g_strlcpy(ctx->last_rp_block, idstr, sizeof(ctx->last_rp_block));
     }
 out:
-    g_mutex_unlock(&ctx->rp_mutex);
+    qemu_mutex_unlock(&ctx->rp_mutex);
     return ret;
 }
 

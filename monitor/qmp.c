@@ -12,6 +12,7 @@
  * program linking only the monitor gets a working server.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "monitor/qmp.h"
 #include "migration/channel.h"
 #include "qemu/sockets.h"
@@ -99,11 +100,11 @@ static guint qmp_reaper;
 static QmpClient *qmp_cur_client;       /* during dispatch */
 
 /* getfd's table, monitor-wide: name -> fd. */
-static GMutex qmp_named_fds_lock;
+static QemuMutex qmp_named_fds_lock = QEMU_MUTEX_INITIALIZER;
 static GHashTable *qmp_named_fds;
 
 /* Events handed over from other threads. */
-static GMutex qmp_event_lock;
+static QemuMutex qmp_event_lock = QEMU_MUTEX_INITIALIZER;
 static GQueue qmp_event_queue = G_QUEUE_INIT;   /* char * lines */
 static GSource *qmp_event_source;
 
@@ -1116,7 +1117,7 @@ static gboolean qmp_event_flush(gpointer opaque)
     GQueue lines = G_QUEUE_INIT;
     char *text;
 
-    g_mutex_lock(&qmp_event_lock);
+    qemu_mutex_lock(&qmp_event_lock);
     lines = qmp_event_queue;
     g_queue_init(&qmp_event_queue);
     if (qmp_event_source) {
@@ -1124,7 +1125,7 @@ static gboolean qmp_event_flush(gpointer opaque)
         g_source_unref(qmp_event_source);
         qmp_event_source = NULL;
     }
-    g_mutex_unlock(&qmp_event_lock);
+    qemu_mutex_unlock(&qmp_event_lock);
 
     while ((text = g_queue_pop_head(&lines))) {
         GString line = { .str = text, .len = strlen(text) };
@@ -1157,14 +1158,14 @@ void qmp_event_emit(const char *event, JsonObject *data)
     }
     g_string_append(line, "}\r\n");
 
-    g_mutex_lock(&qmp_event_lock);
+    qemu_mutex_lock(&qmp_event_lock);
     g_queue_push_tail(&qmp_event_queue, g_string_free(line, FALSE));
     if (!qmp_event_source) {
         qmp_event_source = g_idle_source_new();
         g_source_set_callback(qmp_event_source, qmp_event_flush, NULL, NULL);
         g_source_attach(qmp_event_source, NULL);
     }
-    g_mutex_unlock(&qmp_event_lock);
+    qemu_mutex_unlock(&qmp_event_lock);
 
     /*
      * In the main loop (a command handler stopping the VM), deliver now so
@@ -1400,7 +1401,7 @@ static void qmp_named_fd_set(const char *name, int fd)
 {
     gpointer old;
 
-    g_mutex_lock(&qmp_named_fds_lock);
+    qemu_mutex_lock(&qmp_named_fds_lock);
     if (!qmp_named_fds) {
         qmp_named_fds = g_hash_table_new_full(g_str_hash, g_str_equal,
                                               g_free, NULL);
@@ -1409,7 +1410,7 @@ static void qmp_named_fd_set(const char *name, int fd)
         close(GPOINTER_TO_INT(old));
     }
     g_hash_table_insert(qmp_named_fds, g_strdup(name), GINT_TO_POINTER(fd));
-    g_mutex_unlock(&qmp_named_fds_lock);
+    qemu_mutex_unlock(&qmp_named_fds_lock);
 }
 
 /* Remove name from the table: its fd (now the caller's), or -1. */
@@ -1418,13 +1419,13 @@ static int qmp_named_fd_take(const char *name)
     gpointer val;
     int fd = -1;
 
-    g_mutex_lock(&qmp_named_fds_lock);
+    qemu_mutex_lock(&qmp_named_fds_lock);
     if (qmp_named_fds &&
         g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &val)) {
         fd = GPOINTER_TO_INT(val);
         g_hash_table_remove(qmp_named_fds, name);
     }
-    g_mutex_unlock(&qmp_named_fds_lock);
+    qemu_mutex_unlock(&qmp_named_fds_lock);
     return fd;
 }
 
@@ -1433,7 +1434,7 @@ static void qmp_named_fds_clear(void)
     GHashTableIter it;
     gpointer val;
 
-    g_mutex_lock(&qmp_named_fds_lock);
+    qemu_mutex_lock(&qmp_named_fds_lock);
     if (qmp_named_fds) {
         g_hash_table_iter_init(&it, qmp_named_fds);
         while (g_hash_table_iter_next(&it, NULL, &val)) {
@@ -1441,7 +1442,7 @@ static void qmp_named_fds_clear(void)
         }
         g_clear_pointer(&qmp_named_fds, g_hash_table_destroy);
     }
-    g_mutex_unlock(&qmp_named_fds_lock);
+    qemu_mutex_unlock(&qmp_named_fds_lock);
 }
 
 /* The fd: migration transport takes the descriptor, as in QEMU. */

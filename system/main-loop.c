@@ -2,24 +2,25 @@
  * The main loop: GLib's default main context, run by the main thread.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "sysemu/sysemu.h"
 #include "sysemu/runstate.h"
 #include <glib-unix.h>
 #include <signal.h>
 
 static GMainLoop *main_loop;
-static GMutex main_loop_lock;
+static QemuMutex main_loop_lock = QEMU_MUTEX_INITIALIZER;
 
 static GMainLoop *get_main_loop(void)
 {
     GMainLoop *loop;
 
-    g_mutex_lock(&main_loop_lock);
+    qemu_mutex_lock(&main_loop_lock);
     if (!main_loop) {
         main_loop = g_main_loop_new(NULL, FALSE);
     }
     loop = main_loop;
-    g_mutex_unlock(&main_loop_lock);
+    qemu_mutex_unlock(&main_loop_lock);
     return loop;
 }
 

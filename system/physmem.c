@@ -3,6 +3,7 @@
  * them, with the accelerator hooks that mirror mappings and track dirtying.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "exec/ramblock.h"
 #include "exec/memory.h"
 #include <fcntl.h>
@@ -20,7 +21,7 @@
 #endif
 
 RAMList ram_list = {
-    .mutex = PTHREAD_MUTEX_INITIALIZER,
+    .mutex = QEMU_MUTEX_INITIALIZER,
     .blocks = CDS_LIST_HEAD_INIT(ram_list.blocks),
 };
 
@@ -274,21 +275,21 @@ RAMBlock *qemu_ram_alloc(const char *name, uint64_t size,
         QEMU_ALIGN_UP(size, TARGET_PAGE_SIZE) : size;
     rb->flags = RAM_MIGRATABLE;
 
-    pthread_mutex_lock(&ram_list.mutex);
+    qemu_mutex_lock(&ram_list.mutex);
     if (find_block_locked(name)) {
-        pthread_mutex_unlock(&ram_list.mutex);
+        qemu_mutex_unlock(&ram_list.mutex);
         error_setg(errp, "RAMBlock '%s' already exists", name);
         g_free(rb);
         return NULL;
     }
     if (!ram_block_map(rb, cfg, errp)) {
-        pthread_mutex_unlock(&ram_list.mutex);
+        qemu_mutex_unlock(&ram_list.mutex);
         ram_block_destroy(rb);
         return NULL;
     }
     cds_list_add_tail_rcu(&rb->next, &ram_list.blocks);
     ram_list.version++;
-    pthread_mutex_unlock(&ram_list.mutex);
+    qemu_mutex_unlock(&ram_list.mutex);
     return rb;
 }
 
@@ -297,10 +298,10 @@ void qemu_ram_free(RAMBlock *block)
     if (!block) {
         return;
     }
-    pthread_mutex_lock(&ram_list.mutex);
+    qemu_mutex_lock(&ram_list.mutex);
     cds_list_del_rcu(&block->next);
     ram_list.version++;
-    pthread_mutex_unlock(&ram_list.mutex);
+    qemu_mutex_unlock(&ram_list.mutex);
     /* Blocks are rarely freed: wait here rather than defer to a thread. */
     synchronize_rcu();
     ram_block_destroy(block);
@@ -398,7 +399,7 @@ bool ram_block_discard_range(RAMBlock *rb, uint64_t start, size_t len,
 /* --- guest-physical mappings ------------------------------------------ */
 
 static const AccelMemoryOps *accel_ops;
-static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static QemuMutex mappings_lock = QEMU_MUTEX_INITIALIZER;
 static MemoryMapping *mappings;
 static size_t n_mappings;
 
@@ -408,9 +409,9 @@ static size_t n_mappings;
  */
 void memory_register_accel_ops(const AccelMemoryOps *ops)
 {
-    pthread_mutex_lock(&mappings_lock);
+    qemu_mutex_lock(&mappings_lock);
     accel_ops = ops;
-    pthread_mutex_unlock(&mappings_lock);
+    qemu_mutex_unlock(&mappings_lock);
 }
 
 static bool ranges_overlap(hwaddr a, uint64_t alen, hwaddr b, uint64_t blen)
@@ -439,10 +440,10 @@ bool memory_map_ram(hwaddr gpa, RAMBlock *block, ram_addr_t offset,
                    (uint64_t)offset, size);
         return false;
     }
-    pthread_mutex_lock(&mappings_lock);
+    qemu_mutex_lock(&mappings_lock);
     for (i = 0; i < n_mappings; i++) {
         if (ranges_overlap(gpa, size, mappings[i].gpa, mappings[i].size)) {
-            pthread_mutex_unlock(&mappings_lock);
+            qemu_mutex_unlock(&mappings_lock);
             error_setg(errp, "cannot map '%s' at 0x%" PRIx64 ": overlaps "
                        "'%s' at 0x%" PRIx64, block->idstr, gpa,
                        mappings[i].block->idstr, mappings[i].gpa);
@@ -451,12 +452,12 @@ bool memory_map_ram(hwaddr gpa, RAMBlock *block, ram_addr_t offset,
     }
     if (accel_ops && accel_ops->region_add &&
         !accel_ops->region_add(&map, errp)) {
-        pthread_mutex_unlock(&mappings_lock);
+        qemu_mutex_unlock(&mappings_lock);
         return false;
     }
     mappings = g_renew(MemoryMapping, mappings, n_mappings + 1);
     mappings[n_mappings++] = map;
-    pthread_mutex_unlock(&mappings_lock);
+    qemu_mutex_unlock(&mappings_lock);
     return true;
 }
 

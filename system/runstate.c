@@ -6,6 +6,8 @@
  * out by an idle callback in the main thread.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
+#include "qemu/thread.h"
 #include "sysemu/runstate.h"
 #include "sysemu/sysemu.h"
 #include "sysemu/cpus.h"
@@ -16,13 +18,13 @@ bool autostart = true;
 
 static RunState current_runstate = RUN_STATE_PRELAUNCH;
 /* Serialises vm_stop, vm_start and resets against each other. */
-static GMutex vm_lock;
+static QemuMutex vm_lock = QEMU_MUTEX_INITIALIZER;
 
 typedef struct ChangeHandler {
     VMChangeStateHandler cb;
     void *opaque;
 } ChangeHandler;
-static GMutex handlers_lock;
+static QemuMutex handlers_lock = QEMU_MUTEX_INITIALIZER;
 static GArray *change_handlers;
 
 static const char *const runstate_names[RUN_STATE__MAX] = {
@@ -90,7 +92,7 @@ const char *ShutdownCause_str(ShutdownCause c)
 
 RunState runstate_get(void)
 {
-    return __atomic_load_n(&current_runstate, __ATOMIC_ACQUIRE);
+    return qatomic_load_acquire(&current_runstate);
 }
 
 bool runstate_is_running(void)
@@ -103,19 +105,19 @@ void runstate_set(RunState s)
     if ((unsigned)s >= RUN_STATE__MAX) {
         return;
     }
-    __atomic_store_n(&current_runstate, s, __ATOMIC_RELEASE);
+    qatomic_store_release(&current_runstate, s);
 }
 
 void qemu_add_vm_change_state_handler(VMChangeStateHandler cb, void *opaque)
 {
     ChangeHandler h = { .cb = cb, .opaque = opaque };
 
-    g_mutex_lock(&handlers_lock);
+    qemu_mutex_lock(&handlers_lock);
     if (!change_handlers) {
         change_handlers = g_array_new(FALSE, FALSE, sizeof(ChangeHandler));
     }
     g_array_append_val(change_handlers, h);
-    g_mutex_unlock(&handlers_lock);
+    qemu_mutex_unlock(&handlers_lock);
 }
 
 static void vm_state_notify(bool running, RunState s)
@@ -124,11 +126,11 @@ static void vm_state_notify(bool running, RunState s)
     guint i;
 
     /* Call a copy so handlers may register more handlers. */
-    g_mutex_lock(&handlers_lock);
+    qemu_mutex_lock(&handlers_lock);
     if (change_handlers) {
         snap = g_array_copy(change_handlers);
     }
-    g_mutex_unlock(&handlers_lock);
+    qemu_mutex_unlock(&handlers_lock);
     for (i = 0; snap && i < snap->len; i++) {
         ChangeHandler *h = &g_array_index(snap, ChangeHandler, i);
         h->cb(h->opaque, running, s);
@@ -140,7 +142,7 @@ static bool do_vm_stop(RunState s, bool send_stop)
 {
     bool was_running;
 
-    g_mutex_lock(&vm_lock);
+    qemu_mutex_lock(&vm_lock);
     was_running = runstate_is_running();
     if (was_running) {
         pause_all_vcpus();
@@ -149,7 +151,7 @@ static bool do_vm_stop(RunState s, bool send_stop)
         runstate_set(s);
         vm_state_notify(false, s);
     }
-    g_mutex_unlock(&vm_lock);
+    qemu_mutex_unlock(&vm_lock);
     if (was_running && send_stop) {
         qmp_event_emit("STOP", NULL);
     }
@@ -163,15 +165,15 @@ void vm_stop(RunState s)
 
 void vm_start(void)
 {
-    g_mutex_lock(&vm_lock);
+    qemu_mutex_lock(&vm_lock);
     if (runstate_is_running()) {
-        g_mutex_unlock(&vm_lock);
+        qemu_mutex_unlock(&vm_lock);
         return;
     }
     runstate_set(RUN_STATE_RUNNING);
     vm_state_notify(true, RUN_STATE_RUNNING);
     resume_all_vcpus();
-    g_mutex_unlock(&vm_lock);
+    qemu_mutex_unlock(&vm_lock);
     qmp_event_emit("RESUME", NULL);
 }
 
@@ -207,7 +209,7 @@ void qemu_system_shutdown_request(ShutdownCause cause)
     static gint requested;
 
     /* Only the first request counts; later ones would emit duplicates. */
-    if (!g_atomic_int_compare_and_exchange(&requested, 0, 1)) {
+    if (!(qatomic_cmpxchg(&requested, 0, 1) == 0)) {
         return;
     }
     /* An idle source, never a direct call: a QMP reply must go out first. */
@@ -222,9 +224,9 @@ static gboolean reset_cb(gpointer opaque)
     ShutdownCause cause = GPOINTER_TO_INT(opaque);
     bool running;
 
-    g_atomic_int_set(&reset_pending, 0);
+    qatomic_mb_set(&reset_pending, 0);
 
-    g_mutex_lock(&vm_lock);
+    qemu_mutex_lock(&vm_lock);
     running = runstate_is_running();
     if (running) {
         pause_all_vcpus();
@@ -236,14 +238,14 @@ static gboolean reset_cb(gpointer opaque)
     if (running) {
         resume_all_vcpus();
     }
-    g_mutex_unlock(&vm_lock);
+    qemu_mutex_unlock(&vm_lock);
     qmp_event_emit("RESET", cause_event_data(cause));
     return G_SOURCE_REMOVE;
 }
 
 void qemu_system_reset_request(ShutdownCause cause)
 {
-    if (!g_atomic_int_compare_and_exchange(&reset_pending, 0, 1)) {
+    if (!(qatomic_cmpxchg(&reset_pending, 0, 1) == 0)) {
         return;
     }
     g_idle_add(reset_cb, GINT_TO_POINTER(cause));

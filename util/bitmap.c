@@ -5,6 +5,7 @@
  * partial last word, so long runs cost one store per 64 bits.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/bitmap.h"
 
 /* Mask of the bits of a word at and above bit (start % BITS_PER_LONG). */
@@ -57,12 +58,12 @@ void bitmap_copy(unsigned long *dst, const unsigned long *src,
 
 void set_bit_atomic(unsigned long nr, unsigned long *map)
 {
-    __atomic_fetch_or(&map[BIT_WORD(nr)], BIT_MASK(nr), __ATOMIC_SEQ_CST);
+    qatomic_fetch_or(&map[BIT_WORD(nr)], BIT_MASK(nr));
 }
 
 void clear_bit_atomic(unsigned long nr, unsigned long *map)
 {
-    __atomic_fetch_and(&map[BIT_WORD(nr)], ~BIT_MASK(nr), __ATOMIC_SEQ_CST);
+    qatomic_fetch_and(&map[BIT_WORD(nr)], ~BIT_MASK(nr));
 }
 
 bool test_and_clear_bit_atomic(unsigned long nr, unsigned long *map)
@@ -71,17 +72,17 @@ bool test_and_clear_bit_atomic(unsigned long nr, unsigned long *map)
     unsigned long *p = &map[BIT_WORD(nr)];
 
     /* Skip the locked RMW when the bit is already clear: the common case. */
-    if (!(__atomic_load_n(p, __ATOMIC_RELAXED) & mask)) {
+    if (!(qatomic_read(p) & mask)) {
         return false;
     }
-    return __atomic_fetch_and(p, ~mask, __ATOMIC_SEQ_CST) & mask;
+    return qatomic_fetch_and(p, ~mask) & mask;
 }
 
 bool test_and_set_bit_atomic(unsigned long nr, unsigned long *map)
 {
     unsigned long mask = BIT_MASK(nr);
 
-    return __atomic_fetch_or(&map[BIT_WORD(nr)], mask, __ATOMIC_SEQ_CST)
+    return qatomic_fetch_or(&map[BIT_WORD(nr)], mask)
            & mask;
 }
 
@@ -115,11 +116,11 @@ bool test_and_set_bit_atomic(unsigned long nr, unsigned long *map)
 #define OP_SET(p, m)        (*(p) |= (m))
 #define OP_CLEAR(p, m)      (*(p) &= ~(m))
 #define OP_SET_ATOMIC(p, m) \
-    ((m) == ~0UL ? __atomic_store_n((p), ~0UL, __ATOMIC_SEQ_CST) \
-                 : (void)__atomic_fetch_or((p), (m), __ATOMIC_SEQ_CST))
+    ((m) == ~0UL ? qatomic_mb_set((p), ~0UL) \
+                 : (void)qatomic_fetch_or((p), (m)))
 #define OP_CLEAR_ATOMIC(p, m) \
-    ((m) == ~0UL ? __atomic_store_n((p), 0UL, __ATOMIC_SEQ_CST) \
-                 : (void)__atomic_fetch_and((p), ~(m), __ATOMIC_SEQ_CST))
+    ((m) == ~0UL ? qatomic_mb_set((p), 0UL) \
+                 : (void)qatomic_fetch_and((p), ~(m)))
 
 void bitmap_set(unsigned long *map, unsigned long start, unsigned long nr)
 {

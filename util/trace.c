@@ -2,6 +2,7 @@
  * Trace event runtime: which events are on, and where their lines go.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/trace.h"
 #include "trace/trace-util.h"
 #include <fcntl.h>

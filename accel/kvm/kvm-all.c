@@ -3,6 +3,7 @@
  * dispatch.  vCPUs live in kvm-cpus.c, x86 register state in kvm-x86.c.
  */
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "exec/memory.h"
 #include "qemu/bitmap.h"
 #include "hw/machine.h"
@@ -45,7 +46,7 @@ typedef struct KVMPio {
 
 KVMState *kvm_state;
 
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static QemuMutex slots_lock = QEMU_MUTEX_INITIALIZER;
 static KVMSlot slots[KVM_MAX_SLOTS];
 static unsigned nslots;
 static bool dirty_logging;
@@ -189,9 +190,9 @@ static bool kvm_region_add(const MemoryMapping *map, GError **errp)
 {
     bool ok;
 
-    pthread_mutex_lock(&slots_lock);
+    qemu_mutex_lock(&slots_lock);
     ok = kvm_region_add_locked(map, errp);
-    pthread_mutex_unlock(&slots_lock);
+    qemu_mutex_unlock(&slots_lock);
     return ok;
 }
 
@@ -221,9 +222,9 @@ static bool kvm_log_start(GError **errp)
 {
     bool ok;
 
-    pthread_mutex_lock(&slots_lock);
+    qemu_mutex_lock(&slots_lock);
     ok = kvm_set_logging(true, errp);
-    pthread_mutex_unlock(&slots_lock);
+    qemu_mutex_unlock(&slots_lock);
     return ok;
 }
 
@@ -231,11 +232,11 @@ static void kvm_log_stop(void)
 {
     g_autoptr(GError) err = NULL;
 
-    pthread_mutex_lock(&slots_lock);
+    qemu_mutex_lock(&slots_lock);
     if (!kvm_set_logging(false, &err)) {
         warn_report("cannot stop dirty logging: %s", err->message);
     }
-    pthread_mutex_unlock(&slots_lock);
+    qemu_mutex_unlock(&slots_lock);
 }
 
 /* OR npages bits of src into dst starting at bit dst_start; count new bits. */
@@ -306,7 +307,7 @@ static bool kvm_log_sync(RAMBlock *rb, unsigned long *bmap,
     bool ok = true;
 
     *num_dirty = 0;
-    pthread_mutex_lock(&slots_lock);
+    qemu_mutex_lock(&slots_lock);
     for (unsigned i = 0; i < nslots && ok; i++) {
         if (slots[i].block != rb ||
             !(slots[i].flags & KVM_MEM_LOG_DIRTY_PAGES)) {
@@ -320,7 +321,7 @@ static bool kvm_log_sync(RAMBlock *rb, unsigned long *bmap,
         }
         ok = kvm_slot_sync(&slots[i], bmap, num_dirty, errp);
     }
-    pthread_mutex_unlock(&slots_lock);
+    qemu_mutex_unlock(&slots_lock);
     return ok;
 }
 
@@ -539,13 +540,13 @@ void kvm_destroy(void)
     }
     kvm_destroy_vcpus();
     memory_register_accel_ops(NULL);
-    pthread_mutex_lock(&slots_lock);
+    qemu_mutex_lock(&slots_lock);
     for (unsigned i = 0; i < nslots; i++) {
         g_free(slots[i].dirty);
     }
     nslots = 0;
     dirty_logging = false;
-    pthread_mutex_unlock(&slots_lock);
+    qemu_mutex_unlock(&slots_lock);
     npios = 0;
     kvm_state = NULL;
     kvm_state_free(s);

@@ -11,6 +11,8 @@
  * with cpu->halted until the machine is reset.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
+#include "qemu/thread.h"
 #include "sysemu/runstate.h"
 #include "kvm-int.h"
 #include <pthread.h>
@@ -21,11 +23,11 @@
 
 #define SIG_IPI SIGUSR1
 
-static pthread_mutex_t cpus_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;     /* vCPUs */
-static pthread_cond_t parked_cond = PTHREAD_COND_INITIALIZER;   /* pausers */
+static QemuMutex cpus_lock = QEMU_MUTEX_INITIALIZER;
+static QemuCond park_cond = { .cond = PTHREAD_COND_INITIALIZER };     /* vCPUs */
+static QemuCond parked_cond = { .cond = PTHREAD_COND_INITIALIZER };   /* pausers */
 /* Serialises pause_all_vcpus/resume_all_vcpus callers. */
-static pthread_mutex_t pause_lock = PTHREAD_MUTEX_INITIALIZER;
+static QemuMutex pause_lock = QEMU_MUTEX_INITIALIZER;
 
 static CPUState **cpus;
 static int ncpus;
@@ -48,7 +50,7 @@ int cpu_index(const CPUState *cpu)
 
 pid_t cpu_thread_id(const CPUState *cpu)
 {
-    return __atomic_load_n(&cpu->tid, __ATOMIC_ACQUIRE);
+    return qatomic_load_acquire(&cpu->tid);
 }
 
 int cpu_index_by_thread_id(pid_t tid)
@@ -87,9 +89,9 @@ static void kvm_cpu_fail(CPUState *cpu, const char *fmt, ...)
         error_report("vCPU %d: %s", cpu->index, msg);
     }
     runstate_set(RUN_STATE_INTERNAL_ERROR);
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     cpu->halted = true;
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&cpus_lock);
 }
 
 static void kvm_handle_io(CPUState *cpu)
@@ -123,9 +125,9 @@ static void kvm_handle_mmio(CPUState *cpu)
 
 static void kvm_halt_until_reset(CPUState *cpu)
 {
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     cpu->halted = true;
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&cpus_lock);
 }
 
 static void kvm_handle_system_event(CPUState *cpu)
@@ -193,20 +195,20 @@ static bool kvm_cpu_wait_runnable(CPUState *cpu)
 {
     bool keep = true;
 
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     if (cpu->stop || cpu->halted || cpu->exit) {
         cpu->stopped = true;
-        pthread_cond_broadcast(&parked_cond);
+        qemu_cond_broadcast(&parked_cond);
         while ((cpu->stop || cpu->halted) && !cpu->exit) {
-            pthread_cond_wait(&park_cond, &cpus_lock);
+            qemu_cond_wait(&park_cond, &cpus_lock);
         }
         keep = !cpu->exit;
         if (keep) {
             cpu->stopped = false;
-            __atomic_store_n(&cpu->run->immediate_exit, 0, __ATOMIC_RELEASE);
+            qatomic_store_release(&cpu->run->immediate_exit, 0);
         }
     }
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&cpus_lock);
     return keep;
 }
 
@@ -221,7 +223,7 @@ static void *kvm_vcpu_thread(void *opaque)
     sigaddset(&set, SIG_IPI);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     current_cpu = cpu;
-    __atomic_store_n(&cpu->tid, qemu_get_thread_id(), __ATOMIC_RELEASE);
+    qatomic_store_release(&cpu->tid, qemu_get_thread_id());
     while (kvm_cpu_wait_runnable(cpu)) {
         if (ioctl(cpu->fd, KVM_RUN, 0) < 0) {
             if (errno != EINTR && errno != EAGAIN) {
@@ -249,7 +251,7 @@ static void kvm_install_sig_ipi(void)
 
 static void kvm_cpu_kick(CPUState *cpu)
 {
-    __atomic_store_n(&cpu->run->immediate_exit, 1, __ATOMIC_RELEASE);
+    qatomic_store_release(&cpu->run->immediate_exit, 1);
     if (cpu->created) {
         pthread_kill(cpu->thread.thread, SIG_IPI);
     }
@@ -274,37 +276,37 @@ void pause_all_vcpus(void)
         warn_report("pause_all_vcpus called from a vCPU thread: ignored");
         return;
     }
-    pthread_mutex_lock(&pause_lock);
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&pause_lock);
+    qemu_mutex_lock(&cpus_lock);
     for (int i = 0; i < ncpus; i++) {
         cpus[i]->stop = true;
         kvm_cpu_kick(cpus[i]);
     }
     while (!all_parked()) {
-        pthread_cond_wait(&parked_cond, &cpus_lock);
+        qemu_cond_wait(&parked_cond, &cpus_lock);
     }
-    pthread_mutex_unlock(&cpus_lock);
-    pthread_mutex_unlock(&pause_lock);
+    qemu_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&pause_lock);
 }
 
 void resume_all_vcpus(void)
 {
-    pthread_mutex_lock(&pause_lock);
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&pause_lock);
+    qemu_mutex_lock(&cpus_lock);
     for (int i = 0; i < ncpus; i++) {
         cpus[i]->stop = false;
     }
-    pthread_cond_broadcast(&park_cond);
-    pthread_mutex_unlock(&cpus_lock);
-    pthread_mutex_unlock(&pause_lock);
+    qemu_cond_broadcast(&park_cond);
+    qemu_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&pause_lock);
 }
 
 /* Called by the reset code with the vCPUs paused. */
 void kvm_cpu_clear_halt(CPUState *cpu)
 {
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     cpu->halted = false;
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&cpus_lock);
 }
 
 /* ---- creation / destruction ---- */
@@ -375,23 +377,23 @@ bool kvm_create_vcpus(int n, GError **errp)
         }
     }
     /* Wait until every thread is up and parked: tids are known after this. */
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     while (!all_parked()) {
-        pthread_cond_wait(&parked_cond, &cpus_lock);
+        qemu_cond_wait(&parked_cond, &cpus_lock);
     }
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_mutex_unlock(&cpus_lock);
     return true;
 }
 
 void kvm_destroy_vcpus(void)
 {
-    pthread_mutex_lock(&cpus_lock);
+    qemu_mutex_lock(&cpus_lock);
     for (int i = 0; i < ncpus; i++) {
         cpus[i]->exit = true;
         kvm_cpu_kick(cpus[i]);
     }
-    pthread_cond_broadcast(&park_cond);
-    pthread_mutex_unlock(&cpus_lock);
+    qemu_cond_broadcast(&park_cond);
+    qemu_mutex_unlock(&cpus_lock);
     for (int i = 0; i < ncpus; i++) {
         CPUState *cpu = cpus[i];
 

@@ -8,6 +8,7 @@
 #define EXEC_RAMBLOCK_H
 
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "qemu/rcu.h"
 #include <pthread.h>
 
@@ -58,7 +59,7 @@ typedef struct RAMBlock {
 } RAMBlock;
 
 typedef struct RAMList {
-    pthread_mutex_t mutex;      /* serialises writers */
+    QemuMutex mutex;      /* serialises writers */
     struct cds_list_head blocks;
     uint64_t version;           /* bumped on every add/remove/resize */
 } RAMList;

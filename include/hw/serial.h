@@ -7,6 +7,7 @@
 #define HW_SERIAL_H
 
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include <pthread.h>
 
 #define SERIAL_COM1_BASE 0x3f8
@@ -57,7 +58,7 @@ typedef struct SerialRegs {
 typedef void (*SerialIrqFunc)(void *opaque, int level);
 
 typedef struct SerialState {
-    pthread_mutex_t lock;       /* several vCPUs may write at once */
+    QemuMutex lock;       /* several vCPUs may write at once */
     SerialRegs regs;
     int out_fd;                 /* -1: output discarded */
     bool close_fd;

@@ -58,7 +58,7 @@ typedef struct MigrationState {
      * to_dst_file is created and closed by the migration thread and shut
      * down by cancel from the main thread: both under qemu_file_lock.
      */
-    GMutex qemu_file_lock;
+    QemuMutex qemu_file_lock;
     QEMUFile *to_dst_file;
     QEMUFile *rp_file;                  /* return path (reads from dst) */
     QemuThread rp_thread;
@@ -68,7 +68,7 @@ typedef struct MigrationState {
     /* rp_error and rp_thread_done are under error_lock; rp_cond says so */
     GError *rp_error;                   /* set once by the RP thread */
     bool rp_thread_done;
-    GCond rp_cond;
+    QemuCond rp_cond;
 
     bool capabilities[MIGRATION_CAPABILITY__MAX];
     MigrationParameters parameters;     /* see options.h */
@@ -79,8 +79,8 @@ typedef struct MigrationState {
     bool vm_stopped_by_us;
 
     /* pause-before-switchover: signalled by migrate-continue */
-    GMutex pause_lock;
-    GCond pause_cond;
+    QemuMutex pause_lock;
+    QemuCond pause_cond;
     bool pause_released;
 
     /* times in ms (g_get_monotonic_time based) */
@@ -93,7 +93,7 @@ typedef struct MigrationState {
     /* bytes/s measured over the last iteration(s) */
     double bandwidth;
 
-    GMutex error_lock;
+    QemuMutex error_lock;
     char *error_desc;                   /* first error, for query-migrate */
 
     /* migrate-start-postcopy was called: switch when it makes sense. */
@@ -121,7 +121,7 @@ typedef struct MigrationIncomingState {
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
     MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
-    GMutex error_lock;
+    QemuMutex error_lock;
     char *error_desc;
 
     /* The RAM loader's per-channel state (ram.c). */

@@ -7,6 +7,7 @@
 #define MIGRATION_SAVEVM_H
 
 #include "qemu/osdep.h"
+#include "qemu/thread.h"
 #include "migration/qemu-file.h"
 #include "migration/vmstate.h"
 #include "sysemu/runstate.h"
@@ -206,7 +207,7 @@ typedef struct LoadvmPostcopyOps {
 struct LoadVMContext {
     QEMUFile *from_src;         /* main stream */
     QEMUFile *to_src;           /* return path: set by OPEN_RETURN_PATH */
-    GMutex rp_mutex;            /* serialises return-path messages */
+    QemuMutex rp_mutex;            /* serialises return-path messages */
     char last_rp_block[256];    /* block of the last page request */
     const LoadvmPostcopyOps *postcopy_ops;
     void *opaque;               /* for the owner (MigrationIncomingState) */
@@ -217,7 +218,7 @@ struct LoadVMContext {
     bool postcopy_listening;
     bool have_vmdesc;           /* a VMDESCRIPTION was read */
     /* private to savevm.c */
-    GMutex sections_lock;
+    QemuMutex sections_lock;
     GHashTable *sections;       /* sender section id -> loaded section */
     int package_depth;
 };
