@@ -123,7 +123,7 @@ static int64_t now_ms(void)
     return g_get_monotonic_time() / 1000;
 }
 
-static JsonObject *ram_info(MigrationState *s)
+static JsonObject *ram_info(MigrationState *s, const MigrationStats *st)
 {
     JsonObject *ram = json_object_new();
     RAMCounters c;
@@ -138,7 +138,7 @@ static JsonObject *ram_info(MigrationState *s)
     json_object_set_int_member(ram, "normal-bytes",
                                c.normal << TARGET_PAGE_BITS);
     json_object_set_int_member(ram, "dirty-pages-rate", c.dirty_pages_rate);
-    json_object_set_double_member(ram, "mbps", s->mbps);
+    json_object_set_double_member(ram, "mbps", st->mbps);
     json_object_set_int_member(ram, "dirty-sync-count", c.dirty_sync_count);
     json_object_set_int_member(ram, "postcopy-requests",
                                c.postcopy_requests);
@@ -156,6 +156,7 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
 {
     MigrationStatus st = migrate_get_state(&s->status);
     g_autofree char *desc = NULL;
+    MigrationStats stats;
 
     if (st == MIGRATION_STATUS_NONE) {
         return;
@@ -172,17 +173,18 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
         }
         return;
     }
-    json_object_set_int_member(o, "setup-time", s->setup_time);
+    migration_stats_get(s, &stats);
+    json_object_set_int_member(o, "setup-time", stats.setup_time);
     if (st == MIGRATION_STATUS_COMPLETED) {
-        json_object_set_int_member(o, "total-time", s->total_time);
-        json_object_set_int_member(o, "downtime", s->downtime);
+        json_object_set_int_member(o, "total-time", stats.total_time);
+        json_object_set_int_member(o, "downtime", stats.downtime);
     } else {
         json_object_set_int_member(o, "total-time",
-                                   now_ms() - s->start_time);
+                                   now_ms() - stats.start_time);
         json_object_set_int_member(o, "expected-downtime",
-                                   s->expected_downtime);
+                                   stats.expected_downtime);
     }
-    json_object_set_object_member(o, "ram", ram_info(s));
+    json_object_set_object_member(o, "ram", ram_info(s, &stats));
 }
 
 /*

@@ -85,6 +85,7 @@ MigrationState *migration_state_new(void)
     qemu_cond_init(&s->pause_cond);
     qemu_mutex_init(&s->error_lock);
     qemu_cond_init(&s->rp_cond);
+    qemu_mutex_init(&s->stats_lock);
     s->ram = ram_state_new();
     return s;
 }
@@ -104,6 +105,7 @@ void migration_state_free(MigrationState *s)
     qemu_cond_destroy(&s->pause_cond);
     qemu_mutex_destroy(&s->error_lock);
     qemu_cond_destroy(&s->rp_cond);
+    qemu_mutex_destroy(&s->stats_lock);
     g_free(s);
 }
 
@@ -438,6 +440,27 @@ static void collect_error(MigrationState *s, GError **errp)
     }
 }
 
+/* At the end: total time and the average rate over the whole migration. */
+static void stats_set_final(MigrationState *s)
+{
+    RAMCounters rc;
+
+    ram_counters_get(s->ram, &rc);
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.total_time = now_ms() - s->stats.start_time;
+    if (s->stats.total_time > 0) {
+        s->stats.mbps = rc.transferred * 8.0 / 1000.0 / s->stats.total_time;
+    }
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
+void migration_stats_get(MigrationState *s, MigrationStats *out)
+{
+    qemu_mutex_lock(&s->stats_lock);
+    *out = s->stats;
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
 /* pause-before-switchover: wait for migrate-continue (or a cancel). */
 static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur)
 {
@@ -506,15 +529,10 @@ static bool migration_completion(MigrationState *s, GError **errp)
             return false;
         }
     }
-    s->downtime = now_ms() - stop_start;
-    s->total_time = now_ms() - s->start_time;
-    if (s->total_time > 0) {
-        /* Average over the whole migration, as query-migrate shows it. */
-        RAMCounters rc;
-
-        ram_counters_get(s->ram, &rc);
-        s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
-    }
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.downtime = now_ms() - stop_start;
+    qemu_mutex_unlock(&s->stats_lock);
+    stats_set_final(s);
     if (!migrate_set_state(&s->status, cur, MIGRATION_STATUS_COMPLETED)) {
         return false;
     }
@@ -537,11 +555,13 @@ static void update_bandwidth(MigrationState *s, BandwidthWindow *w,
     if (elapsed < BUFFER_DELAY_MS) {
         return;
     }
-    s->bandwidth = (double)(bytes - w->start_bytes) / elapsed;
-    s->mbps = s->bandwidth * 1000.0 * 8 / 1e6;
-    if (s->bandwidth > 0) {
-        s->expected_downtime = (int64_t)(pending / s->bandwidth);
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.bandwidth = (double)(bytes - w->start_bytes) / elapsed;
+    s->stats.mbps = s->stats.bandwidth * 1000.0 * 8 / 1e6;
+    if (s->stats.bandwidth > 0) {
+        s->stats.expected_downtime = (int64_t)(pending / s->stats.bandwidth);
     }
+    qemu_mutex_unlock(&s->stats_lock);
     w->start_ms = now;
     w->start_bytes = bytes;
 }
@@ -636,7 +656,9 @@ static bool postcopy_start(MigrationState *s, GError **errp)
         collect_error(s, errp);
         return false;
     }
-    s->downtime = now_ms() - stop_start;
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.downtime = now_ms() - stop_start;
+    qemu_mutex_unlock(&s->stats_lock);
     /* ram paces background pages itself; urgent ones must never wait. */
     qemu_file_set_rate_limit(f, 0);
     ram_set_postcopy_phase(s->ram, true);
@@ -703,13 +725,7 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
         postcopy_error(s, errp);
         return false;
     }
-    s->total_time = now_ms() - s->start_time;
-    if (s->total_time > 0) {
-        RAMCounters rc;
-
-        ram_counters_get(s->ram, &rc);
-        s->mbps = rc.transferred * 8.0 / 1000.0 / s->total_time;
-    }
+    stats_set_final(s);
     return migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
                              MIGRATION_STATUS_COMPLETED);
 }
@@ -777,7 +793,7 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
 
     qemu_file_set_rate_limit(f, rate);
     while (status_is(s, MIGRATION_STATUS_ACTIVE)) {
-        uint64_t threshold = s->bandwidth * migrate_downtime_limit();
+        uint64_t threshold = s->stats.bandwidth * migrate_downtime_limit();
         uint64_t pending = pending_total(false);
         int ret;
 
@@ -862,7 +878,9 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
         }
         return false;
     }
-    s->setup_time = now_ms() - setup_start;
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.setup_time = now_ms() - setup_start;
+    qemu_mutex_unlock(&s->stats_lock);
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_SETUP,
                            MIGRATION_STATUS_ACTIVE)) {
         return false;
@@ -910,6 +928,21 @@ static void migration_cleanup(MigrationState *s, bool ok)
     }
 }
 
+/*
+ * A finished migration thread is joined from the main loop, which owns
+ * MigrationState's thread handle (migrate_start joins there too).
+ */
+static gboolean migration_thread_reap_bh(gpointer opaque)
+{
+    MigrationState *s = opaque;
+
+    if (s->thread_running) {
+        qemu_thread_join(&s->thread);
+        s->thread_running = false;
+    }
+    return G_SOURCE_REMOVE;
+}
+
 static void *migration_thread(void *opaque)
 {
     MigrationThreadArgs *args = opaque;
@@ -918,7 +951,9 @@ static void *migration_thread(void *opaque)
     bool ok = migration_run(s, args->uri, &err);
 
     if (!ok) {
-        s->total_time = now_ms() - s->start_time;
+        qemu_mutex_lock(&s->stats_lock);
+        s->stats.total_time = now_ms() - s->stats.start_time;
+        qemu_mutex_unlock(&s->stats_lock);
     }
     if (!ok && err) {
         migrate_fail(s, err);
@@ -939,6 +974,7 @@ static void *migration_thread(void *opaque)
     }
     g_free(args->uri);
     g_free(args);
+    g_idle_add(migration_thread_reap_bh, s);
     return NULL;
 }
 
@@ -958,13 +994,12 @@ static bool uri_scheme_known(const char *uri)
 
 static void migration_reset_stats(MigrationState *s)
 {
-    s->start_time = now_ms();
-    s->setup_time = 0;
-    s->total_time = 0;
-    s->downtime = 0;
-    s->expected_downtime = migrate_downtime_limit();
-    s->mbps = 0;
-    s->bandwidth = 0;
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats = (MigrationStats) {
+        .start_time = now_ms(),
+        .expected_downtime = migrate_downtime_limit(),
+    };
+    qemu_mutex_unlock(&s->stats_lock);
     s->vm_stopped_by_us = false;
     s->rp_shut_received = false;
     s->rp_shut_value = 0;
@@ -1115,6 +1150,18 @@ static void incoming_start_vm(void)
     }
 }
 
+/* The loader thread ended: join it from the main loop, which created it. */
+static gboolean incoming_thread_reap_bh(gpointer opaque)
+{
+    MigrationIncomingState *mis = opaque;
+
+    if (mis->thread_running) {
+        qemu_thread_join(&mis->thread);
+        mis->thread_running = false;
+    }
+    return G_SOURCE_REMOVE;
+}
+
 static void *incoming_thread(void *opaque)
 {
     MigrationIncomingState *mis = opaque;
@@ -1136,6 +1183,7 @@ static void *incoming_thread(void *opaque)
         loadvm_context_destroy(&ctx);
         qemu_fclose(mis->from_src_file);
         mis->from_src_file = NULL;
+        g_idle_add(incoming_thread_reap_bh, mis);
         return NULL;
     }
     incoming_start_vm();
@@ -1147,6 +1195,7 @@ static void *incoming_thread(void *opaque)
     loadvm_context_destroy(&ctx);
     qemu_fclose(mis->from_src_file);
     mis->from_src_file = NULL;
+    g_idle_add(incoming_thread_reap_bh, mis);
     return NULL;
 }
 

@@ -318,7 +318,7 @@ bool postcopy_request_pending(MigrationIncomingState *mis, RAMBlock *rb,
 {
     PostcopyBlock *b = pc_block(mis->postcopy, rb);
 
-    return test_bit(offset / rb->page_size, b->requested);
+    return test_bit_atomic(offset / rb->page_size, b->requested);
 }
 
 static GPtrArray *migratable_blocks(void)
@@ -649,7 +649,7 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     hp_addr = (uintptr_t)(rb->host + hp_off);
     map = rcu_dereference(rb->receivedmap);
     blocktime_begin(pis, tid, hp_addr);
-    if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
+    if (map && test_bit_atomic(hp_off >> TARGET_PAGE_BITS, map)) {
         /* Placed meanwhile; the copy woke it unless it faulted after. */
         struct uffdio_range r = { .start = hp_addr, .len = rb->page_size };
 
@@ -671,7 +671,7 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     qemu_mutex_lock(&pis->stats.lock);
     pis->stats.faults++;
     qemu_mutex_unlock(&pis->stats.lock);
-    if (map && test_bit(hp_off >> TARGET_PAGE_BITS, map)) {
+    if (map && test_bit_atomic(hp_off >> TARGET_PAGE_BITS, map)) {
         /*
          * Placed between the look above and the mark: nothing to ask
          * for.  Whoever takes the fault time records the one latency

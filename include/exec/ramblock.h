@@ -10,7 +10,6 @@
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
 #include "qemu/rcu.h"
-#include <pthread.h>
 
 /* flags */
 #define RAM_SHARED      (1u << 0)   /* MAP_SHARED mapping (share=on, memfd) */

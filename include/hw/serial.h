@@ -8,7 +8,6 @@
 
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
-#include <pthread.h>
 
 #define SERIAL_COM1_BASE 0x3f8
 #define SERIAL_COM1_IRQ  4

@@ -43,6 +43,17 @@ const char *MigrationStatus_str(MigrationStatus s);
 /* false if name is not a status name */
 bool migration_status_parse(const char *name, MigrationStatus *out);
 
+/* The source's times (ms, monotonic clock) and rates. */
+typedef struct MigrationStats {
+    int64_t start_time;
+    int64_t setup_time;
+    int64_t total_time;
+    int64_t downtime;
+    int64_t expected_downtime;
+    double mbps;
+    double bandwidth;                   /* bytes/ms over the last window */
+} MigrationStats;
+
 /*
  * The source side of a migration: everything an outgoing migration owns.
  * One object lives for the whole process (migrate_get_current()); each
@@ -83,15 +94,12 @@ typedef struct MigrationState {
     QemuCond pause_cond;
     bool pause_released;
 
-    /* times in ms (g_get_monotonic_time based) */
-    int64_t start_time;
-    int64_t setup_time;
-    int64_t total_time;
-    int64_t downtime;
-    int64_t expected_downtime;
-    double mbps;
-    /* bytes/s measured over the last iteration(s) */
-    double bandwidth;
+    /*
+     * Written by the migration thread (and by migrate_start before it
+     * exists) under stats_lock; query-migrate reads a snapshot.
+     */
+    QemuMutex stats_lock;
+    MigrationStats stats;
 
     QemuMutex error_lock;
     char *error_desc;                   /* first error, for query-migrate */
@@ -159,6 +167,8 @@ bool migration_is_idle(const MigrationState *s);
 void migrate_set_error(MigrationState *s, const GError *err);
 void migration_incoming_set_error(MigrationIncomingState *mis,
                                   const GError *err);
+/* A consistent copy of the source's times and rates (any thread). */
+void migration_stats_get(MigrationState *s, MigrationStats *out);
 /* A copy of the first error (NULL if none); g_free it. */
 char *migrate_get_error_desc(MigrationState *s);
 char *migration_incoming_get_error_desc(MigrationIncomingState *mis);

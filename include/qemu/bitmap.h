@@ -6,6 +6,7 @@
 #define QEMU_BITMAP_H
 
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 
 #define BITS_PER_LONG (sizeof(unsigned long) * 8)
 #define BITS_TO_LONGS(nr) DIV_ROUND_UP((nr), BITS_PER_LONG)
@@ -32,6 +33,10 @@ static inline void clear_bit(unsigned long nr, unsigned long *map)
     map[BIT_WORD(nr)] &= ~BIT_MASK(nr);
 }
 /* Atomic variants, for maps shared between threads. */
+static inline bool test_bit_atomic(unsigned long nr, const unsigned long *map)
+{
+    return (qatomic_read(&map[BIT_WORD(nr)]) >> (nr % BITS_PER_LONG)) & 1;
+}
 void set_bit_atomic(unsigned long nr, unsigned long *map);
 void clear_bit_atomic(unsigned long nr, unsigned long *map);
 /* Atomically clear; return whether the bit was set. */
