@@ -9,6 +9,7 @@
 #include "qemu/thread.h"
 #include "migration/savevm.h"
 #include "exec/ramblock.h"
+#include "trace/trace-migration.h"
 
 const char *savevm_machine_name;
 
@@ -199,6 +200,7 @@ void qemu_savevm_state_header(QEMUFile *f)
 {
     const char *name = machine_name();
 
+    trace_savevm_state_header();
     qemu_put_be32(f, QEMU_VM_FILE_MAGIC);
     qemu_put_be32(f, QEMU_VM_FILE_VERSION);
     /* "configuration": be32 len + name; no validated capabilities */
@@ -211,6 +213,7 @@ int qemu_savevm_state_setup(QEMUFile *f, GError **errp)
 {
     GPtrArray *a = handlers();
 
+    trace_savevm_state_setup();
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
         int ret;
@@ -218,9 +221,11 @@ int qemu_savevm_state_setup(QEMUFile *f, GError **errp)
         if (!se_is_live(se) || !se->ops->save_setup) {
             continue;
         }
+        trace_savevm_section_start(se->idstr, se->section_id);
         save_section_header(f, se, QEMU_VM_SECTION_START);
         ret = se->ops->save_setup(f, se->opaque);
         save_section_footer(f, se);
+        trace_savevm_section_end(se->idstr, se->section_id, ret);
         if (ret < 0) {
             handler_failed(f, se, "setup", ret);
             qemu_file_get_error_obj(f, errp);
@@ -239,6 +244,7 @@ int qemu_savevm_state_iterate(QEMUFile *f, bool postcopy)
     GPtrArray *a = handlers();
     int all_done = 1;
 
+    trace_savevm_state_iterate(postcopy);
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
         int ret;
@@ -252,9 +258,11 @@ int qemu_savevm_state_iterate(QEMUFile *f, bool postcopy)
         if (qemu_file_rate_limit(f)) {
             return qemu_file_get_error(f) ? qemu_file_get_error(f) : 0;
         }
+        trace_savevm_section_start(se->idstr, se->section_id);
         save_section_header(f, se, QEMU_VM_SECTION_PART);
         ret = se->ops->save_live_iterate(f, se->opaque);
         save_section_footer(f, se);
+        trace_savevm_section_end(se->idstr, se->section_id, ret);
         if (ret < 0) {
             return handler_failed(f, se, "iterate", ret);
         }
@@ -270,6 +278,7 @@ int qemu_savevm_state_complete_precopy_iterable(QEMUFile *f,
 {
     GPtrArray *a = handlers();
 
+    trace_savevm_state_complete_precopy(in_postcopy);
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
         int ret;
@@ -278,9 +287,11 @@ int qemu_savevm_state_complete_precopy_iterable(QEMUFile *f,
             (in_postcopy && se_has_postcopy(se))) {
             continue;
         }
+        trace_savevm_section_start(se->idstr, se->section_id);
         save_section_header(f, se, QEMU_VM_SECTION_END);
         ret = se->ops->save_live_complete_precopy(f, se->opaque);
         save_section_footer(f, se);
+        trace_savevm_section_end(se->idstr, se->section_id, ret);
         if (ret < 0) {
             return handler_failed(f, se, "completion", ret);
         }
@@ -326,9 +337,12 @@ int qemu_savevm_state_complete_precopy_non_iterable(QEMUFile *f,
         if (!se_device_needed(se)) {
             continue;
         }
+        trace_savevm_section_start(se->idstr, se->section_id);
+        trace_vmstate_save(se->idstr);
         save_section_header(f, se, QEMU_VM_SECTION_FULL);
         ret = vmstate_save_state(f, se->vmsd, se->opaque);
         save_section_footer(f, se);
+        trace_savevm_section_end(se->idstr, se->section_id, ret);
         if (ret < 0) {
             return handler_failed(f, se, "save", ret);
         }
@@ -364,6 +378,7 @@ int qemu_savevm_state_complete_postcopy(QEMUFile *f)
 {
     GPtrArray *a = handlers();
 
+    trace_savevm_state_complete_postcopy();
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
         int ret;
@@ -371,9 +386,11 @@ int qemu_savevm_state_complete_postcopy(QEMUFile *f)
         if (!se_is_live(se) || !se->ops->save_live_complete_postcopy) {
             continue;
         }
+        trace_savevm_section_start(se->idstr, se->section_id);
         save_section_header(f, se, QEMU_VM_SECTION_END);
         ret = se->ops->save_live_complete_postcopy(f, se->opaque);
         save_section_footer(f, se);
+        trace_savevm_section_end(se->idstr, se->section_id, ret);
         if (ret < 0) {
             return handler_failed(f, se, "postcopy completion", ret);
         }
@@ -421,6 +438,7 @@ void qemu_savevm_state_cleanup(void)
 {
     GPtrArray *a = handlers();
 
+    trace_savevm_state_cleanup();
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
 
@@ -435,6 +453,7 @@ void qemu_savevm_state_cleanup(void)
 int qemu_savevm_command_send(QEMUFile *f, enum qemu_vm_cmd cmd,
                              uint16_t len, const uint8_t *data)
 {
+    trace_savevm_command_send(cmd, len);
     qemu_put_byte(f, QEMU_VM_COMMAND);
     qemu_put_be16(f, cmd);
     qemu_put_be16(f, len);
@@ -446,6 +465,7 @@ int qemu_savevm_command_send(QEMUFile *f, enum qemu_vm_cmd cmd,
 
 int qemu_savevm_send_open_return_path(QEMUFile *f)
 {
+    trace_savevm_send_open_return_path();
     return qemu_savevm_command_send(f, MIG_CMD_OPEN_RETURN_PATH, 0, NULL);
 }
 
@@ -453,6 +473,7 @@ int qemu_savevm_send_ping(QEMUFile *f, uint32_t value)
 {
     uint32_t be = GUINT32_TO_BE(value);
 
+    trace_savevm_send_ping(value);
     return qemu_savevm_command_send(f, MIG_CMD_PING, 4, (uint8_t *)&be);
 }
 
@@ -462,6 +483,7 @@ int qemu_savevm_send_postcopy_advise_sizes(QEMUFile *f, uint64_t summary,
     uint64_t be[2] = { GUINT64_TO_BE(summary),
                        GUINT64_TO_BE(target_page_size) };
 
+    trace_qemu_savevm_send_postcopy_advise(summary, target_page_size);
     return qemu_savevm_command_send(f, MIG_CMD_POSTCOPY_ADVISE, 16,
                                     (uint8_t *)be);
 }
@@ -482,11 +504,13 @@ int qemu_savevm_send_postcopy_advise(QEMUFile *f)
 
 int qemu_savevm_send_postcopy_listen(QEMUFile *f)
 {
+    trace_savevm_send_postcopy_listen();
     return qemu_savevm_command_send(f, MIG_CMD_POSTCOPY_LISTEN, 0, NULL);
 }
 
 int qemu_savevm_send_postcopy_run(QEMUFile *f)
 {
+    trace_savevm_send_postcopy_run();
     return qemu_savevm_command_send(f, MIG_CMD_POSTCOPY_RUN, 0, NULL);
 }
 
@@ -498,6 +522,7 @@ int qemu_savevm_send_postcopy_ram_discard(QEMUFile *f, const char *idstr,
     uint8_t buf[3 + 255 + 16 * MAX_DISCARDS_PER_COMMAND];
     size_t pos = 0;
 
+    trace_qemu_savevm_send_postcopy_ram_discard(idstr, n);
     if (n < 1 || n > MAX_DISCARDS_PER_COMMAND || namelen < 1 ||
         namelen > 255) {
         qemu_file_set_error_obj(f, -EINVAL, g_error_new(FERRY_ERROR, 0,
@@ -525,6 +550,7 @@ int qemu_savevm_send_packaged(QEMUFile *f, const uint8_t *buf, size_t len)
 {
     uint32_t be;
 
+    trace_qemu_savevm_send_packaged(len);
     if (len > MAX_VM_CMD_PACKAGED_SIZE) {
         qemu_file_set_error_obj(f, -EINVAL, g_error_new(FERRY_ERROR, 0,
                                 "PACKAGED blob too large (%zu bytes)", len));
@@ -541,6 +567,7 @@ int qemu_savevm_send_recv_bitmap(QEMUFile *f, const char *idstr)
     size_t n = strlen(idstr);
     uint8_t buf[256];
 
+    trace_savevm_send_recv_bitmap(idstr);
     if (n < 1 || n > 255) {
         qemu_file_set_error(f, -EINVAL);
         return -EINVAL;
@@ -552,6 +579,7 @@ int qemu_savevm_send_recv_bitmap(QEMUFile *f, const char *idstr)
 
 int qemu_savevm_send_postcopy_resume(QEMUFile *f)
 {
+    trace_savevm_send_postcopy_resume();
     return qemu_savevm_command_send(f, MIG_CMD_POSTCOPY_RESUME, 0, NULL);
 }
 
@@ -645,6 +673,7 @@ static int load_section_body(QEMUFile *f, SaveStateEntry *se, int version_id,
     GError *err = NULL;
     int ret;
 
+    trace_vmstate_load(se->idstr, version_id);
     if (se->vmsd) {
         ret = vmstate_load_state(f, se->vmsd, se->opaque, version_id, &err);
     } else if (se->ops && se->ops->load_state) {
@@ -691,6 +720,8 @@ static int load_section_start_full(QEMUFile *f, LoadVMContext *ctx, int type,
     if (qemu_file_get_error(f)) {
         return stream_fail(f, errp, "reading header of section '%s'", idstr);
     }
+    trace_qemu_loadvm_state_section_startfull(section_id, idstr,
+                                              instance_id, version_id);
     se = find_se(idstr, instance_id);
     if (!se) {
         error_setg(errp, "Unknown savevm section or instance '%s' %u. "
@@ -743,6 +774,7 @@ static int load_section_part_end(QEMUFile *f, LoadVMContext *ctx,
     if (qemu_file_get_error(f)) {
         return stream_fail(f, errp, "reading section id");
     }
+    trace_qemu_loadvm_state_section_partend(section_id);
     qemu_mutex_lock(&ctx->sections_lock);
     le = g_hash_table_lookup(ctx->sections, GUINT_TO_POINTER(section_id));
     se = le ? le->se : NULL;
@@ -833,6 +865,7 @@ static int cmd_ping(LoadVMContext *ctx, const uint8_t *data, GError **errp)
     uint32_t value = be32_at(data);
     int ret;
 
+    trace_loadvm_process_command_ping(value);
     if (!ctx->to_src) {
         error_setg(errp, "PING (%u) received without a return path", value);
         return -EINVAL;
@@ -989,6 +1022,7 @@ static int cmd_packaged(QEMUFile *f, LoadVMContext *ctx,
     uint8_t *buf;
     int ret;
 
+    trace_loadvm_handle_cmd_packaged(size);
     if (size > MAX_VM_CMD_PACKAGED_SIZE) {
         error_setg(errp, "PACKAGED: blob of %u bytes exceeds the limit of "
                    "%llu", size, (unsigned long long)MAX_VM_CMD_PACKAGED_SIZE);
@@ -1009,6 +1043,7 @@ static int cmd_packaged(QEMUFile *f, LoadVMContext *ctx,
     ctx->package_depth++;
     ret = qemu_loadvm_state_main(blob, ctx, errp);
     ctx->package_depth--;
+    trace_loadvm_handle_cmd_packaged_main(ret);
     qemu_fclose(blob);
     if (ret < 0) {
         g_prefix_error(errp, "in PACKAGED blob: ");
@@ -1032,6 +1067,7 @@ static int cmd_recv_bitmap(LoadVMContext *ctx, const uint8_t *data,
     }
     memcpy(idstr, data + 1, data[0]);
     idstr[data[0]] = 0;
+    trace_loadvm_handle_recv_bitmap(idstr);
     if (!have_postcopy(ctx, "RECV_BITMAP", errp) ||
         !ctx->postcopy_ops->recv_bitmap) {
         if (errp && !*errp) {
@@ -1065,6 +1101,7 @@ static int loadvm_process_command(QEMUFile *f, LoadVMContext *ctx,
                    mig_cmd_args[cmd].name, len, mig_cmd_args[cmd].len);
         return -ERANGE;
     }
+    trace_loadvm_process_command(mig_cmd_args[cmd].name, len);
     data = g_malloc(len ? len : 1);
     if (qemu_get_buffer(f, data, len) != len) {
         return stream_fail(f, errp, "reading payload of command %s",
@@ -1117,6 +1154,7 @@ int qemu_loadvm_state_main(QEMUFile *f, LoadVMContext *ctx, GError **errp)
             return stream_fail(f, errp, "reading record type at offset %"
                                PRIu64, offset);
         }
+        trace_qemu_loadvm_state_section(type);
         switch (type) {
         case QEMU_VM_SECTION_START:
         case QEMU_VM_SECTION_FULL:
@@ -1273,6 +1311,7 @@ static int loadvm_state_setup(QEMUFile *f, GError **errp)
 {
     GPtrArray *a = handlers();
 
+    trace_loadvm_state_setup();
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
         int ret;
@@ -1298,6 +1337,7 @@ void qemu_loadvm_state_cleanup(void)
 {
     GPtrArray *a = handlers();
 
+    trace_loadvm_state_cleanup();
     for (guint i = 0; i < a->len; i++) {
         SaveStateEntry *se = a->pdata[i];
 
@@ -1356,6 +1396,7 @@ int qemu_loadvm_state(QEMUFile *f, LoadVMContext *ctx, GError **errp)
         return ret;
     }
     ret = qemu_loadvm_state_main(f, ctx, errp);
+    trace_qemu_loadvm_state_post_main(ret);
     if (ret == 0) {
         ret = load_vmdesc(f, ctx, errp);
     } else if (ret == LOADVM_QUIT) {
@@ -1373,6 +1414,7 @@ int qemu_loadvm_state(QEMUFile *f, LoadVMContext *ctx, GError **errp)
 static int rp_send_locked(LoadVMContext *ctx, int type, uint16_t len,
                           const uint8_t *data)
 {
+    trace_migrate_send_rp_message(type, len);
     if (!ctx->to_src) {
         return -EIO;
     }
@@ -1433,6 +1475,7 @@ int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
     int type = MIG_RP_MSG_REQ_PAGES;
     int ret = -EINVAL;
 
+    trace_migrate_send_rp_req_pages(idstr ? idstr : "", start, len);
     memcpy(buf, &be64, 8);
     memcpy(buf + 8, &be32, 4);
     /* one critical section: "same block as before" must stay true */
