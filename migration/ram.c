@@ -26,6 +26,7 @@
 #include "migration/ram.h"
 #include "migration/savevm.h"
 #include "migration/postcopy-ram.h"
+#include "trace/trace-migration.h"
 
 /* An iteration stops after this long even if the rate limit allows more. */
 #define RAM_ITERATE_MAX_WAIT_MS 50
@@ -195,6 +196,7 @@ void ram_set_downtime_phase(RAMState *rs, bool in_downtime)
 
 void ram_set_postcopy_phase(RAMState *rs, bool on)
 {
+    trace_ram_set_postcopy_phase(on);
     qemu_mutex_lock(&rs->counters_lock);
     rs->in_postcopy = on;
     rs->in_downtime = false;
@@ -289,12 +291,14 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
 {
     RAMBlock *rb;
     uint64_t pass;
+    uint64_t found = 0;
     bool ok = true;
 
     if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
     }
+    trace_migration_bitmap_sync_start();
     qemu_mutex_lock(&rs->bitmap_mutex);
     rcu_read_lock();
     RAMBLOCK_FOREACH_MIGRATABLE(rb) {
@@ -309,6 +313,7 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
         }
         rs->migration_dirty_pages += newly;
         rs->num_dirty_pages_period += newly;
+        found += newly;
     }
     rcu_read_unlock();
     qemu_mutex_unlock(&rs->bitmap_mutex);
@@ -320,6 +325,7 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
     pass = ++rs->counters.dirty_sync_count;
     qemu_mutex_unlock(&rs->counters_lock);
     update_dirty_rate(rs);
+    trace_migration_bitmap_sync_end(found);
     if (migrate_events()) {
         qapi_event_send_migration_pass(pass);
     }
@@ -460,12 +466,18 @@ static bool get_queued_page(RAMState *rs, PageSearchStatus *pss)
             pss->page = page;
             pss->complete_round = false;
             found = true;
+            trace_get_queued_page(req->rb->idstr,
+                                  (uint64_t)page << TARGET_PAGE_BITS, page);
             /* The host page is about to go; keep the rest of the range. */
             req->start = MIN(hp_end << TARGET_PAGE_BITS, end);
             req->len = end - req->start;
             if (req->len) {
                 continue;
             }
+        } else {
+            /* Everything it asks for was sent since: nothing to do. */
+            trace_get_queued_page_not_dirty(req->rb->idstr, req->start,
+                                            req->len);
         }
         g_free(g_queue_pop_head(&rs->requests));
     }
@@ -499,6 +511,7 @@ bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
     RAMRequest *req;
     RAMBlock *rb;
 
+    trace_ram_save_queue_pages(idstr, start, len);
     rcu_read_lock();
     rb = qemu_ram_block_by_name(idstr);
     rcu_read_unlock();
@@ -605,6 +618,7 @@ static void ram_save_target_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
     uint64_t bytes;
     bool zero = buffer_is_zero(p, TARGET_PAGE_SIZE);
 
+    trace_ram_save_page(rb->idstr, offset, zero);
     if (zero) {
         bytes = save_page_header(rs, f, rb, offset | RAM_SAVE_FLAG_ZERO);
         qemu_put_byte(f, 0);
@@ -699,6 +713,7 @@ bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp)
     RAMBlock *rb;
     bool postcopy = migrate_postcopy_ram();
     uint64_t bytes = 8;
+    uint64_t total;
 
     ram_save_cleanup(rs);
     ram_state_reset(rs);
@@ -720,7 +735,9 @@ bool ram_save_setup(RAMState *rs, QEMUFile *f, GError **errp)
         return false;
     }
 
-    qemu_put_be64(f, ram_bytes_total() | RAM_SAVE_FLAG_MEM_SIZE);
+    total = ram_bytes_total();
+    trace_ram_save_setup(total);
+    qemu_put_be64(f, total | RAM_SAVE_FLAG_MEM_SIZE);
     rcu_read_lock();
     RAMBLOCK_FOREACH_MIGRATABLE(rb) {
         qemu_put_counted_string(f, rb->idstr);
@@ -924,6 +941,7 @@ int ram_save_iterate(RAMState *rs, QEMUFile *f, GError **errp)
 
 bool ram_save_complete(RAMState *rs, QEMUFile *f, GError **errp)
 {
+    trace_ram_save_complete(rs->in_postcopy);
     if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
@@ -959,14 +977,17 @@ typedef struct DiscardBatch {
     uint64_t start[MAX_DISCARDS_PER_COMMAND];
     uint64_t length[MAX_DISCARDS_PER_COMMAND];
     long total;
+    unsigned cmds;              /* DISCARD commands sent */
     bool failed;
 } DiscardBatch;
 
 static void discard_flush(DiscardBatch *b)
 {
-    if (b->n && !b->failed &&
-        b->fn(b->opaque, b->rb->idstr, b->n, b->start, b->length) < 0) {
-        b->failed = true;
+    if (b->n && !b->failed) {
+        b->cmds++;
+        if (b->fn(b->opaque, b->rb->idstr, b->n, b->start, b->length) < 0) {
+            b->failed = true;
+        }
     }
     b->n = 0;
 }
@@ -977,6 +998,8 @@ static void discard_add(DiscardBatch *b, unsigned long first,
 {
     b->start[b->n] = (uint64_t)first << TARGET_PAGE_BITS;
     b->length[b->n] = (uint64_t)(end - first) << TARGET_PAGE_BITS;
+    trace_postcopy_discard_send_range(b->rb->idstr, b->start[b->n],
+                                      b->length[b->n]);
     b->n++;
     b->total++;
     if (b->n == MAX_DISCARDS_PER_COMMAND) {
@@ -1050,6 +1073,7 @@ long ram_postcopy_block_discard(RAMState *rs, RAMBlock *rb,
         page = find_next_bit(disc, npages, end);
     }
     discard_flush(&b);
+    trace_postcopy_discard_send_finish(rb->idstr, b.total, b.cmds);
     g_free(disc);
     return b.failed ? -1 : b.total;
 }
@@ -1077,6 +1101,7 @@ bool ram_postcopy_send_discard_bitmap(RAMState *rs, QEMUFile *f,
     GPtrArray *blocks;
     bool ok = true;
 
+    trace_ram_postcopy_send_discard_bitmap();
     if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
@@ -1135,6 +1160,7 @@ void ram_save_cleanup(RAMState *rs)
     if (!was_active) {
         return;
     }
+    trace_ram_save_cleanup();
     memory_global_dirty_log_stop();
     ram_bitmaps_free();
     requests_clear(rs);
@@ -1354,6 +1380,7 @@ static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
     if (!rb) {
         return false;
     }
+    trace_ram_load_loop(rb->idstr, offset, flags);
     host = ramblock_ptr(rb, offset);
     if (flags & RAM_SAVE_FLAG_ZERO) {
         int fill = qemu_get_byte(f);
@@ -1500,6 +1527,8 @@ static bool ram_load_postcopy(MigrationIncomingState *mis,
         if (qemu_file_get_error_obj(f, errp)) {
             return false;
         }
+        trace_ram_load_postcopy_loop((int)(ch - mis->ram_load->ch), offset,
+                                     flags);
         switch (flags) {
         case RAM_SAVE_FLAG_ZERO:
         case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
@@ -1574,6 +1603,7 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
         rcu_read_lock();
         ok = ram_load_postcopy(mis, ch, f, errp);
         rcu_read_unlock();
+        trace_ram_load_complete(ok ? 0 : -1);
         return ok;
     }
     rcu_read_lock();
@@ -1612,6 +1642,7 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
     }
 out:
     rcu_read_unlock();
+    trace_ram_load_complete(ok ? 0 : -1);
     return ok;
 }
 
