@@ -26,6 +26,7 @@
 #include "migration/savevm.h"
 #include "sysemu/cpus.h"
 #include "sysemu/runstate.h"
+#include "trace/trace-migration.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -150,7 +151,10 @@ PostcopyState postcopy_state_get(MigrationIncomingState *mis)
 
 void postcopy_state_set(MigrationIncomingState *mis, PostcopyState s)
 {
-    qatomic_mb_set(&mis->postcopy->state, s);
+    PostcopyState old = qatomic_xchg(&mis->postcopy->state, s);
+
+    trace_postcopy_state_change(postcopy_state_str(old),
+                                postcopy_state_str(s));
 }
 
 bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
@@ -158,7 +162,13 @@ bool postcopy_state_cas(MigrationIncomingState *mis, PostcopyState old,
 {
     int expected = old;
 
-    return (qatomic_cmpxchg(&mis->postcopy->state, expected, new_state) == expected);
+    if (qatomic_cmpxchg(&mis->postcopy->state, expected, new_state) !=
+        expected) {
+        return false;
+    }
+    trace_postcopy_state_change(postcopy_state_str(old),
+                                postcopy_state_str(new_state));
+    return true;
 }
 
 bool postcopy_is_running(MigrationIncomingState *mis)
@@ -404,6 +414,7 @@ static void blocktime_begin(PostcopyIncomingState *pis, pid_t tid,
         return;
     }
     cpu = cpu_index_by_thread_id(tid);
+    trace_mark_postcopy_blocktime_begin((void *)addr, cpu);
     qemu_mutex_lock(&st->lock);
     if (cpu >= 0 && cpu < st->nvcpus && !st->vcpu_addr[cpu]) {
         st->vcpu_addr[cpu] = addr;
@@ -436,6 +447,8 @@ static void blocktime_end(PostcopyIncomingState *pis, uintptr_t addr,
         if (count) {
             st->vcpu_total[i] += now - st->vcpu_start[i];
         }
+        trace_mark_postcopy_blocktime_end((void *)addr, i,
+                                          count ? now - st->vcpu_start[i] : 0);
         st->vcpu_addr[i] = 0;
         st->blocked--;
     }
@@ -564,6 +577,7 @@ bool postcopy_place_page(MigrationIncomingState *mis, RAMBlock *rb,
     if (!place_check(mis, rb, offset, errp)) {
         return false;
     }
+    trace_postcopy_place_page(rb->host + offset, rb->idstr, offset);
     while (ioctl(pis->uffd, UFFDIO_COPY, &copy) < 0) {
         /* EAGAIN: the mm changed under us; nothing was copied yet. */
         if (errno != EAGAIN || copy.copy > 0) {
@@ -588,6 +602,7 @@ bool postcopy_place_page_zero(MigrationIncomingState *mis, RAMBlock *rb,
     if (!place_check(mis, rb, offset, errp)) {
         return false;
     }
+    trace_postcopy_place_page_zero(rb->host + offset, rb->idstr, offset);
     if (b->zeropage) {
         while (ioctl(pis->uffd, UFFDIO_ZEROPAGE, &zp) < 0) {
             if (errno != EAGAIN || zp.zeropage > 0) {
@@ -648,11 +663,14 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     hp_off = QEMU_ALIGN_DOWN(off, rb->page_size);
     hp_addr = (uintptr_t)(rb->host + hp_off);
     map = rcu_dereference(rb->receivedmap);
+    trace_postcopy_ram_fault_thread_request((void *)addr, rb->idstr, hp_off,
+                                            tid);
     blocktime_begin(pis, tid, hp_addr);
     if (map && test_bit_atomic(hp_off >> TARGET_PAGE_BITS, map)) {
         /* Placed meanwhile; the copy woke it unless it faulted after. */
         struct uffdio_range r = { .start = hp_addr, .len = rb->page_size };
 
+        trace_postcopy_page_already_received(rb->idstr, hp_off);
         blocktime_end(pis, hp_addr, false);
         rcu_read_unlock();
         if (ioctl(pis->uffd, UFFDIO_WAKE, &r) < 0) {
@@ -663,6 +681,7 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     }
     b = pc_block(pis, rb);
     if (!postcopy_request_mark(mis, rb, hp_off)) {
+        trace_postcopy_request_already_pending(rb->idstr, hp_off);
         rcu_read_unlock();
         return;     /* already on its way */
     }
@@ -678,6 +697,7 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
          * sample (placed() if it ran after our store), so that every
          * fault counted has its sample and no request stays marked.
          */
+        trace_postcopy_page_already_received(rb->idstr, hp_off);
         if ((qatomic_cmpxchg(&b->fault_time[hp_off /
                                                        rb->page_size], t, 0) == t)) {
             stats_latency(pis, now_us() - t);
@@ -706,6 +726,7 @@ static void *fault_thread(void *opaque)
         { .fd = pis->quit_fd, .events = POLLIN },
     };
 
+    trace_postcopy_ram_fault_thread_entry();
     for (;;) {
         struct uffd_msg msg;
         ssize_t n;
@@ -718,6 +739,7 @@ static void *fault_thread(void *opaque)
             break;
         }
         if (pfd[1].revents) {
+            trace_postcopy_ram_fault_thread_quit();
             break;
         }
         while ((n = read(pis->uffd, &msg, sizeof(msg))) == sizeof(msg)) {
@@ -732,6 +754,7 @@ static void *fault_thread(void *opaque)
             break;
         }
     }
+    trace_postcopy_ram_fault_thread_exit();
     return NULL;
 }
 
@@ -789,6 +812,7 @@ static bool pc_advise(LoadVMContext *ctx, uint64_t summary,
     g_autoptr(GPtrArray) blocks = NULL;
     uint64_t local = 0;
 
+    trace_loadvm_postcopy_handle_advise(summary, target_page_size);
     if (st != POSTCOPY_INCOMING_NONE) {
         return wrong_state("POSTCOPY_ADVISE", st, "NONE", errp);
     }
@@ -852,6 +876,7 @@ static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
     unsigned long *map;
     RAMBlock *rb;
 
+    trace_loadvm_postcopy_ram_handle_discard_header(idstr, n);
     if (st != POSTCOPY_INCOMING_ADVISE && st != POSTCOPY_INCOMING_DISCARD) {
         return wrong_state(cmd, st, "ADVISE or DISCARD", errp);
     }
@@ -900,6 +925,7 @@ static bool pc_discard(LoadVMContext *ctx, const char *idstr, unsigned n,
                                 lengths[i] >> TARGET_PAGE_BITS);
         }
         rcu_read_unlock();
+        trace_postcopy_discard_range(idstr, starts[i], lengths[i]);
         if (!ram_block_discard_range(rb, starts[i], lengths[i], errp)) {
             error_prepend(errp, "%s: ", cmd);
             return false;
@@ -969,6 +995,7 @@ static void uffd_unregister_blocks(PostcopyIncomingState *pis)
 /* Stop the fault thread, unregister, close; THP back as it was. */
 static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
 {
+    trace_postcopy_ram_incoming_cleanup_entry();
     if (pis->fault_running) {
         uint64_t one = 1;
 
@@ -992,6 +1019,7 @@ static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
         thp_set(true);
     }
     pis->thp_disabled = false;
+    trace_postcopy_ram_incoming_cleanup_exit();
 }
 
 static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
@@ -999,6 +1027,7 @@ static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
     PostcopyIncomingState *pis = mis->postcopy;
     uint64_t host_features = 0, want = 0;
 
+    trace_postcopy_ram_enable_notify();
     if (!postcopy_ram_supported_by_host(&host_features, errp)) {
         return false;
     }
@@ -1034,6 +1063,7 @@ static void *listen_thread(void *opaque)
     GError *err = NULL;
     int ret;
 
+    trace_postcopy_ram_listen_thread_start();
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
                       MIGRATION_STATUS_POSTCOPY_ACTIVE);
     ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err);
@@ -1062,6 +1092,7 @@ static void *listen_thread(void *opaque)
     }
     migrate_set_state(&mis->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
                       MIGRATION_STATUS_COMPLETED);
+    trace_postcopy_ram_listen_thread_exit();
     return NULL;
 }
 
@@ -1072,6 +1103,7 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
     PostcopyIncomingState *pis = mis->postcopy;
     PostcopyState st = postcopy_state_get(mis);
 
+    trace_loadvm_postcopy_handle_listen(postcopy_state_str(st));
     if (st != POSTCOPY_INCOMING_ADVISE && st != POSTCOPY_INCOMING_DISCARD) {
         return wrong_state(cmd, st, "ADVISE or DISCARD", errp);
     }
@@ -1125,6 +1157,7 @@ static bool pc_run(LoadVMContext *ctx, GError **errp)
     MigrationIncomingState *mis = ctx->opaque;
     PostcopyState st = postcopy_state_get(mis);
 
+    trace_loadvm_postcopy_handle_run(postcopy_state_str(st));
     if (st != POSTCOPY_INCOMING_LISTENING ||
         !postcopy_state_cas(mis, POSTCOPY_INCOMING_LISTENING,
                             POSTCOPY_INCOMING_RUNNING)) {
