@@ -5,6 +5,7 @@
 #include "qemu/atomic.h"
 #include "migration/channel.h"
 #include "qemu/sockets.h"
+#include "trace/trace-migration.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -428,14 +429,23 @@ bool migration_channel_connect(const char *uri, QIOChannel **ioc,
                                GError **errp)
 {
     *ioc = NULL;
+    trace_migration_channel_connect(uri);
     if (is_socket_uri(uri)) {
         *ioc = socket_open(uri, errp);
+        if (*ioc) {
+            trace_migration_socket_outgoing_connected(uri);
+        }
     } else if (g_str_has_prefix(uri, "exec:")) {
+        trace_migration_exec_outgoing(uri + 5);
         *ioc = exec_spawn(uri + 5, true, errp);
     } else if (g_str_has_prefix(uri, "file:")) {
+        trace_migration_file_outgoing(uri + 5);
         *ioc = file_open(uri + 5, true, errp);
     } else if (g_str_has_prefix(uri, "fd:")) {
         *ioc = fd_lookup(uri + 3, errp);
+        if (*ioc) {
+            trace_migration_fd_outgoing(uri + 3, qio_channel_get_fd(*ioc));
+        }
     } else {
         g_autofree char *scheme = g_strndup(uri, strcspn(uri, ":"));
 
@@ -520,6 +530,7 @@ static gboolean listen_accept(gint fd, GIOCondition cond, gpointer data)
     migration_listener_cancel(l);
     socket_tune(cfd, l->addr);
     ioc = fd_channel_named(cfd, l->uri);
+    trace_migration_socket_incoming_accepted(l->uri);
     /* cb may free the listener: l is not touched after it */
     cb(ioc, opaque);
     return G_SOURCE_REMOVE;
@@ -562,11 +573,17 @@ static bool listener_open_ready(MigrationListener *l, GError **errp)
     const char *uri = l->uri;
 
     if (g_str_has_prefix(uri, "exec:")) {
+        trace_migration_exec_incoming(uri + 5);
         l->ready = exec_spawn(uri + 5, false, errp);
     } else if (g_str_has_prefix(uri, "file:")) {
+        trace_migration_file_incoming(uri + 5);
         l->ready = file_open(uri + 5, false, errp);
     } else if (g_str_has_prefix(uri, "fd:")) {
         l->ready = fd_lookup(uri + 3, errp);
+        if (l->ready) {
+            trace_migration_fd_incoming(uri + 3,
+                                        qio_channel_get_fd(l->ready));
+        }
     } else {
         g_autofree char *scheme = g_strndup(uri, strcspn(uri, ":"));
 
@@ -586,6 +603,7 @@ MigrationListener *migration_channel_listen(const char *uri,
     MigrationListener *l = g_new0(MigrationListener, 1);
     bool ok;
 
+    trace_migration_channel_listen(uri);
     l->fd = -1;
     l->cb = cb;
     l->opaque = opaque;
@@ -634,6 +652,7 @@ void migration_channel_tune_postcopy(QIOChannel *ioc, bool sender)
         return;
     }
     inet = domain == AF_INET || domain == AF_INET6;
+    trace_migration_channel_tune_postcopy(sender, domain);
     if (sender && inet) {
         postcopy_setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
                             POSTCOPY_TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT");

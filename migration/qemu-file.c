@@ -9,6 +9,7 @@
 #include "qemu/atomic.h"
 #include "qemu/thread.h"
 #include "migration/qemu-file.h"
+#include "trace/trace-migration.h"
 
 #include <poll.h>
 
@@ -91,6 +92,7 @@ int qemu_fclose(QEMUFile *f)
         qemu_fflush(f);
     }
     ret = qemu_file_get_error(f);
+    trace_qemu_file_fclose(qio_channel_get_name(f->ioc), ret);
     qio_channel_unref(f->ioc);
     if (f->last_error_obj) {
         g_error_free(f->last_error_obj);
@@ -126,13 +128,20 @@ int qemu_file_get_error_obj(QEMUFile *f, GError **errp)
 
 void qemu_file_set_error_obj(QEMUFile *f, int ret, GError *err)
 {
+    bool first = false;
+
     qemu_mutex_lock(&f->error_lock);
     if (!f->last_error && ret < 0) {
         f->last_error_obj = err;
         err = NULL;
         qatomic_mb_set(&f->last_error, ret);
+        first = true;
     }
     qemu_mutex_unlock(&f->error_lock);
+    if (first) {
+        /* Only the error that sticks: later ones are dropped anyway. */
+        trace_qemu_file_set_error(ret);
+    }
     if (err) {
         g_error_free(err);
     }
@@ -611,6 +620,7 @@ int qemu_file_shutdown(QEMUFile *f)
     GError *err = NULL;
     int ret = 0;
 
+    trace_qemu_file_shutdown(qio_channel_get_name(f->ioc));
     if (!qio_channel_shutdown(f->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, &err)) {
         g_error_free(err);
         ret = -EIO;
