@@ -274,6 +274,7 @@ static bool rp_req_pages(MigrationState *s, const RPMessage *msg,
                    "previous block");
         return false;
     }
+    trace_migrate_handle_rp_req_pages(last_block, start, len);
     if (!migrate_postcopy_ram()) {
         return true;    /* a hint only, nothing to serve it with */
     }
@@ -287,6 +288,7 @@ static void *source_return_path_thread(void *opaque)
     RPMessage msg;
     char last_block[256] = "";
 
+    trace_source_return_path_thread_entry();
     for (;;) {
         if (source_return_path_read(s->rp_file, &msg, &err) < 0) {
             break;
@@ -294,6 +296,7 @@ static void *source_return_path_thread(void *opaque)
         switch (msg.type) {
         case MIG_RP_MSG_SHUT:
             s->rp_shut_value = rp_message_get_u32(&msg);
+            trace_source_return_path_thread_shut(s->rp_shut_value);
             qatomic_mb_set(&s->rp_shut_received, true);
             if (s->rp_shut_value) {
                 error_setg(&err, "Destination reported an error on "
@@ -301,6 +304,7 @@ static void *source_return_path_thread(void *opaque)
             }
             goto out;
         case MIG_RP_MSG_PONG:
+            trace_source_return_path_thread_pong(rp_message_get_u32(&msg));
             break;
         case MIG_RP_MSG_REQ_PAGES:
         case MIG_RP_MSG_REQ_PAGES_ID:
@@ -326,6 +330,7 @@ out:
     qemu_cond_broadcast(&s->rp_cond);
     qemu_mutex_unlock(&s->error_lock);
     g_clear_error(&err);
+    trace_source_return_path_thread_end();
     return NULL;
 }
 
@@ -341,6 +346,7 @@ static bool rp_has_error(MigrationState *s)
 
 static bool open_return_path(MigrationState *s, GError **errp)
 {
+    trace_open_return_path_on_source();
     s->rp_file = qemu_file_get_return_path(s->to_dst_file);
     if (!s->rp_file) {
         error_setg(errp, "Unable to open the return path: the channel "
@@ -387,6 +393,7 @@ static void migrate_fail(MigrationState *s, const GError *err)
 {
     MigrationStatus cur;
 
+    trace_migrate_fd_error(err->message);
     migrate_set_error(s, err);
     do {
         cur = migrate_get_state(&s->status);
@@ -497,6 +504,7 @@ static bool migration_completion(MigrationState *s, GError **errp)
     s->vm_was_running = runstate_is_running();
     vm_stop(RUN_STATE_FINISH_MIGRATE);
     s->vm_stopped_by_us = true;
+    trace_migration_completion_vm_stop();
 
     if (!wait_pre_switchover(s, &cur)) {
         return false;
@@ -572,8 +580,10 @@ static uint64_t pending_total(bool exact)
 
     if (exact) {
         qemu_savevm_state_pending_exact(&must, &can);
+        trace_migrate_pending_exact(must + can, must, can);
     } else {
         qemu_savevm_state_pending_estimate(&must, &can);
+        trace_migrate_pending_estimate(must + can, must, can);
     }
     return must + can;
 }
@@ -598,6 +608,7 @@ static bool postcopy_send_package(MigrationState *s, GError **errp)
     ret = qemu_savevm_state_complete_precopy_non_iterable(fb, true, false);
     if (ret >= 0) {
         qemu_savevm_send_ping(fb, 3);
+        trace_postcopy_start_set_run();
         qemu_savevm_send_postcopy_run(fb);
         ret = qemu_fflush(fb);
     }
@@ -629,6 +640,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     QEMUFile *f = s->to_dst_file;
     int64_t stop_start = now_ms();
 
+    trace_postcopy_start();
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_ACTIVE,
                            MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         return false;
@@ -807,6 +819,7 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
         }
         if (pending && pending >= threshold && migrate_postcopy_ram() &&
             qatomic_mb_read(&s->start_postcopy)) {
+            trace_migration_postcopy_switch(pending, threshold);
             if (!postcopy_start(s, errp)) {
                 if (errp && !*errp) {
                     collect_error(s, errp);
@@ -828,6 +841,7 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
             conv.finishing = false;
             if ((pending == 0 || pending < threshold) &&
                 converge_stop_now(&conv, pending, threshold)) {
+                trace_migration_completion_decision(pending, threshold);
                 return migration_completion(s, errp);
             }
         }
@@ -881,6 +895,7 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     qemu_mutex_lock(&s->stats_lock);
     s->stats.setup_time = now_ms() - setup_start;
     qemu_mutex_unlock(&s->stats_lock);
+    trace_migration_thread_setup_complete();
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_SETUP,
                            MIGRATION_STATUS_ACTIVE)) {
         return false;
@@ -908,6 +923,7 @@ static void migration_cleanup(MigrationState *s, bool ok)
 {
     QEMUFile *f;
 
+    trace_migrate_fd_cleanup(ok);
     qemu_savevm_state_cleanup();
     if (s->to_dst_file) {
         /* Wake a return-path reader blocked on the socket. */
@@ -950,6 +966,7 @@ static void *migration_thread(void *opaque)
     GError *err = NULL;
     bool ok = migration_run(s, args->uri, &err);
 
+    trace_migration_thread_after_loop(ok);
     if (!ok) {
         qemu_mutex_lock(&s->stats_lock);
         s->stats.total_time = now_ms() - s->stats.start_time;
@@ -1045,6 +1062,7 @@ bool migrate_start(const char *uri, GError **errp)
         qemu_thread_join(&s->thread);
         s->thread_running = false;
     }
+    trace_migrate_start(uri);
     migration_sections_init();
     migration_reset_stats(s);
     if (!migrate_set_state(&s->status, old, MIGRATION_STATUS_SETUP)) {
@@ -1069,6 +1087,7 @@ void migrate_cancel(void)
     MigrationState *s = migrate_get_current();
     MigrationStatus cur;
 
+    trace_migrate_fd_cancel();
     do {
         cur = migrate_get_state(&s->status);
         if (status_is_terminal_or_none(cur) ||
@@ -1114,6 +1133,7 @@ void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
     MigrationIncomingState *mis = migration_incoming_get_current();
     MigrationStatus cur;
 
+    trace_migration_incoming_fail(err->message);
     migration_incoming_set_error(mis, err);
     do {
         cur = migrate_get_state(&mis->status);
@@ -1167,10 +1187,14 @@ static void *incoming_thread(void *opaque)
     MigrationIncomingState *mis = opaque;
     LoadVMContext ctx;
     GError *err = NULL;
+    int ret;
 
     loadvm_context_init(&ctx, mis->from_src_file);
     ctx.opaque = mis;
-    if (qemu_loadvm_state(mis->from_src_file, &ctx, &err) < 0) {
+    ret = qemu_loadvm_state(mis->from_src_file, &ctx, &err);
+    trace_process_incoming_migration_end(ret,
+        postcopy_state_str(postcopy_state_get(mis)));
+    if (ret < 0) {
         if (!err) {
             error_setg(&err, "load failed");
         }
@@ -1204,6 +1228,7 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     MigrationIncomingState *mis = opaque;
     GError *err = NULL;
 
+    trace_migration_incoming_accept(qio_channel_get_name(ioc));
     mis->from_src_file = qemu_file_new_input(ioc);
     qio_channel_unref(ioc);
     if (!qemu_file_set_blocking(mis->from_src_file, true, &err)) {
@@ -1234,6 +1259,7 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
     runstate_set(RUN_STATE_INMIGRATE);
     /* QEMU reports "setup" here even without the events capability. */
     qatomic_mb_set(&mis->status, MIGRATION_STATUS_SETUP);
+    trace_migrate_set_state(MigrationStatus_str(MIGRATION_STATUS_SETUP));
     qapi_event_send_migration(MIGRATION_STATUS_SETUP);
     return true;
 }
