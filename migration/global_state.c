@@ -4,6 +4,7 @@
  */
 #include "qemu/osdep.h"
 #include "migration/savevm.h"
+#include "trace/trace-migration.h"
 
 #define GLOBAL_STATE_NAME_LEN 100
 
@@ -53,6 +54,7 @@ static int global_state_pre_save(void *opaque)
     if (!s->stored) {
         global_state_store();
     }
+    trace_migrate_global_state_pre_save((const char *)s->runstate);
     return 0;
 }
 
@@ -79,6 +81,7 @@ static bool global_state_post_load(void *opaque, int version_id,
         error_setg(errp, "unknown runstate '%s'", (const char *)s->runstate);
         return false;
     }
+    trace_migrate_global_state_post_load((const char *)s->runstate);
     s->received_state = r;
     s->received = true;
     return true;

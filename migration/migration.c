@@ -290,6 +290,7 @@ static void *source_return_path_thread(void *opaque)
 
     trace_source_return_path_thread_entry();
     for (;;) {
+        trace_source_return_path_thread_loop_top();
         if (source_return_path_read(s->rp_file, &msg, &err) < 0) {
             break;
         }
@@ -319,6 +320,9 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
+    if (err) {
+        trace_source_return_path_thread_bad_end(err->message);
+    }
     qemu_mutex_lock(&s->error_lock);
     /* Errors after a cancel are the cancel's own doing. */
     if (err && !s->rp_error &&
@@ -367,6 +371,7 @@ static bool open_return_path(MigrationState *s, GError **errp)
 static void close_return_path(MigrationState *s)
 {
     if (s->rp_thread_running) {
+        trace_await_return_path_close_on_source_joining();
         qemu_thread_join(&s->rp_thread);
         s->rp_thread_running = false;
     }
@@ -570,6 +575,7 @@ static void update_bandwidth(MigrationState *s, BandwidthWindow *w,
         s->stats.expected_downtime = (int64_t)(pending / s->stats.bandwidth);
     }
     qemu_mutex_unlock(&s->stats_lock);
+    trace_migrate_transferred(bytes - w->start_bytes, elapsed, pending);
     w->start_ms = now;
     w->start_bytes = bytes;
 }
@@ -716,6 +722,7 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
     if (!status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         return false;
     }
+    trace_migration_completion_postcopy_end();
     ret = qemu_savevm_state_complete_postcopy(f);
     if (ret >= 0) {
         ret = qemu_fflush(f);
@@ -852,7 +859,9 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
         }
         update_bandwidth(s, &w, pending);
         if (qemu_file_rate_limit(f)) {
+            trace_migration_rate_limit_pre();
             qemu_file_rate_limit_wait(f);
+            trace_migration_rate_limit_post();
         }
     }
     /* Cancelled (or failed by someone else): not an error of ours. */
@@ -1202,6 +1211,7 @@ static void *incoming_thread(void *opaque)
     }
     if (ctx.postcopy_listening) {
         /* The listen thread finishes the job (SHUT, completed). */
+        trace_process_incoming_migration_postcopy_end_main();
         postcopy_incoming_main_done(mis);
         postcopy_incoming_wait(mis);
         loadvm_context_destroy(&ctx);

@@ -253,6 +253,7 @@ int qemu_savevm_state_iterate(QEMUFile *f, bool postcopy)
             continue;
         }
         if (postcopy && !se_has_postcopy(se)) {
+            trace_savevm_section_skip(se->idstr, se->section_id);
             continue;
         }
         if (qemu_file_rate_limit(f)) {
@@ -335,6 +336,7 @@ int qemu_savevm_state_complete_precopy_non_iterable(QEMUFile *f,
         int ret;
 
         if (!se_device_needed(se)) {
+            trace_savevm_section_skip(se->idstr, se->section_id);
             continue;
         }
         trace_savevm_section_start(se->idstr, se->section_id);
@@ -1033,6 +1035,7 @@ static int cmd_packaged(QEMUFile *f, LoadVMContext *ctx,
         return -EINVAL;
     }
     buf = read_blob(f, size);
+    trace_loadvm_handle_cmd_packaged_received(buf ? 0 : -EIO);
     if (!buf) {
         return stream_fail(f, errp, "PACKAGED: reading the %u byte blob",
                            size);
@@ -1166,6 +1169,7 @@ int qemu_loadvm_state_main(QEMUFile *f, LoadVMContext *ctx, GError **errp)
             break;
         case QEMU_VM_COMMAND:
             ret = loadvm_process_command(f, ctx, errp);
+            trace_qemu_loadvm_state_section_command(ret);
             if (ret == LOADVM_QUIT) {
                 return LOADVM_QUIT;
             }

@@ -4,6 +4,7 @@
  */
 #include "qemu/osdep.h"
 #include "migration/vmstate.h"
+#include "trace/trace-migration.h"
 
 #define VMS_SUBSECTION_MARK 0x05
 
@@ -166,6 +167,7 @@ int vmstate_save_state(QEMUFile *f, const VMStateDescription *vmsd,
 {
     int ret;
 
+    trace_vmstate_save_state_top(vmsd->name);
     if (vmsd->pre_save) {
         ret = vmsd->pre_save(opaque);
         if (ret < 0) {
@@ -183,6 +185,7 @@ int vmstate_save_state(QEMUFile *f, const VMStateDescription *vmsd,
         if (!subsection_needed(*s, opaque)) {
             continue;
         }
+        trace_vmstate_subsection_save_loop(vmsd->name, (*s)->name);
         qemu_put_byte(f, VMS_SUBSECTION_MARK);
         qemu_put_counted_string(f, (*s)->name);
         qemu_put_be32(f, (*s)->version_id);
@@ -274,6 +277,7 @@ static int load_fields(QEMUFile *f, const VMStateDescription *vmsd,
             int ret = load_element(f, vmsd, field, p, errp);
 
             if (ret < 0) {
+                trace_vmstate_load_field_error(field->name, ret);
                 return ret;
             }
         }
@@ -320,6 +324,7 @@ static int load_subsections(QEMUFile *f, const VMStateDescription *vmsd,
 {
     char name[256];
 
+    trace_vmstate_subsection_load(vmsd->name);
     while (peek_subsection(f, vmsd, name)) {
         const VMStateDescription *sub = find_subsection(vmsd, name);
         int version_id, ret;
@@ -338,6 +343,7 @@ static int load_subsections(QEMUFile *f, const VMStateDescription *vmsd,
         if (ret < 0) {
             return ret;
         }
+        trace_vmstate_subsection_load_good(sub->name);
     }
     return 0;
 }
@@ -347,6 +353,7 @@ int vmstate_load_state(QEMUFile *f, const VMStateDescription *vmsd,
 {
     int ret;
 
+    trace_vmstate_load_state(vmsd->name, version_id);
     if (version_id > vmsd->version_id) {
         error_setg(errp, "%s: incoming version_id %d is too new "
                    "(we support up to %d)", vmsd->name, version_id,
@@ -365,10 +372,12 @@ int vmstate_load_state(QEMUFile *f, const VMStateDescription *vmsd,
     }
     ret = load_fields(f, vmsd, opaque, version_id, errp);
     if (ret < 0) {
+        trace_vmstate_load_state_end(vmsd->name, "fields", ret);
         return ret;
     }
     ret = load_subsections(f, vmsd, opaque, errp);
     if (ret < 0) {
+        trace_vmstate_load_state_end(vmsd->name, "subsections", ret);
         return ret;
     }
     if (vmsd->post_load && (ret = vmsd->post_load(opaque, version_id)) < 0) {
@@ -380,6 +389,7 @@ int vmstate_load_state(QEMUFile *f, const VMStateDescription *vmsd,
         g_prefix_error(errp, "%s: ", vmsd->name);
         return -EINVAL;
     }
+    trace_vmstate_load_state_end(vmsd->name, "end", 0);
     return 0;
 }
 
