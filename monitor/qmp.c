@@ -44,6 +44,14 @@
 #define QMP_MAX_CLIENT_FDS 16
 /* Room for one recvmsg; the kernel discards what does not fit. */
 #define QMP_CMSG_FDS 32
+/*
+ * Named descriptors (getfd) one client may keep, and all clients together.
+ * Management passes one or two per migration; the bounds leave plenty of
+ * room for that and keep a hostile client from eating the process's
+ * RLIMIT_NOFILE (commonly 1024), which vCPUs and migration channels need.
+ */
+#define QMP_MAX_CLIENT_NAMED_FDS 32
+#define QMP_MAX_NAMED_FDS 128
 
 typedef struct QmpCommand {
     char *name;
@@ -67,6 +75,7 @@ typedef struct QmpListener {
 } QmpListener;
 
 typedef struct QmpClient {
+    uint64_t id;                /* unique over the process's lifetime */
     int fd;
     guint in_watch;
     guint out_watch;
@@ -99,9 +108,21 @@ static GPtrArray *qmp_clients;          /* QmpClient, dead ones included */
 static guint qmp_reaper;
 static QmpClient *qmp_cur_client;       /* during dispatch */
 
-/* getfd's table, monitor-wide: name -> fd. */
+/*
+ * getfd's table, monitor-wide: name -> QmpNamedFd.  The owner is the id of
+ * the client that stored it, to count against that client's limit; a
+ * client that leaves does not take its names along (QEMU keeps a
+ * monitor's descriptors across reconnections), they only stop counting
+ * against anyone but the total.
+ */
+typedef struct QmpNamedFd {
+    int fd;
+    uint64_t owner;
+} QmpNamedFd;
+
 static QemuMutex qmp_named_fds_lock = QEMU_MUTEX_INITIALIZER;
 static GHashTable *qmp_named_fds;
+static uint64_t qmp_next_client_id = 1;
 
 /* Events handed over from other threads. */
 static QemuMutex qmp_event_lock = QEMU_MUTEX_INITIALIZER;
@@ -979,6 +1000,7 @@ static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
         return G_SOURCE_CONTINUE;
     }
     c = g_new0(QmpClient, 1);
+    c->id = qmp_next_client_id++;
     c->fd = cfd;
     c->inbuf = g_string_sized_new(QMP_READ_CHUNK);
     c->outbuf = g_string_new(NULL);
@@ -1396,33 +1418,81 @@ static bool qmp_cmd_query_commands(JsonObject *args, JsonNode **ret,
 
 /* ---- named descriptors (getfd, closefd, fd: URIs) ---------------------- */
 
-/* Store fd under name, closing the one it replaces.  Takes ownership. */
-static void qmp_named_fd_set(const char *name, int fd)
+/* Names the client owner keeps in the table; the caller holds the lock. */
+static unsigned qmp_named_fds_owned(uint64_t owner)
 {
-    gpointer old;
+    GHashTableIter it;
+    gpointer val;
+    unsigned n = 0;
+
+    g_hash_table_iter_init(&it, qmp_named_fds);
+    while (g_hash_table_iter_next(&it, NULL, &val)) {
+        n += ((QmpNamedFd *)val)->owner == owner;
+    }
+    return n;
+}
+
+/*
+ * Store fd under name for client owner, closing the one it replaces.
+ * Takes ownership of fd: closes it when the limits refuse it.
+ */
+static bool qmp_named_fd_set(uint64_t owner, const char *name, int fd,
+                             GError **errp)
+{
+    QmpNamedFd *old, *nfd;
+    unsigned owned;
+    bool ok = false;
 
     qemu_mutex_lock(&qmp_named_fds_lock);
     if (!qmp_named_fds) {
         qmp_named_fds = g_hash_table_new_full(g_str_hash, g_str_equal,
-                                              g_free, NULL);
+                                              g_free, g_free);
     }
-    if (g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &old)) {
-        close(GPOINTER_TO_INT(old));
+    old = g_hash_table_lookup(qmp_named_fds, name);
+    /* Replacing one of its own names costs the client nothing. */
+    if (!old || old->owner != owner) {
+        owned = qmp_named_fds_owned(owner);
+        if (owned >= QMP_MAX_CLIENT_NAMED_FDS) {
+            error_setg(errp, "This QMP client already holds %u named file "
+                       "descriptors, the limit per client is %d: close "
+                       "some with closefd", owned,
+                       QMP_MAX_CLIENT_NAMED_FDS);
+            goto out;
+        }
+        if (!old && g_hash_table_size(qmp_named_fds) >= QMP_MAX_NAMED_FDS) {
+            error_setg(errp, "%u named file descriptors are held, the limit "
+                       "for all QMP clients is %d: close some with closefd",
+                       g_hash_table_size(qmp_named_fds), QMP_MAX_NAMED_FDS);
+            goto out;
+        }
     }
-    g_hash_table_insert(qmp_named_fds, g_strdup(name), GINT_TO_POINTER(fd));
+    nfd = g_new(QmpNamedFd, 1);
+    nfd->fd = fd;
+    nfd->owner = owner;
+    if (old) {
+        close(old->fd);
+    }
+    g_hash_table_insert(qmp_named_fds, g_strdup(name), nfd);
+    fd = -1;
+    ok = true;
+out:
     qemu_mutex_unlock(&qmp_named_fds_lock);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
 }
 
 /* Remove name from the table: its fd (now the caller's), or -1. */
 static int qmp_named_fd_take(const char *name)
 {
-    gpointer val;
+    QmpNamedFd *nfd;
     int fd = -1;
 
     qemu_mutex_lock(&qmp_named_fds_lock);
-    if (qmp_named_fds &&
-        g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &val)) {
-        fd = GPOINTER_TO_INT(val);
+    nfd = qmp_named_fds ? g_hash_table_lookup(qmp_named_fds, name) : NULL;
+    if (nfd) {
+        fd = nfd->fd;
         g_hash_table_remove(qmp_named_fds, name);
     }
     qemu_mutex_unlock(&qmp_named_fds_lock);
@@ -1438,7 +1508,7 @@ static void qmp_named_fds_clear(void)
     if (qmp_named_fds) {
         g_hash_table_iter_init(&it, qmp_named_fds);
         while (g_hash_table_iter_next(&it, NULL, &val)) {
-            close(GPOINTER_TO_INT(val));
+            close(((QmpNamedFd *)val)->fd);
         }
         g_clear_pointer(&qmp_named_fds, g_hash_table_destroy);
     }
@@ -1484,8 +1554,7 @@ static bool qmp_cmd_getfd(JsonObject *args, JsonNode **ret, GError **errp)
         error_setg(errp, "No file descriptor supplied via SCM_RIGHTS");
         return false;
     }
-    qmp_named_fd_set(name, fd);
-    return true;
+    return qmp_named_fd_set(qmp_cur_client->id, name, fd, errp);
 }
 
 static bool qmp_cmd_closefd(JsonObject *args, JsonNode **ret, GError **errp)
