@@ -36,6 +36,16 @@
 /* A client that lets this much output pile up (events) is dropped. */
 #define QMP_OUT_HARD_LIMIT (64 * 1024 * 1024)
 #define QMP_MAX_CLIENTS 64
+/*
+ * Memory for input, summed over all clients (capacity of their buffers,
+ * not just what is in them): when a read takes the sum over this, the
+ * client with the largest buffer is dropped, the oldest first among
+ * equals.  A request of QMP_MAX_MESSAGE (a 16 MiB buffer) always fits;
+ * 64 clients with partial requests no longer cost 64 of them.
+ */
+#define QMP_INPUT_BUDGET (32 * 1024 * 1024)
+/* A buffer this much larger than what it holds is given back. */
+#define QMP_INBUF_SHRINK (4 * QMP_READ_CHUNK)
 /* A tcp: server listens on every address family the host has. */
 #define QMP_MAX_LISTEN_FDS 8
 #define QMP_LISTEN_BACKLOG 16
@@ -843,6 +853,21 @@ static bool qmp_client_output_full(QmpClient *c)
     return c->outbuf->len - c->out_off > QMP_OUT_HIGH_WATER;
 }
 
+/* After a large request, do not keep its buffer for the small ones. */
+static void qmp_client_shrink_input(QmpClient *c)
+{
+    GString *small;
+
+    if (c->inbuf->allocated_len <= QMP_INBUF_SHRINK ||
+        c->inbuf->len >= c->inbuf->allocated_len / 4) {
+        return;
+    }
+    small = g_string_sized_new(MAX(c->inbuf->len, QMP_READ_CHUNK));
+    g_string_append_len(small, c->inbuf->str, c->inbuf->len);
+    g_string_free(c->inbuf, TRUE);
+    c->inbuf = small;
+}
+
 static void qmp_client_process_input(QmpClient *c)
 {
     while (!c->dead && c->pos < c->inbuf->len &&
@@ -861,7 +886,48 @@ static void qmp_client_process_input(QmpClient *c)
         c->pos -= c->start;
         c->start = 0;
     }
+    qmp_client_shrink_input(c);
     qmp_client_update_watches(c);
+}
+
+/*
+ * Drop clients, largest input buffer first, until all of them together
+ * fit in QMP_INPUT_BUDGET.  The largest is the one a flood of partial
+ * requests comes from; management's small requests are never it.
+ */
+static void qmp_enforce_input_budget(void)
+{
+    size_t total = 0;
+
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        total += c->dead ? 0 : c->inbuf->allocated_len;
+    }
+    while (total > QMP_INPUT_BUDGET) {
+        QmpClient *victim = NULL;
+        g_autofree char *desc = NULL;
+
+        for (guint i = 0; i < qmp_clients->len; i++) {
+            QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+            if (c->dead) {
+                continue;
+            }
+            if (!victim ||
+                c->inbuf->allocated_len > victim->inbuf->allocated_len ||
+                (c->inbuf->allocated_len == victim->inbuf->allocated_len &&
+                 c->id < victim->id)) {
+                victim = c;
+            }
+        }
+        total -= victim->inbuf->allocated_len;
+        desc = g_strdup_printf("Input of all QMP clients exceeds the limit "
+                               "of %d MiB: dropping the client with the "
+                               "largest partial request",
+                               QMP_INPUT_BUDGET >> 20);
+        qmp_client_fatal(victim, desc);
+    }
 }
 
 static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
@@ -884,6 +950,8 @@ static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
         return G_SOURCE_REMOVE;
     }
     qmp_client_process_input(c);
+    /* Only what is still buffered counts, so after the requests are cut. */
+    qmp_enforce_input_budget();
     return G_SOURCE_CONTINUE;
 }
 
@@ -958,6 +1026,17 @@ static void qmp_client_close(QmpClient *c)
     qmp_client_drop_fds(c, UINT64_MAX);
     close(c->fd);
     c->fd = -1;
+    /*
+     * Give the buffers back now: while other clients keep sending, the
+     * idle reaper may not run for a while, and a flood of clients dropped
+     * for their input would otherwise still hold all of it.
+     */
+    g_string_free(c->inbuf, TRUE);
+    c->inbuf = g_string_new(NULL);
+    g_string_free(c->outbuf, TRUE);
+    c->outbuf = g_string_new(NULL);
+    c->out_off = 0;
+    c->start = c->pos = 0;
     if (!qmp_reaper) {
         qmp_reaper = g_idle_add(qmp_reap_clients, NULL);
     }

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """QMP against a real ferry process (machine 'none', no KVM needed):
-negotiation, replies, error classes, events, several clients, bad input."""
+negotiation, replies, error classes, events, several clients, bad input,
+and hostile clients: a flood of large partial requests."""
 
+import json
 import os
 import socket
+import time
 
 import ferrytest as ft
 
@@ -244,6 +247,69 @@ def test_migration_options():
     vm.shutdown()
 
 
+MAX_CLIENTS = 64
+INPUT_BUDGET = 32 << 20
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    ft.fail(f"no {field} in /proc/{pid}/status")
+
+
+def connect_raw(path):
+    """A client that reads the greeting and stops there."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    buf = b""
+    while b"\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            ft.fail(f"connection refused without a greeting (have {buf!r})")
+        buf += chunk
+    return s
+
+
+def test_partial_request_flood():
+    """63 clients each holding 3 MiB of an unfinished request: before the
+    input budget, ferry kept all of it (~250 MB; 64 x 10 MiB was 660 MB).
+    Now peak RSS stays within the budget plus slack, and management keeps
+    working."""
+    vm = ft.VM(["-M", "none", "-m", "16M"], name="qmp-flood").launch()
+    pid = vm.proc.pid
+    base = status_kb(pid, "VmHWM")
+    partial = (b'{"execute": "query-status", "arguments": {"pad": "' +
+               b"a" * (3 << 20))
+    socks, dropped = [], 0
+    t0 = time.time()
+    try:
+        for _ in range(MAX_CLIENTS - 1):    # vm.qmp holds the last slot
+            s = connect_raw(vm.qmp_path)
+            socks.append(s)
+            try:
+                s.sendall(partial)
+            except OSError:
+                dropped += 1                # dropped while sending
+        vm.qmp.cmd("query-status")          # everything sent is read
+        peak = status_kb(pid, "VmHWM")
+        ft.log(f"VmHWM {base} -> {peak} KiB, {dropped} dropped while "
+               f"sending, {time.time() - t0:.1f}s")
+        limit = base + (INPUT_BUDGET >> 10) + (32 << 10)
+        if peak > limit:
+            ft.fail(f"peak RSS {peak} KiB with partial requests, more than "
+                    f"{limit} KiB")
+        if vm.qmp.cmd("query-status")["status"] != "running":
+            ft.fail("management after the flood")
+    finally:
+        for s in socks:
+            s.close()
+    vm.shutdown()
+
+
 if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
-             test_tcp_monitor, test_migration_options], timeout=120)
+             test_tcp_monitor, test_migration_options,
+             test_partial_request_flood], timeout=120)
