@@ -1063,6 +1063,33 @@ static unsigned qmp_live_clients(void)
     return n;
 }
 
+/*
+ * All slots taken: make room for the newcomer, which may be management,
+ * by dropping the oldest client that has not negotiated capabilities.
+ * Real clients negotiate right after the greeting, so one that has not is
+ * a stuck or hostile peer; taking the oldest rather than the quietest
+ * means trickling bytes does not protect it, and a newcomer that is still
+ * negotiating is the last to go.  False if every client has negotiated.
+ */
+static bool qmp_evict_for_newcomer(void)
+{
+    QmpClient *victim = NULL;
+
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        if (!c->dead && !c->negotiated && (!victim || c->id < victim->id)) {
+            victim = c;
+        }
+    }
+    if (!victim) {
+        return false;
+    }
+    qmp_client_fatal(victim, "Too many QMP clients: dropping the oldest one "
+                     "that has not negotiated capabilities");
+    return true;
+}
+
 static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
                                    gpointer opaque)
 {
@@ -1074,7 +1101,7 @@ static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
         /* EAGAIN, a client that left already, or out of fds: retry later. */
         return G_SOURCE_CONTINUE;
     }
-    if (qmp_live_clients() >= QMP_MAX_CLIENTS) {
+    if (qmp_live_clients() >= QMP_MAX_CLIENTS && !qmp_evict_for_newcomer()) {
         close(cfd);
         return G_SOURCE_CONTINUE;
     }
