@@ -36,6 +36,16 @@
 /* A client that lets this much output pile up (events) is dropped. */
 #define QMP_OUT_HARD_LIMIT (64 * 1024 * 1024)
 #define QMP_MAX_CLIENTS 64
+/*
+ * Memory for input, summed over all clients (capacity of their buffers,
+ * not just what is in them): when a read takes the sum over this, the
+ * client with the largest buffer is dropped, the oldest first among
+ * equals.  A request of QMP_MAX_MESSAGE (a 16 MiB buffer) always fits;
+ * 64 clients with partial requests no longer cost 64 of them.
+ */
+#define QMP_INPUT_BUDGET (32 * 1024 * 1024)
+/* A buffer this much larger than what it holds is given back. */
+#define QMP_INBUF_SHRINK (4 * QMP_READ_CHUNK)
 /* A tcp: server listens on every address family the host has. */
 #define QMP_MAX_LISTEN_FDS 8
 #define QMP_LISTEN_BACKLOG 16
@@ -44,6 +54,14 @@
 #define QMP_MAX_CLIENT_FDS 16
 /* Room for one recvmsg; the kernel discards what does not fit. */
 #define QMP_CMSG_FDS 32
+/*
+ * Named descriptors (getfd) one client may keep, and all clients together.
+ * Management passes one or two per migration; the bounds leave plenty of
+ * room for that and keep a hostile client from eating the process's
+ * RLIMIT_NOFILE (commonly 1024), which vCPUs and migration channels need.
+ */
+#define QMP_MAX_CLIENT_NAMED_FDS 32
+#define QMP_MAX_NAMED_FDS 128
 
 typedef struct QmpCommand {
     char *name;
@@ -67,6 +85,7 @@ typedef struct QmpListener {
 } QmpListener;
 
 typedef struct QmpClient {
+    uint64_t id;                /* unique over the process's lifetime */
     int fd;
     guint in_watch;
     guint out_watch;
@@ -99,9 +118,21 @@ static GPtrArray *qmp_clients;          /* QmpClient, dead ones included */
 static guint qmp_reaper;
 static QmpClient *qmp_cur_client;       /* during dispatch */
 
-/* getfd's table, monitor-wide: name -> fd. */
+/*
+ * getfd's table, monitor-wide: name -> QmpNamedFd.  The owner is the id of
+ * the client that stored it, to count against that client's limit; a
+ * client that leaves does not take its names along (QEMU keeps a
+ * monitor's descriptors across reconnections), they only stop counting
+ * against anyone but the total.
+ */
+typedef struct QmpNamedFd {
+    int fd;
+    uint64_t owner;
+} QmpNamedFd;
+
 static QemuMutex qmp_named_fds_lock = QEMU_MUTEX_INITIALIZER;
 static GHashTable *qmp_named_fds;
+static uint64_t qmp_next_client_id = 1;
 
 /* Events handed over from other threads. */
 static QemuMutex qmp_event_lock = QEMU_MUTEX_INITIALIZER;
@@ -822,6 +853,21 @@ static bool qmp_client_output_full(QmpClient *c)
     return c->outbuf->len - c->out_off > QMP_OUT_HIGH_WATER;
 }
 
+/* After a large request, do not keep its buffer for the small ones. */
+static void qmp_client_shrink_input(QmpClient *c)
+{
+    GString *small;
+
+    if (c->inbuf->allocated_len <= QMP_INBUF_SHRINK ||
+        c->inbuf->len >= c->inbuf->allocated_len / 4) {
+        return;
+    }
+    small = g_string_sized_new(MAX(c->inbuf->len, QMP_READ_CHUNK));
+    g_string_append_len(small, c->inbuf->str, c->inbuf->len);
+    g_string_free(c->inbuf, TRUE);
+    c->inbuf = small;
+}
+
 static void qmp_client_process_input(QmpClient *c)
 {
     while (!c->dead && c->pos < c->inbuf->len &&
@@ -840,7 +886,48 @@ static void qmp_client_process_input(QmpClient *c)
         c->pos -= c->start;
         c->start = 0;
     }
+    qmp_client_shrink_input(c);
     qmp_client_update_watches(c);
+}
+
+/*
+ * Drop clients, largest input buffer first, until all of them together
+ * fit in QMP_INPUT_BUDGET.  The largest is the one a flood of partial
+ * requests comes from; management's small requests are never it.
+ */
+static void qmp_enforce_input_budget(void)
+{
+    size_t total = 0;
+
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        total += c->dead ? 0 : c->inbuf->allocated_len;
+    }
+    while (total > QMP_INPUT_BUDGET) {
+        QmpClient *victim = NULL;
+        g_autofree char *desc = NULL;
+
+        for (guint i = 0; i < qmp_clients->len; i++) {
+            QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+            if (c->dead) {
+                continue;
+            }
+            if (!victim ||
+                c->inbuf->allocated_len > victim->inbuf->allocated_len ||
+                (c->inbuf->allocated_len == victim->inbuf->allocated_len &&
+                 c->id < victim->id)) {
+                victim = c;
+            }
+        }
+        total -= victim->inbuf->allocated_len;
+        desc = g_strdup_printf("Input of all QMP clients exceeds the limit "
+                               "of %d MiB: dropping the client with the "
+                               "largest partial request",
+                               QMP_INPUT_BUDGET >> 20);
+        qmp_client_fatal(victim, desc);
+    }
 }
 
 static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
@@ -863,6 +950,8 @@ static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
         return G_SOURCE_REMOVE;
     }
     qmp_client_process_input(c);
+    /* Only what is still buffered counts, so after the requests are cut. */
+    qmp_enforce_input_budget();
     return G_SOURCE_CONTINUE;
 }
 
@@ -937,6 +1026,17 @@ static void qmp_client_close(QmpClient *c)
     qmp_client_drop_fds(c, UINT64_MAX);
     close(c->fd);
     c->fd = -1;
+    /*
+     * Give the buffers back now: while other clients keep sending, the
+     * idle reaper may not run for a while, and a flood of clients dropped
+     * for their input would otherwise still hold all of it.
+     */
+    g_string_free(c->inbuf, TRUE);
+    c->inbuf = g_string_new(NULL);
+    g_string_free(c->outbuf, TRUE);
+    c->outbuf = g_string_new(NULL);
+    c->out_off = 0;
+    c->start = c->pos = 0;
     if (!qmp_reaper) {
         qmp_reaper = g_idle_add(qmp_reap_clients, NULL);
     }
@@ -963,6 +1063,33 @@ static unsigned qmp_live_clients(void)
     return n;
 }
 
+/*
+ * All slots taken: make room for the newcomer, which may be management,
+ * by dropping the oldest client that has not negotiated capabilities.
+ * Real clients negotiate right after the greeting, so one that has not is
+ * a stuck or hostile peer; taking the oldest rather than the quietest
+ * means trickling bytes does not protect it, and a newcomer that is still
+ * negotiating is the last to go.  False if every client has negotiated.
+ */
+static bool qmp_evict_for_newcomer(void)
+{
+    QmpClient *victim = NULL;
+
+    for (guint i = 0; i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        if (!c->dead && !c->negotiated && (!victim || c->id < victim->id)) {
+            victim = c;
+        }
+    }
+    if (!victim) {
+        return false;
+    }
+    qmp_client_fatal(victim, "Too many QMP clients: dropping the oldest one "
+                     "that has not negotiated capabilities");
+    return true;
+}
+
 static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
                                    gpointer opaque)
 {
@@ -974,11 +1101,12 @@ static gboolean qmp_listener_ready(gint fd, GIOCondition cond,
         /* EAGAIN, a client that left already, or out of fds: retry later. */
         return G_SOURCE_CONTINUE;
     }
-    if (qmp_live_clients() >= QMP_MAX_CLIENTS) {
+    if (qmp_live_clients() >= QMP_MAX_CLIENTS && !qmp_evict_for_newcomer()) {
         close(cfd);
         return G_SOURCE_CONTINUE;
     }
     c = g_new0(QmpClient, 1);
+    c->id = qmp_next_client_id++;
     c->fd = cfd;
     c->inbuf = g_string_sized_new(QMP_READ_CHUNK);
     c->outbuf = g_string_new(NULL);
@@ -1396,33 +1524,81 @@ static bool qmp_cmd_query_commands(JsonObject *args, JsonNode **ret,
 
 /* ---- named descriptors (getfd, closefd, fd: URIs) ---------------------- */
 
-/* Store fd under name, closing the one it replaces.  Takes ownership. */
-static void qmp_named_fd_set(const char *name, int fd)
+/* Names the client owner keeps in the table; the caller holds the lock. */
+static unsigned qmp_named_fds_owned(uint64_t owner)
 {
-    gpointer old;
+    GHashTableIter it;
+    gpointer val;
+    unsigned n = 0;
+
+    g_hash_table_iter_init(&it, qmp_named_fds);
+    while (g_hash_table_iter_next(&it, NULL, &val)) {
+        n += ((QmpNamedFd *)val)->owner == owner;
+    }
+    return n;
+}
+
+/*
+ * Store fd under name for client owner, closing the one it replaces.
+ * Takes ownership of fd: closes it when the limits refuse it.
+ */
+static bool qmp_named_fd_set(uint64_t owner, const char *name, int fd,
+                             GError **errp)
+{
+    QmpNamedFd *old, *nfd;
+    unsigned owned;
+    bool ok = false;
 
     qemu_mutex_lock(&qmp_named_fds_lock);
     if (!qmp_named_fds) {
         qmp_named_fds = g_hash_table_new_full(g_str_hash, g_str_equal,
-                                              g_free, NULL);
+                                              g_free, g_free);
     }
-    if (g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &old)) {
-        close(GPOINTER_TO_INT(old));
+    old = g_hash_table_lookup(qmp_named_fds, name);
+    /* Replacing one of its own names costs the client nothing. */
+    if (!old || old->owner != owner) {
+        owned = qmp_named_fds_owned(owner);
+        if (owned >= QMP_MAX_CLIENT_NAMED_FDS) {
+            error_setg(errp, "This QMP client already holds %u named file "
+                       "descriptors, the limit per client is %d: close "
+                       "some with closefd", owned,
+                       QMP_MAX_CLIENT_NAMED_FDS);
+            goto out;
+        }
+        if (!old && g_hash_table_size(qmp_named_fds) >= QMP_MAX_NAMED_FDS) {
+            error_setg(errp, "%u named file descriptors are held, the limit "
+                       "for all QMP clients is %d: close some with closefd",
+                       g_hash_table_size(qmp_named_fds), QMP_MAX_NAMED_FDS);
+            goto out;
+        }
     }
-    g_hash_table_insert(qmp_named_fds, g_strdup(name), GINT_TO_POINTER(fd));
+    nfd = g_new(QmpNamedFd, 1);
+    nfd->fd = fd;
+    nfd->owner = owner;
+    if (old) {
+        close(old->fd);
+    }
+    g_hash_table_insert(qmp_named_fds, g_strdup(name), nfd);
+    fd = -1;
+    ok = true;
+out:
     qemu_mutex_unlock(&qmp_named_fds_lock);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
 }
 
 /* Remove name from the table: its fd (now the caller's), or -1. */
 static int qmp_named_fd_take(const char *name)
 {
-    gpointer val;
+    QmpNamedFd *nfd;
     int fd = -1;
 
     qemu_mutex_lock(&qmp_named_fds_lock);
-    if (qmp_named_fds &&
-        g_hash_table_lookup_extended(qmp_named_fds, name, NULL, &val)) {
-        fd = GPOINTER_TO_INT(val);
+    nfd = qmp_named_fds ? g_hash_table_lookup(qmp_named_fds, name) : NULL;
+    if (nfd) {
+        fd = nfd->fd;
         g_hash_table_remove(qmp_named_fds, name);
     }
     qemu_mutex_unlock(&qmp_named_fds_lock);
@@ -1438,7 +1614,7 @@ static void qmp_named_fds_clear(void)
     if (qmp_named_fds) {
         g_hash_table_iter_init(&it, qmp_named_fds);
         while (g_hash_table_iter_next(&it, NULL, &val)) {
-            close(GPOINTER_TO_INT(val));
+            close(((QmpNamedFd *)val)->fd);
         }
         g_clear_pointer(&qmp_named_fds, g_hash_table_destroy);
     }
@@ -1484,8 +1660,7 @@ static bool qmp_cmd_getfd(JsonObject *args, JsonNode **ret, GError **errp)
         error_setg(errp, "No file descriptor supplied via SCM_RIGHTS");
         return false;
     }
-    qmp_named_fd_set(name, fd);
-    return true;
+    return qmp_named_fd_set(qmp_cur_client->id, name, fd, errp);
 }
 
 static bool qmp_cmd_closefd(JsonObject *args, JsonNode **ret, GError **errp)

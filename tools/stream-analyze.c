@@ -35,6 +35,22 @@ enum {
 /* Largest zlib output for one page is a little over 4096 bytes. */
 #define MAX_COMPRESSED_PAGE 8192
 
+/*
+ * PACKAGED blobs are decoded by recursion, three frames a level.  QEMU's
+ * destination refuses a package inside a package; the analyzer shows a
+ * few levels of such a broken stream and refuses deeper ones, which
+ * could only be there to exhaust the stack.
+ */
+#define MAX_PACKAGED_DEPTH 4
+
+/*
+ * json-glib parses by recursion without a depth limit.  QEMU writes
+ * VMDESCRIPTIONs nested a dozen levels or so; 128 leaves room for that
+ * and keeps json-glib, json_node_copy() and the generator printing the
+ * result well within any stack.
+ */
+#define MAX_VMDESC_DEPTH 128
+
 typedef struct RamBlockStat {
     char *id;
     uint64_t length;
@@ -55,6 +71,7 @@ typedef struct StreamState {
     bool ignore_shared;
     uint64_t advise_summary;    /* 0 until a 16-byte ADVISE */
     uint64_t eos, multifd_flush;
+    unsigned packaged_depth;    /* PACKAGED blobs being decoded */
 } StreamState;
 
 typedef struct Cursor {
@@ -750,7 +767,8 @@ static bool decode_discard(Cursor *c, size_t plen, JsonObject *rec,
     return true;
 }
 
-static bool decode_packaged(Cursor *c, JsonObject *rec, GError **errp)
+static bool decode_packaged(Cursor *c, size_t hdr, JsonObject *rec,
+                            GError **errp)
 {
     uint32_t blob;
     Cursor sub;
@@ -766,8 +784,15 @@ static bool decode_packaged(Cursor *c, JsonObject *rec, GError **errp)
     if (!need(c, blob, "PACKAGED blob", errp)) {
         return false;
     }
+    if (c->st->packaged_depth >= MAX_PACKAGED_DEPTH) {
+        fail_at(errp, hdr, "PACKAGED nested more than %d deep (QEMU "
+                "refuses any PACKAGED inside PACKAGED)", MAX_PACKAGED_DEPTH);
+        return false;
+    }
     sub = (Cursor){ c->buf + c->pos, blob, 0, cur_off(c), c->st };
+    c->st->packaged_depth++;
     ok = parse_records(&sub, inner, true, &saw_eof, errp);
+    c->st->packaged_depth--;
     if (ok && sub.pos < sub.len) {
         json_object_set_int_member(rec, "unparsed-after-run",
                                    sub.len - sub.pos);
@@ -839,7 +864,7 @@ static bool parse_command(Cursor *c, JsonObject *rec, bool *run,
         return true;
     }
     case CMD_PACKAGED:
-        return decode_packaged(c, rec, errp);
+        return decode_packaged(c, hdr, rec, errp);
     case CMD_RUN:
         *run = true;
         return true;
@@ -850,18 +875,85 @@ static bool parse_command(Cursor *c, JsonObject *rec, bool *run,
 
 /* ------------------------------------------------------------ top level */
 
+/*
+ * Where text nests deeper than max, or -1.  The scan follows json-glib's
+ * lexer rather than strict JSON, so that it never sees less nesting than
+ * the parser will: "..." strings with backslash escapes, '...' strings
+ * without, comments from slash-star to star-slash, and json-glib's
+ * single-line comments, which run from one '/' to the next.  Where the
+ * two disagree on what is well-formed, json-glib stops with an error and
+ * recurses no further, so counting past that point is merely cautious.
+ */
+static ssize_t json_too_deep(const char *text, size_t len, unsigned max)
+{
+    unsigned depth = 0;
+    const char *end;
+
+    for (size_t i = 0; i < len; i++) {
+        switch (text[i]) {
+        case '"':
+            for (i++; i < len && text[i] != '"'; i++) {
+                if (text[i] == '\\') {
+                    i++;
+                }
+            }
+            break;
+        case '\'':
+            end = memchr(text + i + 1, '\'', len - i - 1);
+            i = end ? (size_t)(end - text) : len;
+            break;
+        case '/':
+            if (i + 1 < len && text[i + 1] == '*') {
+                /* not g_strstr_len(): that one stops at a NUL */
+                for (i += 2; i < len; i++) {
+                    if (text[i] == '/' && text[i - 1] == '*' &&
+                        text[i - 2] != '/') {
+                        break;
+                    }
+                }
+            } else {
+                end = memchr(text + i + 1, '/', len - i - 1);
+                i = end ? (size_t)(end - text) : len;
+            }
+            break;
+        case '[':
+        case '{':
+            if (++depth > max) {
+                return i;
+            }
+            break;
+        case ']':
+        case '}':
+            if (depth) {
+                depth--;
+            }
+            break;
+        }
+    }
+    return -1;
+}
+
 static bool parse_vmdesc(Cursor *c, JsonObject *rec, GError **errp)
 {
     uint32_t len;
     g_autoptr(JsonParser) parser = json_parser_new();
+    g_autofree char *msg = NULL;
     GError *local = NULL;
+    ssize_t deep;
 
     if (!get_be32(c, "VMDESCRIPTION length", &len, errp) ||
         !need(c, len, "VMDESCRIPTION JSON", errp)) {
         return false;
     }
     json_object_set_int_member(rec, "length", len);
-    if (json_parser_load_from_data(parser, (const char *)c->buf + c->pos,
+    deep = json_too_deep((const char *)c->buf + c->pos, len,
+                         MAX_VMDESC_DEPTH);
+    if (deep >= 0) {
+        /* Not fatal, like any other JSON error here: the stream is read. */
+        msg = g_strdup_printf("offset 0x%zx: JSON nested more than %d "
+                              "deep", cur_off(c) + deep, MAX_VMDESC_DEPTH);
+        json_object_set_string_member(rec, "json-error", msg);
+    } else if (json_parser_load_from_data(parser, (const char *)c->buf + c->pos,
                                    len, &local) &&
         json_parser_get_root(parser)) {
         json_object_set_member(rec, "json",

@@ -8,7 +8,9 @@ destination and migrate fd:NAME on the source.  The destination's RAM must
 equal the source's, the named descriptors must be consumed, and neither
 process may keep descriptors it no longer needs (/proc/PID/fd counts).
 Also the errors: getfd without a descriptor, a name starting with a digit,
-closefd of an unknown name, migrate to an unknown fd name."""
+closefd of an unknown name, migrate to an unknown fd name; and the limits
+on named descriptors (32 per client, 128 in all), whose refused
+descriptors must be closed, not kept."""
 
 import json
 import os
@@ -40,11 +42,12 @@ def wait_fd_count(vm, want, timeout=10.0):
         time.sleep(0.05)
 
 
-def cmd_with_fd(vm, name, args, fd):
+def cmd_with_fd(vm, name, args, fd, qmp=None):
     """Send one QMP command with fd attached; returns the reply dict."""
+    qmp = qmp or vm.qmp
     data = (json.dumps({"execute": name, "arguments": args}) + "\n").encode()
-    socket.send_fds(vm.qmp.sock, [data], [fd])
-    return vm.qmp.reply()
+    socket.send_fds(qmp.sock, [data], [fd])
+    return qmp.reply()
 
 
 def getfd(vm, fdname, fd):
@@ -61,6 +64,73 @@ def expect_error(fn, desc):
             fail(f"error {e.desc!r}, expected {desc!r}")
         return
     fail(f"no error, expected {desc!r}")
+
+
+CLIENT_NAMED_FDS = 32
+TOTAL_NAMED_FDS = 128
+
+
+def test_named_fd_limits():
+    """A client may not pile up named descriptors without bound: past 32
+    of its own, or 128 in all, getfd fails naming the limit, and the
+    descriptor it came with is closed (the /proc fd count stays put)."""
+    vm = VM(["-M", "none", "-m", "16M"], name="getfd-limits",
+            serial=False).launch()
+    r, w = os.pipe()
+    clients = []
+    try:
+        base = fd_count(vm)
+        for i in range(CLIENT_NAMED_FDS):
+            getfd(vm, f"a{i}", w)
+        wait_fd_count(vm, base + CLIENT_NAMED_FDS)
+        for i in range(CLIENT_NAMED_FDS, CLIENT_NAMED_FDS + 40):
+            reply = cmd_with_fd(vm, "getfd", {"fdname": f"a{i}"}, w)
+            err = reply.get("error", {})
+            if err.get("class") != "GenericError" or \
+                    f"limit per client is {CLIENT_NAMED_FDS}" not in \
+                    err.get("desc", ""):
+                fail(f"getfd number {i + 1} of one client: {reply}")
+        # replacing one of its own names is still allowed
+        getfd(vm, "a0", w)
+        wait_fd_count(vm, base + CLIENT_NAMED_FDS)
+        log(f"per client: {err['desc']}")
+
+        # other clients fill the table up to the total
+        for k in range(TOTAL_NAMED_FDS // CLIENT_NAMED_FDS - 1):
+            q = ft.QMP(vm.qmp_path)
+            clients.append(q)
+            for i in range(CLIENT_NAMED_FDS):
+                reply = cmd_with_fd(vm, "getfd", {"fdname": f"c{k}-{i}"}, w,
+                                    qmp=q)
+                if "error" in reply:
+                    fail(f"client {k}, getfd {i}: {reply}")
+        q = ft.QMP(vm.qmp_path)
+        clients.append(q)
+        held = base + len(clients) + TOTAL_NAMED_FDS
+        wait_fd_count(vm, held)
+        for i in range(10):
+            reply = cmd_with_fd(vm, "getfd", {"fdname": f"late{i}"}, w,
+                                qmp=q)
+            err = reply.get("error", {})
+            if err.get("class") != "GenericError" or \
+                    f"limit for all QMP clients is {TOTAL_NAMED_FDS}" not in \
+                    err.get("desc", ""):
+                fail(f"getfd past the total: {reply}")
+        wait_fd_count(vm, held)
+        log(f"total: {err['desc']}")
+
+        # closefd makes room again, for any client
+        q.cmd("closefd", fdname="c0-0")
+        getfd_reply = cmd_with_fd(vm, "getfd", {"fdname": "late"}, w, qmp=q)
+        if "error" in getfd_reply:
+            fail(f"getfd after closefd: {getfd_reply}")
+        wait_fd_count(vm, held)
+    finally:
+        for q in clients:
+            q.close()
+        os.close(r)
+        os.close(w)
+    vm.shutdown()
 
 
 def pattern_file():
@@ -193,4 +263,5 @@ def test_migrate_over_fd():
 
 
 if __name__ == "__main__":
-    ft.main([test_errors, test_migrate_over_fd], timeout=240)
+    ft.main([test_errors, test_named_fd_limits, test_migrate_over_fd],
+            timeout=240)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """QMP against a real ferry process (machine 'none', no KVM needed):
-negotiation, replies, error classes, events, several clients, bad input."""
+negotiation, replies, error classes, events, several clients, bad input,
+and hostile clients: a flood of large partial requests, every client slot
+taken."""
 
 import os
 import socket
+import time
 
 import ferrytest as ft
 
@@ -244,6 +247,138 @@ def test_migration_options():
     vm.shutdown()
 
 
+MAX_CLIENTS = 64
+INPUT_BUDGET = 32 << 20
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    ft.fail(f"no {field} in /proc/{pid}/status")
+
+
+def connect_raw(path):
+    """A client that reads the greeting and stops there."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    buf = b""
+    while b"\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            ft.fail(f"connection refused without a greeting (have {buf!r})")
+        buf += chunk
+    return s
+
+
+def closed_by_peer(s, timeout=5.0):
+    """True if s reaches EOF (replies before it are skipped)."""
+    s.settimeout(timeout)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def sanitized(binary):
+    """ASan's quarantine and the sanitizers' shadow memory make RSS say
+    nothing about what ferry keeps."""
+    with open(binary, "rb") as f:
+        image = f.read()
+    return b"__asan_init" in image or b"__tsan_init" in image
+
+
+def test_partial_request_flood():
+    """63 clients each holding 3 MiB of an unfinished request: before the
+    input budget, ferry kept all of it (~250 MB; 64 x 10 MiB was 660 MB).
+    Now peak RSS stays within the budget plus slack, and management still
+    gets in."""
+    vm = ft.VM(["-M", "none", "-m", "16M"], name="qmp-flood").launch()
+    pid = vm.proc.pid
+    base = status_kb(pid, "VmHWM")
+    partial = (b'{"execute": "query-status", "arguments": {"pad": "' +
+               b"a" * (3 << 20))
+    socks, dropped = [], 0
+    t0 = time.time()
+    try:
+        for _ in range(MAX_CLIENTS - 1):    # vm.qmp holds the last slot
+            s = connect_raw(vm.qmp_path)
+            socks.append(s)
+            try:
+                s.sendall(partial)
+            except OSError:
+                dropped += 1                # dropped while sending
+        vm.qmp.cmd("query-status")          # everything sent is read
+        peak = status_kb(pid, "VmHWM")
+        ft.log(f"VmHWM {base} -> {peak} KiB, {dropped} dropped while "
+               f"sending, {time.time() - t0:.1f}s")
+        limit = base + (INPUT_BUDGET >> 10) + (32 << 10)
+        if sanitized(vm.binary):
+            ft.log("sanitizer build: peak RSS not checked")
+        elif peak > limit:
+            ft.fail(f"peak RSS {peak} KiB with partial requests, more than "
+                    f"{limit} KiB")
+        q = ft.QMP(vm.qmp_path)
+        if q.cmd("query-status")["status"] != "running":
+            ft.fail("a fresh client after the flood")
+        q.close()
+    finally:
+        for s in socks:
+            s.close()
+    vm.shutdown()
+
+
+def test_client_slots():
+    """With every slot taken by clients that never negotiate, a newcomer
+    still gets in: the oldest un-negotiated client makes room.  With every
+    slot negotiated, a newcomer is refused as before."""
+    vm = ft.VM(["-M", "none", "-m", "16M"], name="qmp-slots").launch()
+    lurkers = []
+    try:
+        for _ in range(MAX_CLIENTS - 1):    # vm.qmp holds the last slot
+            s = connect_raw(vm.qmp_path)
+            s.sendall(b'{"execute": "qmp_capa')
+            lurkers.append(s)
+        q = ft.QMP(vm.qmp_path)
+        if q.cmd("query-status")["status"] != "running":
+            ft.fail("the newcomer cannot run query-status")
+        if not closed_by_peer(lurkers[0]):
+            ft.fail("the oldest un-negotiated client was not dropped")
+        if closed_by_peer(lurkers[1], timeout=0.2):
+            ft.fail("more than one client dropped for one newcomer")
+        q2 = ft.QMP(vm.qmp_path)        # room made again, lurkers[1] goes
+        if not closed_by_peer(lurkers[1]):
+            ft.fail("the second newcomer did not evict the next lurker")
+        for s in lurkers:
+            s.close()
+        lurkers = []
+        time.sleep(0.2)
+
+        # all slots negotiated: nothing to evict, the newcomer is refused
+        full = [ft.QMP(vm.qmp_path) for _ in range(MAX_CLIENTS - 3)]
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(vm.qmp_path)
+        if not closed_by_peer(s):
+            ft.fail("a 65th client was accepted with all slots negotiated")
+        s.close()
+        for c in full + [q, q2]:
+            if c.cmd("query-status")["status"] != "running":
+                ft.fail("a negotiated client lost its session")
+            c.close()
+    finally:
+        for s in lurkers:
+            s.close()
+    vm.shutdown()
+
+
 if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
-             test_tcp_monitor, test_migration_options], timeout=120)
+             test_tcp_monitor, test_migration_options,
+             test_partial_request_flood, test_client_slots], timeout=120)

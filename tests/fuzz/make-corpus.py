@@ -57,10 +57,30 @@ def streams():
     return out
 
 
+def deep_streams(levels=30000, brackets=100000):
+    """Inputs that overflowed the analyzer's 8 MiB stack before it had
+    limits: PACKAGED inside PACKAGED levels deep (each blob length differs,
+    so this one does not compress: keep it near the smallest that crashed),
+    and a VMDESCRIPTION of that many '['."""
+    s = sg.Stream()
+    s.header("none")
+    for k in range(levels, 0, -1):
+        s.command(sg.CMD_PACKAGED, sg.be32(5 + 9 * (k - 1)))
+    s.command(sg.CMD_RUN)
+    s.put(b"\0")
+    nested = s.bytes()
+    s = sg.Stream()
+    s.header("none")
+    s.eof_vmdesc(b"[" * brackets)
+    return {"nested-packaged": nested, "deep-vmdesc": s.bytes()}
+
+
 def main():
     for name, data in streams().items():
         write("fuzz-ram-load", name, data)
         write("fuzz-loadvm", name, data)
+        write("fuzz-stream-analyze", name, data)
+    for name, data in deep_streams().items():
         write("fuzz-stream-analyze", name, data)
 
     be16 = lambda v: struct.pack(">H", v)

@@ -312,6 +312,145 @@ static void test_corrupt(void)
     }
 }
 
+/*
+ * levels PACKAGED commands, each blob holding the next, the innermost
+ * holding RUN; every package header takes 9 bytes after the 17 of the
+ * stream header.
+ */
+static GByteArray *nested_packages(guint levels)
+{
+    GByteArray *a = g_byte_array_new();
+
+    put_header(a);
+    for (guint k = levels; k > 0; k--) {
+        put_cmd(a, 7, 4);
+        put_be(a, 5 + 9 * (k - 1), 4);
+    }
+    put_cmd(a, 5, 0);                   /* RUN */
+    put_u8(a, 0x00);                    /* EOF */
+    return a;
+}
+
+static void test_packaged_depth(void)
+{
+    /* 50000 levels overflowed the stack before there was a limit */
+    static const guint deep[] = { 5, 50000 };
+
+    {
+        g_autoptr(GByteArray) a = nested_packages(4);
+        g_autoptr(JsonObject) o = NULL;
+        g_autoptr(GError) err = NULL;
+
+        g_assert_true(stream_analyze(a->data, a->len, &o, &err));
+        g_assert_no_error(err);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(deep); i++) {
+        g_autoptr(GByteArray) a = nested_packages(deep[i]);
+        g_autoptr(JsonObject) o = NULL;
+        g_autoptr(GError) err = NULL;
+
+        g_assert_false(stream_analyze(a->data, a->len, &o, &err));
+        /* the fifth package, at 17 + 4 * 9 */
+        g_assert_nonnull(strstr(err->message, "offset 0x35: PACKAGED "
+                                "nested more than 4 deep"));
+        g_assert_true(json_object_has_member(o, "error"));
+    }
+}
+
+/* precopy_stream() with json as its VMDESCRIPTION */
+static GByteArray *stream_with_vmdesc(const char *json)
+{
+    GByteArray *a = precopy_stream();
+
+    g_byte_array_set_size(a, a->len - 7);
+    put_u8(a, 0x06);
+    put_be(a, strlen(json), 4);
+    g_byte_array_append(a, (const guint8 *)json, strlen(json));
+    return a;
+}
+
+/* The VMDESCRIPTION's JSON error, NULL if it parsed; offset of the JSON */
+static const char *vmdesc_error(const char *json, JsonObject **o,
+                                size_t *json_off)
+{
+    g_autoptr(GByteArray) a = stream_with_vmdesc(json);
+    g_autoptr(GError) err = NULL;
+    JsonObject *rec;
+
+    /* a bad VMDESCRIPTION is reported, the stream is still fine */
+    g_assert_true(stream_analyze(a->data, a->len, o, &err));
+    g_assert_no_error(err);
+    rec = record(*o, 7);
+    g_assert_cmpstr(json_object_get_string_member(rec, "type"), ==,
+                    "VMDESCRIPTION");
+    *json_off = a->len - strlen(json);
+    if (!json_object_has_member(rec, "json-error")) {
+        g_assert_true(json_object_has_member(rec, "json"));
+        return NULL;
+    }
+    return json_object_get_string_member(rec, "json-error");
+}
+
+static char *repeat(const char *head, char ch, size_t n, const char *tail)
+{
+    g_autofree char *mid = g_strnfill(n, ch);
+
+    return g_strconcat(head, mid, tail, NULL);
+}
+
+static void test_vmdesc_depth(void)
+{
+    /* 100000 levels overflowed json-glib's parser */
+    g_autofree char *deep = repeat("", '[', 100000, "");
+    g_autofree char *limit = NULL;
+    g_autofree char *over = repeat("", '[', 129, "");
+    g_autofree char *in_string = repeat("[\"", '[', 1000, "\"]");
+    g_autofree char *in_sq = repeat("['\\', ", '[', 200, "");
+    g_autofree char *after_comment = repeat("[/* \" */ ", '[', 200, "");
+    g_autofree char *after_slashes = repeat("[/ \" / ", '[', 200, "");
+    g_autofree char *want = NULL;
+    const char *msg;
+    size_t off;
+    struct { const char *json; size_t at; } bad[] = {
+        { deep, 128 }, { over, 128 },
+        { in_sq, 6 + 127 }, { after_comment, 9 + 127 },
+        { after_slashes, 7 + 127 },
+    };
+
+    {
+        GString *s = g_string_new(NULL);
+
+        for (int i = 0; i < 128; i++) {
+            g_string_append(s, i % 2 ? "{\"a\": " : "[");
+        }
+        g_string_append(s, "0");
+        for (int i = 127; i >= 0; i--) {
+            g_string_append(s, i % 2 ? "}" : "]");
+        }
+        limit = g_string_free(s, FALSE);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        g_autoptr(JsonObject) o = NULL;
+
+        msg = vmdesc_error(bad[i].json, &o, &off);
+        g_assert_nonnull(msg);
+        g_free(want);
+        want = g_strdup_printf("offset 0x%zx: JSON nested more than 128 "
+                               "deep", off + bad[i].at);
+        g_assert_cmpstr(msg, ==, want);
+    }
+    {
+        g_autoptr(JsonObject) o = NULL;
+
+        g_assert_null(vmdesc_error(limit, &o, &off));
+    }
+    {
+        g_autoptr(JsonObject) o = NULL;
+
+        g_assert_null(vmdesc_error(in_string, &o, &off));
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -319,5 +458,7 @@ int main(int argc, char **argv)
     g_test_add_func("/analyze/postcopy", test_postcopy);
     g_test_add_func("/analyze/truncated", test_truncated);
     g_test_add_func("/analyze/corrupt", test_corrupt);
+    g_test_add_func("/analyze/packaged-depth", test_packaged_depth);
+    g_test_add_func("/analyze/vmdesc-depth", test_vmdesc_depth);
     return g_test_run();
 }
