@@ -22,16 +22,10 @@ LINE_RE = re.compile(r"^(\d+)@\d+\.\d{6}:(\w+) (.*)$")
 def trace_states(path, pid):
     """The migrate_set_state states in the trace file, checking every line."""
     states = []
-    with open(path) as f:
-        for line in f.read().splitlines():
-            m = LINE_RE.match(line)
-            if not m:
-                fail(f"{path}: malformed trace line {line!r}")
-            if int(m.group(1)) != pid:
-                fail(f"{path}: line from pid {m.group(1)}, expected {pid}")
-            if m.group(2) != "migrate_set_state":
-                fail(f"{path}: event {m.group(2)} was not enabled")
-            states.append(m.group(3).removeprefix("new state "))
+    for event, text in trace_events(path, pid):
+        if event != "migrate_set_state":
+            fail(f"{path}: event {event} was not enabled")
+        states.append(text.removeprefix("new state "))
     return states
 
 

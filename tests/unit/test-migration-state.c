@@ -1,6 +1,6 @@
 /*
- * Migration statuses and capabilities: QEMU's names and order, atomic
- * transitions, idleness rules, capability checks.
+ * Migration statuses: QEMU's names and order, atomic transitions,
+ * idleness rules (capabilities and parameters: test-options.c).
  */
 #include "qemu/osdep.h"
 #include "migration/migration.h"
@@ -31,33 +31,6 @@ static void test_status_names(void)
         g_assert_false(migration_status_parse("Active", &s));
         g_assert_false(migration_status_parse("", &s));
         g_assert_cmpint(s, ==, MIGRATION_STATUS_ACTIVE);
-    }
-}
-
-static void test_capability_names(void)
-{
-    static const char *const want[] = {
-        "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks",
-        "compress", "events", "postcopy-ram", "x-colo", "release-ram",
-        "block", "return-path", "pause-before-switchover", "multifd",
-        "dirty-bitmaps", "postcopy-blocktime", "late-block-activate",
-        "x-ignore-shared", "validate-uuid", "background-snapshot",
-        "zero-copy-send", "postcopy-preempt",
-    };
-
-    g_assert_cmpint(ARRAY_SIZE(want), ==, 21);
-    g_assert_cmpint(MIGRATION_CAPABILITY__MAX, ==, 21);
-    for (int i = 0; i < MIGRATION_CAPABILITY__MAX; i++) {
-        MigrationCapability c;
-
-        g_assert_cmpstr(MigrationCapability_str(i), ==, want[i]);
-        g_assert_true(migration_capability_parse(want[i], &c));
-        g_assert_cmpint(c, ==, i);
-    }
-    {
-        MigrationCapability c;
-
-        g_assert_false(migration_capability_parse("switchover-ack", &c));
     }
 }
 
@@ -139,55 +112,12 @@ static void test_idle(void)
     }
 }
 
-static void test_capabilities(void)
-{
-    GError *err = NULL;
-
-    g_assert_false(migrate_postcopy_ram());
-    g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_POSTCOPY_RAM,
-                                         true, &err));
-    g_assert_no_error(err);
-    g_assert_true(migrate_postcopy_ram());
-    g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_POSTCOPY_RAM,
-                                         false, &err));
-    g_assert_false(migrate_postcopy_ram());
-
-    /* Unsupported ones may be turned off but not on. */
-    g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_XBZRLE, false,
-                                         &err));
-    g_assert_false(migrate_set_capability(MIGRATION_CAPABILITY_XBZRLE, true,
-                                          &err));
-    g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "xbzrle"));
-    g_clear_error(&err);
-
-    /* Nothing may change while a migration runs. */
-    migrate_get_current()->status = MIGRATION_STATUS_ACTIVE;
-    g_assert_false(migrate_set_capability(MIGRATION_CAPABILITY_EVENTS, true,
-                                          &err));
-    g_assert_cmpstr(err->message, ==, "There's a migration process in "
-                    "progress");
-    g_clear_error(&err);
-    g_assert_false(migrate_events());
-    migrate_get_current()->status = MIGRATION_STATUS_NONE;
-}
-
-static void test_defaults(void)
-{
-    g_assert_cmpuint(migrate_max_bandwidth(), ==, 134217728);
-    g_assert_cmpuint(migrate_downtime_limit(), ==, 300);
-}
-
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/migration-state/status-names", test_status_names);
-    g_test_add_func("/migration-state/capability-names",
-                    test_capability_names);
     g_test_add_func("/migration-state/transitions", test_transitions);
     g_test_add_func("/migration-state/transition-race", test_transition_race);
     g_test_add_func("/migration-state/idle", test_idle);
-    g_test_add_func("/migration-state/capabilities", test_capabilities);
-    g_test_add_func("/migration-state/defaults", test_defaults);
     return g_test_run();
 }
