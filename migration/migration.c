@@ -287,6 +287,7 @@ static void *source_return_path_thread(void *opaque)
     GError *err = NULL;
     RPMessage msg;
     char last_block[256] = "";
+    bool failed = false;
 
     trace_source_return_path_thread_entry();
     for (;;) {
@@ -329,11 +330,25 @@ out:
         migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
         g_prefix_error(&err, "Return path: ");
         s->rp_error = g_steal_pointer(&err);
+        failed = true;
     }
     s->rp_thread_done = true;
     qemu_cond_broadcast(&s->rp_cond);
     qemu_mutex_unlock(&s->error_lock);
     g_clear_error(&err);
+    if (failed) {
+        /*
+         * The migration thread may be blocked writing to a destination
+         * that stopped reading (a flood of page requests does exactly
+         * that): shut the stream down so the write returns and the thread
+         * sees rp_error, as a cancel does.
+         */
+        qemu_mutex_lock(&s->qemu_file_lock);
+        if (s->to_dst_file) {
+            qemu_file_shutdown(s->to_dst_file);
+        }
+        qemu_mutex_unlock(&s->qemu_file_lock);
+    }
     trace_source_return_path_thread_end();
     return NULL;
 }
