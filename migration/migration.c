@@ -255,6 +255,20 @@ char *migration_incoming_get_error_desc(MigrationIncomingState *mis)
     return dup_error_desc(&mis->error_lock, &mis->error_desc);
 }
 
+/*
+ * A read or write that failed with ETIMEDOUT on a TCP stream is
+ * x-net-timeout at work (keepalive or TCP_USER_TIMEOUT): say so, or the
+ * user sees only "Connection timed out" after a mysteriously long wait.
+ */
+static void explain_net_timeout(QEMUFile *f, GError **err)
+{
+    if (f && err && *err && qemu_file_get_error(f) == -ETIMEDOUT) {
+        g_prefix_error(err, "no sign of life from the peer within "
+                       "x-net-timeout (%" PRIu64 " ms): ",
+                       migrate_net_timeout());
+    }
+}
+
 /* ---------------------------------------------------------------------- */
 /* Source: return path */
 
@@ -323,6 +337,7 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
+    explain_net_timeout(s->rp_file, &err);
     if (err) {
         trace_source_return_path_thread_bad_end(err->message);
     }
@@ -463,6 +478,7 @@ static void collect_error(MigrationState *s, GError **errp)
     qemu_mutex_unlock(&s->error_lock);
     if (s->to_dst_file && errp && !*errp) {
         qemu_file_get_error_obj(s->to_dst_file, errp);
+        explain_net_timeout(s->to_dst_file, errp);
     }
     if (errp && !*errp) {
         error_setg(errp, "Migration stream error");
@@ -1285,19 +1301,6 @@ static void incoming_cancelled(MigrationIncomingState *mis,
     qemu_mutex_unlock(&mis->file_lock);
 }
 
-/*
- * A read that failed with ETIMEDOUT on a TCP stream is x-net-timeout at
- * work (keepalive or TCP_USER_TIMEOUT): say so, or the user sees only
- * "Connection timed out" after a mysteriously long wait.
- */
-static void explain_net_timeout(QEMUFile *f, GError **err)
-{
-    if (f && qemu_file_get_error(f) == -ETIMEDOUT) {
-        g_prefix_error(err, "no sign of life from the peer within "
-                       "x-net-timeout (%" PRIu64 " ms): ",
-                       migrate_net_timeout());
-    }
-}
 
 /* Start the guest if the source ran it (or sent no state), else pause. */
 static void incoming_start_vm(void)

@@ -10,7 +10,8 @@
   (seen in `ss -o` as a keepalive timer), and 0 turns it off.
 - A source that vanishes (its link black-holed inside a network
   namespace) fails the destination's load with an error naming
-  x-net-timeout, instead of leaving it in "active" for ever (needs root
+  x-net-timeout, instead of leaving it in "active" for ever; likewise a
+  source whose destination vanished while it waited for SHUT (needs root
   and `ip netns`; skipped otherwise).
 - migrate_cancel on a destination whose source connected, sent the header
   and went quiet (alive, so keepalive cannot help) ends the incoming
@@ -321,6 +322,60 @@ def test_dead_source_times_out():
         netns_teardown()
 
 
+# A "destination" in the namespace: accept, then hold the connection open
+# without reading or answering until killed.
+SILENT_DESTINATION = """
+import socket, sys, time
+l = socket.socket()
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+print("accepted", flush=True)
+time.sleep(120)
+"""
+
+
+def test_dead_destination_times_out():
+    """The destination's link goes dead while the source waits for its
+    verdict: the source fails with an error naming x-net-timeout and
+    keeps running."""
+    if not netns_setup():
+        ft.skip("needs root and ip netns")
+    peer = None
+    try:
+        port = 4445
+        peer = subprocess.Popen(
+            ["ip", "netns", "exec", NETNS, sys.executable, "-c",
+             SILENT_DESTINATION, NS_IP, str(port)],
+            stdout=subprocess.PIPE, text=True)
+        if "listening" not in peer.stdout.readline():
+            fail("the namespaced destination could not listen")
+        src = VM(["-M", "none", "-m", "16"], name="src", serial=False).launch()
+        src.qmp.cmd("migrate-set-parameters", **{"x-net-timeout": 2000})
+        # A return path: the source then waits for SHUT after the stream.
+        src.qmp.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "return-path", "state": True}])
+        src.qmp.cmd("migrate", uri=f"tcp:{NS_IP}:{port}")
+        if "accepted" not in peer.stdout.readline():
+            fail("the source never connected")
+        time.sleep(0.5)
+        t0 = time.time()
+        sh("ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "down")
+        st = wait_status(src, ("failed",), timeout=30)
+        took = time.time() - t0
+        log(f"source after {took:.1f}s: {st}")
+        if "x-net-timeout (2000 ms)" not in st.get("error-desc", ""):
+            fail(f"error does not name x-net-timeout: {st}")
+        if src.query_status() != "running":
+            fail(f"source runstate {src.query_status()}, expected running")
+    finally:
+        if peer:
+            peer.kill()
+            peer.wait()
+        netns_teardown()
+
+
 def test_cancel_silent_source():
     """A live source that sent the header and nothing more: migrate_cancel
     on the destination ends the load; the process stays up."""
@@ -401,5 +456,6 @@ def test_cancel_refused_in_postcopy():
 
 if __name__ == "__main__":
     ft.main([test_req_pages_flood, test_keepalive_options,
-             test_dead_source_times_out, test_cancel_silent_source,
+             test_dead_source_times_out, test_dead_destination_times_out,
+             test_cancel_silent_source,
              test_cancel_refused_in_postcopy], timeout=300)
