@@ -4,6 +4,7 @@
 #include "qemu/osdep.h"
 #include "qemu/atomic.h"
 #include "migration/channel.h"
+#include "migration/options.h"
 #include "qemu/sockets.h"
 #include "trace/trace-migration.h"
 
@@ -331,11 +332,58 @@ static bool is_socket_uri(const char *uri)
     return g_str_has_prefix(uri, "tcp:") || g_str_has_prefix(uri, "unix:");
 }
 
-/* Page-sized writes must not wait for ACKs (Nagle) on a LAN link. */
+/* Keepalive probes sent before the peer is declared dead. */
+#define NET_TIMEOUT_KEEPCNT 3
+
+static void net_setsockopt(int fd, int level, int name, int v,
+                           const char *what)
+{
+    if (setsockopt(fd, level, name, &v, sizeof(v)) < 0) {
+        /* Not fatal: the migration works, it just may hang on a dead link. */
+        warn_report("migration socket: %s=%d: %s", what, v, strerror(errno));
+    }
+}
+
+/*
+ * A TCP connection whose peer vanished (host down, link cut) is never
+ * noticed by a side that only reads: the destination would wait in
+ * "active" for ever.  Keepalive probes the peer after timeout/2 of
+ * silence and gives up NET_TIMEOUT_KEEPCNT probes later, about timeout
+ * in all; TCP_USER_TIMEOUT bounds how long sent data may stay
+ * unacknowledged (a writer's view of the same death).  Either makes the
+ * blocked read or write fail with ETIMEDOUT.  An idle but alive peer
+ * answers the probes: cancel that with migrate_cancel.
+ */
+static void socket_set_net_timeout(int fd, uint64_t timeout_ms)
+{
+    int idle = MAX(timeout_ms / 2000, 1);
+    int intvl = MAX(timeout_ms / 2000 / NET_TIMEOUT_KEEPCNT, 1);
+
+    trace_migration_channel_net_timeout(fd, timeout_ms, idle, intvl,
+                                        NET_TIMEOUT_KEEPCNT);
+    net_setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+    net_setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle, "TCP_KEEPIDLE");
+    net_setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, intvl, "TCP_KEEPINTVL");
+    net_setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, NET_TIMEOUT_KEEPCNT,
+                   "TCP_KEEPCNT");
+    net_setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT,
+                   MIN(timeout_ms, INT_MAX), "TCP_USER_TIMEOUT");
+}
+
+/*
+ * Page-sized writes must not wait for ACKs (Nagle) on a LAN link; a dead
+ * peer must not block us for ever (x-net-timeout).  Unix sockets need
+ * neither: the kernel knows when a local peer dies.
+ */
 static void socket_tune(int fd, const SocketAddress *addr)
 {
     if (addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        uint64_t timeout_ms = migrate_net_timeout();
+
         socket_set_nodelay(fd);
+        if (timeout_ms) {
+            socket_set_net_timeout(fd, timeout_ms);
+        }
     }
 }
 

@@ -61,8 +61,7 @@ static bool qmp_migrate_cancel(JsonObject *args, JsonNode **ret,
     if (!qmp_args_check_known(args, known, errp)) {
         return false;
     }
-    migrate_cancel();
-    return true;
+    return migrate_cancel(errp);
 }
 
 static bool qmp_migrate_continue(JsonObject *args, JsonNode **ret,
@@ -242,12 +241,25 @@ static void fill_postcopy_info(JsonObject *o, MigrationIncomingState *mis)
     postcopy_stats_info_clear(&info);
 }
 
+/* Listening or loading: anything but over (or cancelled). */
+static bool status_is_live(MigrationStatus st)
+{
+    return st != MIGRATION_STATUS_COMPLETED && st != MIGRATION_STATUS_FAILED &&
+           st != MIGRATION_STATUS_CANCELLED &&
+           st != MIGRATION_STATUS_CANCELLING;
+}
+
 static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
 {
     MigrationStatus st = migrate_get_state(&mis->status);
 
     json_object_set_string_member(o, "status", MigrationStatus_str(st));
-    if (st == MIGRATION_STATUS_FAILED) {
+    /*
+     * QEMU's destination is never cancelled; ferry's is (migrate_cancel),
+     * and says so in error-desc as for a failure.
+     */
+    if (st == MIGRATION_STATUS_FAILED || st == MIGRATION_STATUS_CANCELLED ||
+        st == MIGRATION_STATUS_CANCELLING) {
         g_autofree char *desc = migration_incoming_get_error_desc(mis);
 
         if (desc) {
@@ -255,7 +267,7 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
         }
     }
     if (mis->listener && migration_listener_address(mis->listener) &&
-        st != MIGRATION_STATUS_COMPLETED && st != MIGRATION_STATUS_FAILED) {
+        status_is_live(st)) {
         json_object_set_array_member(o, "socket-address",
                                      listen_socket_address(mis->listener));
     }

@@ -114,6 +114,7 @@ MigrationIncomingState *migration_incoming_state_new(void)
     MigrationIncomingState *mis = g_new0(MigrationIncomingState, 1);
 
     qemu_mutex_init(&mis->error_lock);
+    qemu_mutex_init(&mis->file_lock);
     mis->ram_load = ram_load_state_new();
     mis->postcopy = postcopy_incoming_state_new();
     return mis;
@@ -130,6 +131,7 @@ void migration_incoming_state_free(MigrationIncomingState *mis)
     g_free(mis->listen_uri);
     g_free(mis->error_desc);
     qemu_mutex_destroy(&mis->error_lock);
+    qemu_mutex_destroy(&mis->file_lock);
     g_free(mis);
 }
 
@@ -253,6 +255,20 @@ char *migration_incoming_get_error_desc(MigrationIncomingState *mis)
     return dup_error_desc(&mis->error_lock, &mis->error_desc);
 }
 
+/*
+ * A read or write that failed with ETIMEDOUT on a TCP stream is
+ * x-net-timeout at work (keepalive or TCP_USER_TIMEOUT): say so, or the
+ * user sees only "Connection timed out" after a mysteriously long wait.
+ */
+static void explain_net_timeout(QEMUFile *f, GError **err)
+{
+    if (f && err && *err && qemu_file_get_error(f) == -ETIMEDOUT) {
+        g_prefix_error(err, "no sign of life from the peer within "
+                       "x-net-timeout (%" PRIu64 " ms): ",
+                       migrate_net_timeout());
+    }
+}
+
 /* ---------------------------------------------------------------------- */
 /* Source: return path */
 
@@ -287,6 +303,7 @@ static void *source_return_path_thread(void *opaque)
     GError *err = NULL;
     RPMessage msg;
     char last_block[256] = "";
+    bool failed = false;
 
     trace_source_return_path_thread_entry();
     for (;;) {
@@ -320,6 +337,7 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
+    explain_net_timeout(s->rp_file, &err);
     if (err) {
         trace_source_return_path_thread_bad_end(err->message);
     }
@@ -329,11 +347,25 @@ out:
         migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
         g_prefix_error(&err, "Return path: ");
         s->rp_error = g_steal_pointer(&err);
+        failed = true;
     }
     s->rp_thread_done = true;
     qemu_cond_broadcast(&s->rp_cond);
     qemu_mutex_unlock(&s->error_lock);
     g_clear_error(&err);
+    if (failed) {
+        /*
+         * The migration thread may be blocked writing to a destination
+         * that stopped reading (a flood of page requests does exactly
+         * that): shut the stream down so the write returns and the thread
+         * sees rp_error, as a cancel does.
+         */
+        qemu_mutex_lock(&s->qemu_file_lock);
+        if (s->to_dst_file) {
+            qemu_file_shutdown(s->to_dst_file);
+        }
+        qemu_mutex_unlock(&s->qemu_file_lock);
+    }
     trace_source_return_path_thread_end();
     return NULL;
 }
@@ -446,6 +478,7 @@ static void collect_error(MigrationState *s, GError **errp)
     qemu_mutex_unlock(&s->error_lock);
     if (s->to_dst_file && errp && !*errp) {
         qemu_file_get_error_obj(s->to_dst_file, errp);
+        explain_net_timeout(s->to_dst_file, errp);
     }
     if (errp && !*errp) {
         error_setg(errp, "Migration stream error");
@@ -1091,17 +1124,36 @@ bool migrate_start(const char *uri, GError **errp)
     return true;
 }
 
-void migrate_cancel(void)
+static void refuse_postcopy_cancel(const char *side, GError **errp)
+{
+    trace_migrate_cancel_refused(side);
+    error_setg(errp, "migrate_cancel is refused in postcopy-active (%s): "
+               "the guest's RAM is split between source and destination, "
+               "so it would run nowhere", side);
+}
+
+static bool incoming_cancel(MigrationIncomingState *mis, GError **errp);
+
+bool migrate_cancel(GError **errp)
 {
     MigrationState *s = migrate_get_current();
+    MigrationIncomingState *mis = migration_incoming_get_current();
     MigrationStatus cur;
 
     trace_migrate_fd_cancel();
+    cur = migrate_get_state(&mis->status);
+    if (!status_is_terminal_or_none(cur)) {
+        return incoming_cancel(mis, errp);
+    }
     do {
         cur = migrate_get_state(&s->status);
         if (status_is_terminal_or_none(cur) ||
             cur == MIGRATION_STATUS_CANCELLING) {
-            return;
+            return true;
+        }
+        if (cur == MIGRATION_STATUS_POSTCOPY_ACTIVE) {
+            refuse_postcopy_cancel("source", errp);
+            return false;
         }
     } while (!migrate_set_state(&s->status, cur,
                                 MIGRATION_STATUS_CANCELLING));
@@ -1115,6 +1167,7 @@ void migrate_cancel(void)
     qemu_mutex_lock(&s->pause_lock);
     qemu_cond_broadcast(&s->pause_cond);
     qemu_mutex_unlock(&s->pause_lock);
+    return true;
 }
 
 bool migrate_continue(MigrationStatus state, GError **errp)
@@ -1162,6 +1215,93 @@ static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
     migration_incoming_fail_exit(ctx, err);
 }
 
+bool migration_incoming_close_cancel_gate(MigrationIncomingState *mis)
+{
+    int old = qatomic_cmpxchg(&mis->cancel_gate, MIGRATION_CANCEL_GATE_OPEN,
+                              MIGRATION_CANCEL_GATE_CLOSED);
+
+    return old != MIGRATION_CANCEL_GATE_CANCELLED;
+}
+
+/*
+ * migrate_cancel on the destination (main thread).  QEMU 7.2 ignores it
+ * there, leaving a stalled incoming migration with no way out but kill;
+ * ferry ends a precopy load: the loader's blocked read returns once the
+ * stream is shut down, and the loader finishes the job (incoming_thread).
+ */
+static bool incoming_cancel(MigrationIncomingState *mis, GError **errp)
+{
+    g_autoptr(GError) why = NULL;
+    MigrationStatus cur = migrate_get_state(&mis->status);
+
+    error_setg(&why, "cancelled by migrate_cancel");
+    trace_migration_incoming_cancel(MigrationStatus_str(cur));
+    switch (cur) {
+    case MIGRATION_STATUS_SETUP:
+        /* Listening, nobody connected yet (accepting runs on this thread). */
+        migration_listener_free(mis->listener);
+        mis->listener = NULL;
+        migration_incoming_set_error(mis, why);
+        migrate_set_state(&mis->status, cur, MIGRATION_STATUS_CANCELLED);
+        return true;
+    case MIGRATION_STATUS_ACTIVE:
+        break;
+    case MIGRATION_STATUS_CANCELLING:
+        return true;
+    case MIGRATION_STATUS_POSTCOPY_ACTIVE:
+        refuse_postcopy_cancel("destination", errp);
+        return false;
+    default:
+        error_setg(errp, "migrate_cancel: incoming migration in state %s "
+                   "cannot be cancelled", MigrationStatus_str(cur));
+        return false;
+    }
+    qemu_mutex_lock(&mis->file_lock);
+    if (qatomic_cmpxchg(&mis->cancel_gate, MIGRATION_CANCEL_GATE_OPEN,
+                        MIGRATION_CANCEL_GATE_CANCELLED) !=
+        MIGRATION_CANCEL_GATE_OPEN) {
+        qemu_mutex_unlock(&mis->file_lock);
+        /* The loader got there first: postcopy listening, or loaded. */
+        if (postcopy_state_get(mis) >= POSTCOPY_INCOMING_LISTENING) {
+            refuse_postcopy_cancel("destination", errp);
+        } else {
+            error_setg(errp, "migrate_cancel: too late, the incoming "
+                       "migration has been loaded");
+        }
+        return false;
+    }
+    /* The error first: the loader reports it instead of its read error. */
+    migration_incoming_set_error(mis, why);
+    migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
+                      MIGRATION_STATUS_CANCELLING);
+    if (mis->from_src_file) {
+        qemu_file_shutdown(mis->from_src_file);
+    }
+    qemu_mutex_unlock(&mis->file_lock);
+    return true;
+}
+
+/*
+ * The loader after a migrate_cancel won: nothing was started, so the
+ * process stays up (QMP answers, status "cancelled") with the guest in
+ * "inmigrate" for good; the management application quits it.
+ */
+static void incoming_cancelled(MigrationIncomingState *mis,
+                               LoadVMContext *ctx)
+{
+    trace_migration_incoming_cancelled();
+    migrate_set_state(&mis->status, MIGRATION_STATUS_CANCELLING,
+                      MIGRATION_STATUS_CANCELLED);
+    error_report("incoming migration cancelled by migrate_cancel; the "
+                 "guest will not run");
+    loadvm_context_destroy(ctx);
+    qemu_mutex_lock(&mis->file_lock);
+    qemu_fclose(mis->from_src_file);
+    mis->from_src_file = NULL;
+    qemu_mutex_unlock(&mis->file_lock);
+}
+
+
 /* Start the guest if the source ran it (or sent no state), else pause. */
 static void incoming_start_vm(void)
 {
@@ -1203,10 +1343,19 @@ static void *incoming_thread(void *opaque)
     ret = qemu_loadvm_state(mis->from_src_file, &ctx, &err);
     trace_process_incoming_migration_end(ret,
         postcopy_state_str(postcopy_state_get(mis)));
+    if (ret < 0 && qatomic_read(&mis->cancel_gate) ==
+        MIGRATION_CANCEL_GATE_CANCELLED) {
+        /* The shutdown's read error is the cancel's doing, not news. */
+        g_clear_error(&err);
+        incoming_cancelled(mis, &ctx);
+        g_idle_add(incoming_thread_reap_bh, mis);
+        return NULL;
+    }
     if (ret < 0) {
         if (!err) {
             error_setg(&err, "load failed");
         }
+        explain_net_timeout(mis->from_src_file, &err);
         incoming_fail(mis, &ctx, err);
     }
     if (ctx.postcopy_listening) {
@@ -1217,6 +1366,12 @@ static void *incoming_thread(void *opaque)
         loadvm_context_destroy(&ctx);
         qemu_fclose(mis->from_src_file);
         mis->from_src_file = NULL;
+        g_idle_add(incoming_thread_reap_bh, mis);
+        return NULL;
+    }
+    /* The point of no return: a cancel from here on is refused. */
+    if (!migration_incoming_close_cancel_gate(mis)) {
+        incoming_cancelled(mis, &ctx);
         g_idle_add(incoming_thread_reap_bh, mis);
         return NULL;
     }

@@ -444,6 +444,15 @@ static const MigrationParameterInfo parameter_table[] = {
     [MIGRATION_PARAMETER_BLOCK_BITMAP_MAPPING] = {
         "block-bitmap-mapping", MIGRATION_PARAM_LIST, 0, 0, NULL,
         0, 0, NULL, false, false, "" },
+    /*
+     * Without it a source that stops sending leaves the destination
+     * blocked in read for ever (TCP never times out an idle socket).
+     * 60 s rides out a routing change or a busy peer; a day at most.
+     */
+    [MIGRATION_PARAMETER_X_NET_TIMEOUT] = {
+        "x-net-timeout", MIGRATION_PARAM_SIZE, 64, 60000, NULL,
+        0, 86400000, "a value between 0 and 86400000", false, true,
+        "ms (0: off)" },
 };
 
 G_STATIC_ASSERT(ARRAY_SIZE(parameter_table) == MIGRATION_PARAMETER__MAX);
@@ -785,4 +794,9 @@ uint64_t migrate_multifd_zlib_level(void)
 uint64_t migrate_multifd_zstd_level(void)
 {
     return migrate_parameter_num(MIGRATION_PARAMETER_MULTIFD_ZSTD_LEVEL);
+}
+
+uint64_t migrate_net_timeout(void)
+{
+    return migrate_parameter_num(MIGRATION_PARAMETER_X_NET_TIMEOUT);
 }

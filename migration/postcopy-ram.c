@@ -1116,6 +1116,11 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         error_setg(errp, "%s without a return path (OPEN_RETURN_PATH)", cmd);
         return false;
     }
+    /* From here the guest may run here: migrate_cancel is refused. */
+    if (!migration_incoming_close_cancel_gate(mis)) {
+        error_setg(errp, "cancelled by migrate_cancel");
+        return false;
+    }
     discard_prepare(pis);
     if (!postcopy_state_cas(mis, st, POSTCOPY_INCOMING_LISTENING)) {
         return wrong_state(cmd, postcopy_state_get(mis), "ADVISE or DISCARD",

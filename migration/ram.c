@@ -505,11 +505,63 @@ unsigned ram_postcopy_queue_length(RAMState *rs)
     return n;
 }
 
+/*
+ * True when every target page of [start, start+len) in rb was sent (its
+ * dirty bit is clear), so a request for it would be dropped by
+ * get_queued_page() anyway.  False without a bitmap: the caller's
+ * "not set up" check then refuses the request.
+ */
+static bool request_all_sent(RAMState *rs, RAMBlock *rb, uint64_t start,
+                             uint64_t len)
+{
+    unsigned long first = start >> TARGET_PAGE_BITS;
+    unsigned long end = (start + len) >> TARGET_PAGE_BITS;
+    unsigned long *bmap;
+    bool all_sent = false;
+
+    rcu_read_lock();
+    bmap = rcu_dereference(rb->bmap);
+    if (bmap) {
+        /* The migration thread clears bits under bitmap_mutex. */
+        qemu_mutex_lock(&rs->bitmap_mutex);
+        all_sent = find_next_bit(bmap, end, first) >= end;
+        qemu_mutex_unlock(&rs->bitmap_mutex);
+    }
+    rcu_read_unlock();
+    return all_sent;
+}
+
+/*
+ * Fold [start, start+len) of rb into the newest queued request when they
+ * touch (same block, overlapping or adjacent): a destination reading
+ * sequentially, or repeating itself, then costs one entry.  req_lock held.
+ */
+static bool request_merge_tail(RAMState *rs, RAMBlock *rb, uint64_t start,
+                               uint64_t len)
+{
+    RAMRequest *tail = g_queue_peek_tail(&rs->requests);
+    uint64_t end = start + len;
+    uint64_t tail_end;
+
+    if (!tail || tail->rb != rb) {
+        return false;
+    }
+    tail_end = tail->start + tail->len;
+    if (start > tail_end || end < tail->start) {
+        return false;
+    }
+    tail->start = MIN(tail->start, start);
+    tail->len = MAX(tail_end, end) - tail->start;
+    trace_ram_postcopy_request_merged(rb->idstr, tail->start, tail->len);
+    return true;
+}
+
 bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
                                 uint64_t start, uint64_t len, GError **errp)
 {
     RAMRequest *req;
     RAMBlock *rb;
+    unsigned queued;
 
     trace_ram_save_queue_pages(idstr, start, len);
     rcu_read_lock();
@@ -533,24 +585,47 @@ bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
                    (uint64_t)rb->used_length);
         return false;
     }
-    req = g_new(RAMRequest, 1);
-    req->rb = rb;
-    req->start = start;
-    req->len = len;
+    qemu_mutex_lock(&rs->counters_lock);
+    rs->counters.postcopy_requests++;
+    qemu_mutex_unlock(&rs->counters_lock);
+    /*
+     * Pages the destination has been sent already (it may ask again after
+     * a fault raced with the page's arrival) need no queue entry.  A page
+     * cannot become dirty again in postcopy: the VM is stopped here.
+     */
+    if (request_all_sent(rs, rb, start, len)) {
+        trace_ram_postcopy_request_sent_already(idstr, start, len);
+        return true;
+    }
     qemu_mutex_lock(&rs->req_lock);
     if (!rs->active) {
         qemu_mutex_unlock(&rs->req_lock);
-        g_free(req);
         error_setg(errp, "page request for '%s' but RAM migration is not "
                    "set up", idstr);
         return false;
     }
+    if (request_merge_tail(rs, rb, start, len)) {
+        qemu_cond_broadcast(&rs->req_cond);
+        qemu_mutex_unlock(&rs->req_lock);
+        return true;
+    }
+    queued = g_queue_get_length(&rs->requests);
+    if (queued >= RAM_POSTCOPY_MAX_REQUESTS) {
+        qemu_mutex_unlock(&rs->req_lock);
+        /* Growing without bound is what a hostile peer wants; stop here. */
+        trace_ram_postcopy_request_overflow(idstr, start, len, queued);
+        error_setg(errp, "destination sent more than %u outstanding page "
+                   "requests (last for '%s' at 0x%" PRIx64 "+0x%" PRIx64 ")",
+                   RAM_POSTCOPY_MAX_REQUESTS, idstr, start, len);
+        return false;
+    }
+    req = g_new(RAMRequest, 1);
+    req->rb = rb;
+    req->start = start;
+    req->len = len;
     g_queue_push_tail(&rs->requests, req);
     qemu_cond_broadcast(&rs->req_cond);
     qemu_mutex_unlock(&rs->req_lock);
-    qemu_mutex_lock(&rs->counters_lock);
-    rs->counters.postcopy_requests++;
-    qemu_mutex_unlock(&rs->counters_lock);
     return true;
 }
 

@@ -587,10 +587,23 @@ int qemu_savevm_send_postcopy_resume(QEMUFile *f)
 
 /* ---- destination ---- */
 
+/*
+ * What a START/FULL told us about one handler: the sender's id for it
+ * and the version.  One per handler at most (keyed by the id in
+ * LoadVMContext.sections), as QEMU keeps one loaded id per handler, so a
+ * stream that restarts a handler under fresh ids cannot grow the table.
+ */
 typedef struct LoadStateEntry {
     SaveStateEntry *se;
+    uint32_t section_id;
     int version_id;
 } LoadStateEntry;
+
+static gboolean load_entry_is_for(gpointer key, gpointer value,
+                                  gpointer opaque)
+{
+    return ((LoadStateEntry *)value)->se == opaque;
+}
 
 void loadvm_register_postcopy_ops(const LoadvmPostcopyOps *ops)
 {
@@ -747,8 +760,24 @@ static int load_section_start_full(QEMUFile *f, LoadVMContext *ctx, int type,
         return -EINVAL;
     }
     if (!le) {
-        le = g_new0(LoadStateEntry, 1);
-        le->se = se;
+        /*
+         * A new id for a handler loaded before replaces its old id, as in
+         * QEMU 7.2 (qemu_loadvm_section_start_full stores the id in the
+         * SaveStateEntry): PART/END under the old id are then unknown.
+         * The table has at most one entry per registered handler.
+         */
+        le = g_hash_table_find(ctx->sections, load_entry_is_for, se);
+        if (le) {
+            trace_qemu_loadvm_section_id_replaced(idstr, le->section_id,
+                                                  section_id,
+                                                  g_hash_table_size(ctx->sections));
+            g_hash_table_steal(ctx->sections,
+                               GUINT_TO_POINTER(le->section_id));
+        } else {
+            le = g_new0(LoadStateEntry, 1);
+            le->se = se;
+        }
+        le->section_id = section_id;
         g_hash_table_insert(ctx->sections, GUINT_TO_POINTER(section_id), le);
     }
     le->version_id = version_id;

@@ -131,12 +131,34 @@ typedef struct MigrationIncomingState {
     MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
     QemuMutex error_lock;
     char *error_desc;
+    /*
+     * migrate_cancel against the loader finishing (MIGRATION_CANCEL_GATE_*,
+     * atomic): whoever moves it from OPEN first wins.  The loader closes
+     * it when the load is complete or postcopy starts listening; a cancel
+     * marks it cancelled, then shuts from_src_file down.
+     */
+    int cancel_gate;
+    /* Held by a cancel's shutdown and by the loader's close of the file. */
+    QemuMutex file_lock;
 
     /* The RAM loader's per-channel state (ram.c). */
     RAMLoadState *ram_load;
     /* Postcopy: state machine, userfaultfd, threads, statistics. */
     PostcopyIncomingState *postcopy;
 } MigrationIncomingState;
+
+enum {
+    MIGRATION_CANCEL_GATE_OPEN,
+    MIGRATION_CANCEL_GATE_CANCELLED,
+    MIGRATION_CANCEL_GATE_CLOSED,
+};
+
+/*
+ * The destination's point of no return for migrate_cancel (a finished
+ * load, or POSTCOPY_LISTEN): false if a cancel came first, and the caller
+ * must then give up with "cancelled by migrate_cancel".
+ */
+bool migration_incoming_close_cancel_gate(MigrationIncomingState *mis);
 
 /*
  * Constructors: the program makes one of each at start-up (the current
@@ -179,7 +201,13 @@ void qapi_event_send_migration_pass(uint64_t pass);
 
 /* QMP entry points shared with migration-qmp.c */
 bool migrate_start(const char *uri, GError **errp);
-void migrate_cancel(void);
+/*
+ * QMP migrate_cancel.  Source: cancels a migration before postcopy.
+ * Destination: ends an incoming precopy (listening or loading) with status
+ * cancelled; the process stays up with the guest never started.  Refused
+ * in postcopy-active on either side: the guest would run nowhere.
+ */
+bool migrate_cancel(GError **errp);
 bool migrate_continue(MigrationStatus state, GError **errp);
 /* QMP migrate-start-postcopy: sets the flag the migration thread acts on. */
 bool migrate_start_postcopy(GError **errp);

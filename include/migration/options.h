@@ -70,6 +70,8 @@ typedef enum MigrationParameter {
     MIGRATION_PARAMETER_MULTIFD_ZLIB_LEVEL,
     MIGRATION_PARAMETER_MULTIFD_ZSTD_LEVEL,
     MIGRATION_PARAMETER_BLOCK_BITMAP_MAPPING,
+    /* ferry's own, not in QEMU 7.2 (x- prefix: may change) */
+    MIGRATION_PARAMETER_X_NET_TIMEOUT,
     MIGRATION_PARAMETER__MAX
 } MigrationParameter;
 
@@ -206,5 +208,11 @@ uint64_t migrate_max_cpu_throttle(void);
 const char *migrate_multifd_compression(void);
 uint64_t migrate_multifd_zlib_level(void);
 uint64_t migrate_multifd_zstd_level(void);
+/*
+ * x-net-timeout, ms (0: off): how long a TCP migration socket may go
+ * without sign of life from the peer (keepalive and TCP_USER_TIMEOUT)
+ * before reads and writes on it fail.
+ */
+uint64_t migrate_net_timeout(void);
 
 #endif

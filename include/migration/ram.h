@@ -133,8 +133,20 @@ bool ram_postcopy_send_discard_bitmap(RAMState *rs, QEMUFile *f,
  */
 void ram_set_postcopy_phase(RAMState *rs, bool on);
 /*
+ * Most page requests queued and not served yet.  A real destination has
+ * about one outstanding request per faulting thread (vCPUs, plus the
+ * kernel's and its own readahead); thousands mean a broken or hostile
+ * peer, and the migration fails instead of the queue growing.
+ */
+#define RAM_POSTCOPY_MAX_REQUESTS 4096
+
+/*
  * A page request from the return path (idstr: its block).  Validates the
- * block, the alignment to its host page size and the range.
+ * block, the alignment to its host page size and the range.  A request
+ * for pages all sent already is dropped; one that overlaps or touches
+ * the newest queued request of the same block is merged into it; beyond
+ * RAM_POSTCOPY_MAX_REQUESTS queued requests it fails ("destination sent
+ * more than N outstanding page requests").
  */
 bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
                                 uint64_t start, uint64_t len, GError **errp);

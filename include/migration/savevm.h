@@ -219,7 +219,7 @@ struct LoadVMContext {
     bool have_vmdesc;           /* a VMDESCRIPTION was read */
     /* private to savevm.c */
     QemuMutex sections_lock;
-    GHashTable *sections;       /* sender section id -> loaded section */
+    GHashTable *sections;       /* sender id -> loaded section; one per handler */
     int package_depth;
 };
 

@@ -170,6 +170,8 @@ QEMU72_PARAMETERS = {
     "multifd-compression": "none", "multifd-zlib-level": 1,
     "multifd-zstd-level": 1,
 }
+# QEMU 7.2's members plus ferry's own (x- prefix).
+FERRY_PARAMETERS = dict(QEMU72_PARAMETERS, **{"x-net-timeout": 60000})
 # (arguments, QEMU 7.2's error text)
 PARAMETER_ERRORS = [
     ({"downtime-limit": 2000001}, "Parameter 'downtime_limit' expects an "
@@ -189,6 +191,8 @@ PARAMETER_ERRORS = [
     ({"compress-wait-thread": 1}, "Invalid parameter type for "
      "'compress-wait-thread', expected: boolean"),
     ({"bogus": 1}, "Parameter 'bogus' is unexpected"),
+    ({"x-net-timeout": 86400001}, "Parameter 'x_net_timeout' expects a "
+     "value between 0 and 86400000"),
     # One bad member: the good one does not apply either.
     ({"max-bandwidth": 5, "downtime-limit": 2000001}, "Parameter "
      "'downtime_limit' expects an integer in the range of 0 to "
@@ -223,13 +227,14 @@ def test_migration_options():
         ft.fail(f"capabilities on: {on}")
 
     params = q.cmd("query-migrate-parameters")
-    if params != QEMU72_PARAMETERS:
-        ft.fail(f"query-migrate-parameters differs from QEMU 7.2: {params}")
+    if params != FERRY_PARAMETERS:
+        ft.fail(f"query-migrate-parameters differs from QEMU 7.2 "
+                f"(+ x-net-timeout): {params}")
     for args, desc in PARAMETER_ERRORS:
         expect_desc(q, "migrate-set-parameters", args, desc)
     expect_desc(q, "migrate-set-parameters", {"block-bitmap-mapping": []},
                 "Parameter 'block-bitmap-mapping' is not supported by this VMM")
-    if q.cmd("query-migrate-parameters") != QEMU72_PARAMETERS:
+    if q.cmd("query-migrate-parameters") != FERRY_PARAMETERS:
         ft.fail("a refused migrate-set-parameters changed something")
 
     q.cmd_args("migrate-set-parameters", {
@@ -237,7 +242,7 @@ def test_migration_options():
         "cpu-throttle-initial": 30, "multifd-compression": "zlib",
         "tls-hostname": "dst", "block-incremental": True})
     q.cmd_args("migrate-set-parameters", {"tls-hostname": None})
-    want = dict(QEMU72_PARAMETERS, **{
+    want = dict(FERRY_PARAMETERS, **{
         "max-bandwidth": 1 << 20, "downtime-limit": 2000000,
         "cpu-throttle-initial": 30, "multifd-compression": "zlib",
         "block-incremental": True})

@@ -234,6 +234,8 @@ static const ParamDefault qemu72_defaults[] = {
     { "multifd-zlib-level", MIGRATION_PARAM_INT, 1 },
     { "multifd-zstd-level", MIGRATION_PARAM_INT, 1 },
     { "block-bitmap-mapping", MIGRATION_PARAM_LIST },
+    /* ferry's own, after QEMU's */
+    { "x-net-timeout", MIGRATION_PARAM_SIZE, 60000 },
 };
 
 static void test_parameter_table(void)
@@ -259,7 +261,8 @@ static void test_parameter_table(void)
         g_assert_cmpint(info->acted_on, ==,
                         i == MIGRATION_PARAMETER_MAX_BANDWIDTH ||
                         i == MIGRATION_PARAMETER_DOWNTIME_LIMIT ||
-                        i == MIGRATION_PARAMETER_MAX_POSTCOPY_BANDWIDTH);
+                        i == MIGRATION_PARAMETER_MAX_POSTCOPY_BANDWIDTH ||
+                        i == MIGRATION_PARAMETER_X_NET_TIMEOUT);
     }
     {
         MigrationParameter p;
@@ -318,6 +321,8 @@ static const RangeCase range_cases[] = {
       "Parameter 'xbzrle_cache_size' expects a power of two no less than "
       "the target page size", NULL },
     { P(MAX_POSTCOPY_BANDWIDTH), 0, INT64_MAX, NULL, NULL },
+    { P(X_NET_TIMEOUT), 0, 86400000, NULL,
+      BETWEEN("x_net_timeout", "0", "86400000") },
     /* The floor is cpu-throttle-initial, 20 by default. */
     { P(MAX_CPU_THROTTLE), 20, 99,
       RANGE("max_cpu_throttle", "cpu_throttle_initial", "99"),
@@ -498,6 +503,7 @@ static void test_parameter_accessors(void)
         [P(MAX_CPU_THROTTLE)] = migrate_max_cpu_throttle,
         [P(MULTIFD_ZLIB_LEVEL)] = migrate_multifd_zlib_level,
         [P(MULTIFD_ZSTD_LEVEL)] = migrate_multifd_zstd_level,
+        [P(X_NET_TIMEOUT)] = migrate_net_timeout,
     };
 
     reset_state();

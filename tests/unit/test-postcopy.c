@@ -345,6 +345,90 @@ static void test_urgent_pages(void)
 
 /* ---- destination: the requested set ---- */
 
+/*
+ * A destination flooding REQ_PAGES must not grow the source: duplicates
+ * and extensions of the newest request merge into it, requests for pages
+ * already sent take no entry, and past RAM_POSTCOPY_MAX_REQUESTS distinct
+ * requests the migration fails with a clear error.
+ */
+static void test_request_flood(void)
+{
+    QIOChannel *ioc;
+    QEMUFile *f = sink(&ioc);
+    GError *err = NULL;
+    unsigned i;
+
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    g_assert_no_error(err);
+    ram_set_postcopy_phase(ms->ram, true);
+
+    /* the same page over and over: one entry */
+    for (i = 0; i < 3 * RAM_POSTCOPY_MAX_REQUESTS; i++) {
+        g_assert_true(ram_postcopy_queue_request(ms->ram, "t0", 0x3000,
+                                                 TARGET_PAGE_SIZE, &err));
+        g_assert_no_error(err);
+    }
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 1);
+    /* a sequential reader, forwards then one step back: still one */
+    for (i = 4; i < 64; i++) {
+        g_assert_true(ram_postcopy_queue_request(ms->ram, "t0",
+                                                 (uint64_t)i * TARGET_PAGE_SIZE,
+                                                 TARGET_PAGE_SIZE, &err));
+    }
+    g_assert_true(ram_postcopy_queue_request(ms->ram, "t0", 0x2000,
+                                             TARGET_PAGE_SIZE, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 1);
+
+    /* all of it goes out, pages 2..63 of t0 first */
+    while (ram_save_iterate(ms->ram, f, &err) == 0) {
+        g_assert_no_error(err);
+    }
+    g_assert_no_error(err);
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 0);
+
+    /* everything is sent now: any number of requests queues nothing */
+    for (i = 0; i < 2 * RAM_POSTCOPY_MAX_REQUESTS; i++) {
+        g_assert_true(ram_postcopy_queue_request(ms->ram,
+                                                 i & 1 ? "t1" : "t0",
+                                                 (uint64_t)(i % 256) *
+                                                 TARGET_PAGE_SIZE * 2,
+                                                 TARGET_PAGE_SIZE, &err));
+        g_assert_no_error(err);
+    }
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==, 0);
+    ram_set_postcopy_phase(ms->ram, false);
+    ram_save_cleanup(ms->ram);
+
+    /*
+     * All dirty again; alternating blocks defeats merging, so each request
+     * is an entry until the cap, and the next one fails.
+     */
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    g_assert_no_error(err);
+    ram_set_postcopy_phase(ms->ram, true);
+    for (i = 0; i < RAM_POSTCOPY_MAX_REQUESTS; i++) {
+        g_assert_true(ram_postcopy_queue_request(ms->ram,
+                                                 i & 1 ? "t1" : "t0", 0,
+                                                 TARGET_PAGE_SIZE, &err));
+        g_assert_no_error(err);
+    }
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==,
+                     RAM_POSTCOPY_MAX_REQUESTS);
+    g_assert_false(ram_postcopy_queue_request(ms->ram, "t0", 0,
+                                              TARGET_PAGE_SIZE, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "destination sent more than 4096 "
+                            "outstanding page requests"));
+    g_clear_error(&err);
+    g_assert_cmpuint(ram_postcopy_queue_length(ms->ram), ==,
+                     RAM_POSTCOPY_MAX_REQUESTS);
+
+    ram_set_postcopy_phase(ms->ram, false);
+    ram_save_cleanup(ms->ram);
+    sink_close(f, ioc);
+}
+
 static void test_requested_set(void)
 {
     postcopy_incoming_reset(mis);
@@ -757,6 +841,7 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/discard/small-pages", test_discard_small_pages);
     g_test_add_func("/postcopy/discard/huge-pages", test_discard_huge_pages);
     g_test_add_func("/postcopy/urgent-pages", test_urgent_pages);
+    g_test_add_func("/postcopy/urgent-pages/flood", test_request_flood);
     g_test_add_func("/postcopy/requested-set", test_requested_set);
     g_test_add_func("/postcopy/cmd/advise", test_advise);
     g_test_add_func("/postcopy/cmd/order", test_order);

@@ -497,6 +497,95 @@ static void test_section_errors(void)
     expect_load_error(s, "Unknown savevm section type 0x42");
 }
 
+/* START of "fake" (instance 0, version 1) under id, with its footer. */
+static void put_fake_start(GByteArray *s, uint32_t id, bool first)
+{
+    uint8_t be[4] = { id >> 24, id >> 16, id >> 8, id };
+
+    hex_append(s, "01");
+    g_byte_array_append(s, be, 4);
+    hex_append(s, "04 66616b65 00000000 00000001");
+    /* the first load of "fake" is its setup magic, later ones a PART */
+    hex_append(s, first ? "000005e7" : "01 00000001");
+    hex_append(s, "7e");
+    g_byte_array_append(s, be, 4);
+}
+
+static void put_fake_part(GByteArray *s, uint32_t id)
+{
+    uint8_t be[4] = { id >> 24, id >> 16, id >> 8, id };
+
+    hex_append(s, "02");
+    g_byte_array_append(s, be, 4);
+    hex_append(s, "01 00000002 7e");
+    g_byte_array_append(s, be, 4);
+}
+
+/*
+ * A handler restarted under a fresh id forgets its old id (QEMU 7.2 keeps
+ * one loaded id per handler): a stream of many STARTs cannot grow the
+ * loader's section table, and PART under an old id is unknown.
+ */
+static GByteArray *many_starts(unsigned n, uint32_t part_id)
+{
+    GByteArray *s = g_byte_array_new();
+
+    hex_append(s, "5145564d 00000003 07 00000004 6e6f6e65");
+    for (unsigned i = 1; i <= n; i++) {
+        put_fake_start(s, i, i == 1);
+    }
+    put_fake_part(s, part_id);
+    hex_append(s, "00 06 00000002 7b7d");
+    return s;
+}
+
+static void test_section_id_reuse(void)
+{
+    const unsigned n = 100000;
+    GError *err = NULL;
+
+    register_dest();
+    /* the newest id resolves */
+    {
+        g_autoptr(GByteArray) s = many_starts(n, n);
+
+        g_assert_cmpint(load_bytes(s->data, s->len, &err), ==, 0);
+        g_assert_no_error(err);
+        g_assert_cmpint(dst_fake.loads, ==, n + 1);
+        g_assert_cmpuint(dst_fake.iter_sum, ==, (n - 1) + 2);
+    }
+    /* every older one is gone: its entry was re-used, not kept */
+    for (uint32_t old = 1; old < n; old += n / 4) {
+        g_autoptr(GByteArray) s = many_starts(n, old);
+        g_autofree char *msg = g_strdup_printf("Unknown section id %u", old);
+
+        expect_load_error(s, msg);
+    }
+    {
+        g_autoptr(GByteArray) s = many_starts(n, n - 1);
+
+        expect_load_error(s, "Unknown section id 99999");
+    }
+    /* an id freed this way may then name another handler (as in QEMU) */
+    {
+        g_autoptr(GByteArray) s = g_byte_array_new();
+
+        hex_append(s, "5145564d 00000003 07 00000004 6e6f6e65");
+        put_fake_start(s, 1, true);
+        put_fake_start(s, 2, false);
+        /* FULL "dev" v2 under the id "fake" had first */
+        hex_append(s, "04 00000001 03 646576 00000000 00000002");
+        hex_append(s, "00000007 0000000000000009 6162636465666768");
+        hex_append(s, "7e 00000001");
+        put_fake_part(s, 2);
+        hex_append(s, "00 06 00000002 7b7d");
+        g_assert_cmpint(load_bytes(s->data, s->len, &err), ==, 0);
+        g_assert_no_error(err);
+        g_assert_cmpuint(dst_dev.reg, ==, 7);
+        g_assert_cmpuint(dst_fake.iter_sum, ==, 1 + 2);
+    }
+}
+
 static void test_truncation(void)
 {
     g_autoptr(GByteArray) s = build_stream();
@@ -867,6 +956,7 @@ int main(int argc, char **argv)
     g_test_add_func("/savevm/header-errors", test_header_errors);
     g_test_add_func("/savevm/config-subsections", test_config_subsections);
     g_test_add_func("/savevm/section-errors", test_section_errors);
+    g_test_add_func("/savevm/section-id-reuse", test_section_id_reuse);
     g_test_add_func("/savevm/truncation", test_truncation);
     g_test_add_func("/savevm/flipped-bytes", test_flipped_bytes);
     g_test_add_func("/savevm/command-errors", test_command_errors);
