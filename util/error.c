@@ -2,9 +2,24 @@
  * Error domain and reporting at the edges.
  */
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include <stdarg.h>
 
-G_DEFINE_QUARK(ferry-error-quark, ferry_error)
+/*
+ * G_DEFINE_QUARK caches the quark in a static that two threads may fill
+ * at once (a plain race, seen by ThreadSanitizer); this one is atomic.
+ */
+GQuark ferry_error_quark(void)
+{
+    static GQuark q;
+    GQuark v = qatomic_load_acquire(&q);
+
+    if (!v) {
+        v = g_quark_from_static_string("ferry-error-quark");
+        qatomic_store_release(&q, v);
+    }
+    return v;
+}
 
 const char *error_class_name(int code)
 {
