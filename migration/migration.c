@@ -362,6 +362,7 @@ out:
          */
         qemu_mutex_lock(&s->qemu_file_lock);
         if (s->to_dst_file) {
+            qatomic_mb_set(&s->rp_shut_stream, true);
             qemu_file_shutdown(s->to_dst_file);
         }
         qemu_mutex_unlock(&s->qemu_file_lock);
@@ -987,6 +988,26 @@ static void migration_cleanup(MigrationState *s, bool ok)
 }
 
 /*
+ * When the return-path thread shut the stream down because the
+ * destination reported an error (or went away), the stream error the
+ * migration thread saw since ("shut down") is only a consequence: the
+ * destination's word is the one to report.
+ */
+static void prefer_rp_error(MigrationState *s, GError **errp)
+{
+    if (!*errp || !qatomic_mb_read(&s->rp_shut_stream)) {
+        return;
+    }
+    qemu_mutex_lock(&s->error_lock);
+    /* Keep a message that already carries it (with more context). */
+    if (s->rp_error && !strstr((*errp)->message, s->rp_error->message)) {
+        g_clear_error(errp);
+        *errp = g_error_copy(s->rp_error);
+    }
+    qemu_mutex_unlock(&s->error_lock);
+}
+
+/*
  * A finished migration thread is joined from the main loop, which owns
  * MigrationState's thread handle (migrate_start joins there too).
  */
@@ -1007,6 +1028,8 @@ static void *migration_thread(void *opaque)
     MigrationState *s = migrate_get_current();
     GError *err = NULL;
     bool ok = migration_run(s, args->uri, &err);
+
+    prefer_rp_error(s, &err);
 
     trace_migration_thread_after_loop(ok);
     if (!ok) {
@@ -1061,6 +1084,7 @@ static void migration_reset_stats(MigrationState *s)
     qemu_mutex_unlock(&s->stats_lock);
     s->vm_stopped_by_us = false;
     s->rp_shut_received = false;
+    qatomic_mb_set(&s->rp_shut_stream, false);
     s->rp_shut_value = 0;
     s->pause_released = false;
     qatomic_mb_set(&s->start_postcopy, false);

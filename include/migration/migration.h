@@ -79,6 +79,8 @@ typedef struct MigrationState {
     /* rp_error and rp_thread_done are under error_lock; rp_cond says so */
     GError *rp_error;                   /* set once by the RP thread */
     bool rp_thread_done;
+    /* The return-path thread shut to_dst_file down after its error. */
+    bool rp_shut_stream;
     QemuCond rp_cond;
 
     bool capabilities[MIGRATION_CAPABILITY__MAX];

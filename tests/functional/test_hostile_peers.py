@@ -112,8 +112,8 @@ def test_req_pages_flood():
     lsock.settimeout(10)
     conn, _ = lsock.accept()
     src.qmp.cmd("migrate-start-postcopy")
-    if not read_until(conn, RUN_BYTES, 20):
-        fail("no POSTCOPY_RUN from the source")
+    if not read_until(conn, RUN_BYTES, 30):
+        fail(f"no POSTCOPY_RUN from the source: {query(src)}")
     wait_status(src, ("postcopy-active",))
     rss_before = rss_kib(src.proc.pid)
 
