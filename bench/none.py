@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench  # noqa: E402  (loopback_rate, _stat_ticks, free_port)
-from bench import ft, log  # noqa: E402
+from bench import fmt, ft, log  # noqa: E402
 
 UNLIMITED = bench.UNLIMITED     # 100 GB/s: QEMU has no "unlimited"
 GBIT = bench.GBIT               # 125000000 bytes/s
@@ -471,14 +471,6 @@ def summarize(runs):
                         if impls[a][k] is not None and impls[b][k] else None)
                     for k, _ in METRICS}
     return summary
-
-
-def fmt(v):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return str(v)
 
 
 def print_table(summary, loopback):

@@ -188,16 +188,6 @@ def ss_timers(filt):
     return out
 
 
-def wait_status_incoming(dst, wanted, timeout=10.0):
-    deadline = time.time() + timeout
-    while True:
-        st = query(dst)
-        if st.get("status") in wanted:
-            return st
-        dst.check_alive()
-        if time.time() > deadline:
-            fail(f"destination status {st}, wanted {wanted}")
-        time.sleep(0.05)
 
 
 def test_keepalive_options():
@@ -209,7 +199,7 @@ def test_keepalive_options():
         dst, port = listening_destination(timeout_ms)
         c = socket.create_connection(("127.0.0.1", port))
         c.sendall(header_bytes())
-        wait_status_incoming(dst, ("active",))
+        wait_status(dst, ("active",))
         line = ss_timers(f"( sport = :{port} )")
         log(f"x-net-timeout {timeout_ms}: destination socket: {line.strip()}")
         if ("timer:(keepalive" in line) != want:
@@ -303,7 +293,7 @@ def test_dead_source_times_out():
             stdout=subprocess.PIPE, text=True)
         if "connected" not in client.stdout.readline():
             fail("the namespaced source could not connect")
-        wait_status_incoming(dst, ("active",))
+        wait_status(dst, ("active",))
         t0 = time.time()
         # Black-hole the source: its side of the link goes away silently.
         sh("ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "down")
@@ -384,10 +374,10 @@ def test_cancel_silent_source():
         {"capability": "events", "state": True}])
     c = socket.create_connection(("127.0.0.1", port))
     c.sendall(header_bytes())
-    wait_status_incoming(dst, ("active",))
+    wait_status(dst, ("active",))
     time.sleep(0.3)
     dst.qmp.cmd("migrate_cancel", timeout=10)
-    st = wait_status_incoming(dst, ("cancelled",), timeout=10)
+    st = wait_status(dst, ("cancelled",), timeout=10)
     log(f"destination after cancel: {st}")
     if st.get("error-desc") != "cancelled by migrate_cancel":
         fail(f"error-desc: {st}")
@@ -411,7 +401,7 @@ def test_cancel_silent_source():
     # Still listening, nobody connected: cancelled too, port closed.
     dst, port = listening_destination()
     dst.qmp.cmd("migrate_cancel")
-    st = wait_status_incoming(dst, ("cancelled",))
+    st = wait_status(dst, ("cancelled",))
     if st.get("error-desc") != "cancelled by migrate_cancel":
         fail(f"error-desc: {st}")
     try:
@@ -440,7 +430,7 @@ def test_cancel_refused_in_postcopy():
     src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
     src.qmp.cmd("migrate-start-postcopy")
     wait_status(src, ("postcopy-active",))
-    wait_status_incoming(dst, ("postcopy-active",), timeout=30)
+    wait_status(dst, ("postcopy-active",), timeout=30)
     for vm in (src, dst):
         r = vm.qmp.cmd_obj({"execute": "migrate_cancel"})
         desc = r.get("error", {}).get("desc", "")
@@ -449,7 +439,7 @@ def test_cancel_refused_in_postcopy():
             fail(f"{vm.name}: migrate_cancel not refused in postcopy: {r}")
     src.qmp.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": 0})
     wait_status(src, ("completed",), timeout=60)
-    wait_status_incoming(dst, ("completed",), timeout=30)
+    wait_status(dst, ("completed",), timeout=30)
     src.shutdown()
     dst.shutdown()
 
