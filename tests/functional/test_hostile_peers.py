@@ -81,9 +81,11 @@ def read_until(conn, needle, limit_s):
             continue
         if not data:
             return False
-        tail = (tail + data)[-(1 << 16):]
-        if needle in tail:
+        # Search before trimming: one recv may carry the needle far from
+        # its end, and the kept tail only covers a needle split by recvs.
+        if needle in tail + data:
             return True
+        tail = data[-len(needle):]
     return False
 
 
