@@ -33,11 +33,31 @@ static bool qmp_migrate(JsonObject *args, JsonNode **ret, GError **errp)
         error_setg(errp, "Block migration is not supported by this VMM");
         return false;
     }
-    if (resume) {
-        error_setg(errp, "Postcopy recovery (resume) is not supported yet");
+    return migrate_start(uri, resume, errp);
+}
+
+static bool qmp_migrate_pause(JsonObject *args, JsonNode **ret,
+                              GError **errp)
+{
+    static const char *const known[] = { NULL };
+
+    if (!qmp_args_check_known(args, known, errp)) {
         return false;
     }
-    return migrate_start(uri, errp);
+    return migrate_pause(errp);
+}
+
+static bool qmp_migrate_recover(JsonObject *args, JsonNode **ret,
+                                GError **errp)
+{
+    static const char *const known[] = { "uri", NULL };
+    const char *uri = NULL;
+
+    if (!qmp_args_check_known(args, known, errp) ||
+        !qmp_arg_str(args, "uri", true, &uri, errp)) {
+        return false;
+    }
+    return migrate_recover(uri, errp);
 }
 
 static bool qmp_migrate_incoming(JsonObject *args, JsonNode **ret,
@@ -151,6 +171,32 @@ static JsonObject *ram_info(MigrationState *s, const MigrationStats *st)
     return ram;
 }
 
+/*
+ * ferry's own (x-) figures of postcopy recovery, once postcopy began:
+ * how often it paused and for how long in all (ms, the current pause
+ * included).
+ */
+static void fill_pause_info(JsonObject *o, MigrationStatus st,
+                            uint64_t pauses, MigrationState *s,
+                            MigrationIncomingState *mis)
+{
+    uint64_t n;
+    int64_t ms;
+
+    if (!pauses && st != MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+        st != MIGRATION_STATUS_POSTCOPY_PAUSED &&
+        st != MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        return;
+    }
+    if (s) {
+        migration_source_pause_stats(s, &n, &ms);
+    } else {
+        migration_incoming_pause_stats(mis, &n, &ms);
+    }
+    json_object_set_int_member(o, "x-postcopy-pauses", n);
+    json_object_set_int_member(o, "x-postcopy-paused-time", ms);
+}
+
 static void fill_source_info(JsonObject *o, MigrationState *s)
 {
     MigrationStatus st = migrate_get_state(&s->status);
@@ -184,6 +230,7 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
                                    stats.expected_downtime);
     }
     json_object_set_object_member(o, "ram", ram_info(s, &stats));
+    fill_pause_info(o, st, stats.postcopy_pauses, s, NULL);
 }
 
 /*
@@ -272,6 +319,13 @@ static void fill_destination_info(JsonObject *o, MigrationIncomingState *mis)
                                      listen_socket_address(mis->listener));
     }
     fill_postcopy_info(o, mis);
+    {
+        uint64_t n;
+        int64_t ms;
+
+        migration_incoming_pause_stats(mis, &n, &ms);
+        fill_pause_info(o, st, n, NULL, mis);
+    }
 }
 
 static bool qmp_query_migrate(JsonObject *args, JsonNode **ret,
@@ -515,6 +569,8 @@ void migration_register_qmp(void)
     qmp_register_command("migrate-continue", qmp_migrate_continue);
     qmp_register_command("migrate-start-postcopy",
                          qmp_migrate_start_postcopy);
+    qmp_register_command("migrate-pause", qmp_migrate_pause);
+    qmp_register_command("migrate-recover", qmp_migrate_recover);
     qmp_register_command("query-migrate", qmp_query_migrate);
     qmp_register_command("query-migrate-capabilities",
                          qmp_query_migrate_capabilities);

@@ -26,6 +26,8 @@
 #include "migration/qemu-file.h"
 #include "migration/channel.h"
 #include "migration/postcopy-ram.h"
+#include "exec/ramblock.h"
+#include "qemu/rcu.h"
 #include "monitor/qmp.h"
 #include "sysemu/runstate.h"
 #include "trace/trace-migration.h"
@@ -297,6 +299,56 @@ static bool rp_req_pages(MigrationState *s, const RPMessage *msg,
     return ram_postcopy_queue_request(s->ram, last_block, start, len, errp);
 }
 
+/* A RECV_BITMAP reply (recovery): rebuild that block's dirty map. */
+static bool rp_recv_bitmap(MigrationState *s, const RPMessage *msg,
+                           GError **errp)
+{
+    char id[256];
+    bool expected;
+
+    if (!rp_message_get_recv_bitmap(msg, id, errp)) {
+        return false;
+    }
+    trace_source_return_path_thread_recv_bitmap(id);
+    qemu_mutex_lock(&s->error_lock);
+    expected = s->rp_bitmaps_pending > 0;
+    qemu_mutex_unlock(&s->error_lock);
+    if (!expected ||
+        migrate_get_state(&s->status) != MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        error_setg(errp, "RECV_BITMAP reply for '%s' that was not asked "
+                   "for (status %s)", id,
+                   MigrationStatus_str(migrate_get_state(&s->status)));
+        return false;
+    }
+    if (!ram_postcopy_recv_bitmap(s->ram, s->rp_file, id, errp)) {
+        return false;
+    }
+    qemu_mutex_lock(&s->error_lock);
+    s->rp_bitmaps_pending--;
+    qemu_cond_broadcast(&s->rp_cond);
+    qemu_mutex_unlock(&s->error_lock);
+    return true;
+}
+
+static bool rp_resume_ack(MigrationState *s, const RPMessage *msg,
+                          GError **errp)
+{
+    uint32_t v = rp_message_get_u32(msg);
+
+    trace_source_return_path_thread_resume_ack(v);
+    if (v != MIGRATION_RESUME_ACK_VALUE ||
+        migrate_get_state(&s->status) != MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        error_setg(errp, "unexpected RESUME_ACK(%u) in status %s", v,
+                   MigrationStatus_str(migrate_get_state(&s->status)));
+        return false;
+    }
+    qemu_mutex_lock(&s->error_lock);
+    s->rp_resume_ack = true;
+    qemu_cond_broadcast(&s->rp_cond);
+    qemu_mutex_unlock(&s->error_lock);
+    return true;
+}
+
 static void *source_return_path_thread(void *opaque)
 {
     MigrationState *s = opaque;
@@ -330,6 +382,16 @@ static void *source_return_path_thread(void *opaque)
                 goto out;
             }
             break;
+        case MIG_RP_MSG_RECV_BITMAP:
+            if (!rp_recv_bitmap(s, &msg, &err)) {
+                goto out;
+            }
+            break;
+        case MIG_RP_MSG_RESUME_ACK:
+            if (!rp_resume_ack(s, &msg, &err)) {
+                goto out;
+            }
+            break;
         default:
             error_setg(&err, "Unexpected return-path message type %u",
                        msg.type);
@@ -347,6 +409,8 @@ out:
         migrate_get_state(&s->status) != MIGRATION_STATUS_CANCELLING) {
         g_prefix_error(&err, "Return path: ");
         s->rp_error = g_steal_pointer(&err);
+        /* A broken link (not a bad message): postcopy pauses on it. */
+        s->rp_error_io = qemu_file_get_error(s->rp_file) != 0;
         failed = true;
     }
     s->rp_thread_done = true;
@@ -718,35 +782,37 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     return true;
 }
 
-static void postcopy_error(MigrationState *s, GError **errp)
+/* Why postcopy failed for good: the VM here stays stopped. */
+static void postcopy_error(MigrationState *s, GError *cause, GError **errp)
 {
-    GError *e = NULL;
-
-    collect_error(s, &e);
     if (s->postcopy_after_devices) {
-        error_setg(errp, "postcopy: destination went away: %s (the VM stays "
-                   "stopped here: its RAM is complete on neither side, and "
-                   "postcopy recovery is not supported)", e->message);
+        qatomic_mb_set(&s->postcopy_failed, true);
+        error_setg(errp, "postcopy: %s (the VM stays stopped here: the "
+                   "destination may have run it, so this copy is stale)",
+                   cause->message);
     } else {
-        error_setg(errp, "postcopy: %s", e->message);
+        error_setg(errp, "postcopy: %s", cause->message);
     }
-    g_error_free(e);
 }
 
-/* After the switch: send the rest (urgent pages first) and finish. */
-static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
+/*
+ * Send the rest of RAM on the current channel (urgent pages first), then
+ * the end, and wait for the destination's SHUT.  False with errp on any
+ * failure: the caller decides between a pause and the end.
+ */
+static bool postcopy_run_channel(MigrationState *s, GError **errp)
 {
     QEMUFile *f = s->to_dst_file;
     int ret;
 
     while (status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         if (rp_has_error(s)) {
-            postcopy_error(s, errp);
+            collect_error(s, errp);
             return false;
         }
         ret = qemu_savevm_state_iterate(f, true);
         if (ret < 0 || qemu_file_get_error(f)) {
-            postcopy_error(s, errp);
+            collect_error(s, errp);
             return false;
         }
         if (ret == 1) {
@@ -754,6 +820,8 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
         }
     }
     if (!status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        error_setg(errp, "status changed to %s",
+                   MigrationStatus_str(migrate_get_state(&s->status)));
         return false;
     }
     trace_migration_completion_postcopy_end();
@@ -762,25 +830,275 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
         ret = qemu_fflush(f);
     }
     if (ret < 0) {
-        postcopy_error(s, errp);
+        collect_error(s, errp);
         return false;
     }
     /* The destination answers SHUT when its listen thread is done. */
     close_return_path(s);
     if (!s->rp_shut_received || rp_has_error(s)) {
         if (!rp_has_error(s)) {
-            error_setg(errp, "postcopy: destination went away: it closed "
-                       "the return path without reporting success (the VM "
-                       "stays stopped here: its RAM is complete on neither "
-                       "side, and postcopy recovery is not supported)");
+            error_setg(errp, "the destination closed the return path "
+                       "without reporting success");
             return false;
         }
-        postcopy_error(s, errp);
+        collect_error(s, errp);
         return false;
     }
-    stats_set_final(s);
-    return migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                             MIGRATION_STATUS_COMPLETED);
+    return true;
+}
+
+/*
+ * A broken link can be recovered from; a destination that spoke nonsense
+ * or reported a failure cannot.
+ */
+static bool postcopy_can_pause(MigrationState *s)
+{
+    bool rp_said_no;
+    bool link_broke;
+
+    if (!status_is(s, MIGRATION_STATUS_POSTCOPY_ACTIVE) ||
+        !s->postcopy_after_devices) {
+        return false;
+    }
+    qemu_mutex_lock(&s->error_lock);
+    /* A bad message, or SHUT(1): the destination's own verdict. */
+    rp_said_no = s->rp_error && !s->rp_error_io;
+    link_broke = s->rp_error_io;
+    qemu_mutex_unlock(&s->error_lock);
+    if (s->to_dst_file && qemu_file_get_error(s->to_dst_file)) {
+        link_broke = true;
+    }
+    return link_broke && !rp_said_no;
+}
+
+static void pause_stats_begin(MigrationState *s)
+{
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.postcopy_pauses++;
+    s->stats.paused_since = now_ms();
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
+static void pause_stats_end(MigrationState *s)
+{
+    qemu_mutex_lock(&s->stats_lock);
+    if (s->stats.paused_since) {
+        s->stats.postcopy_paused_ms += now_ms() - s->stats.paused_since;
+        s->stats.paused_since = 0;
+    }
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
+void migration_source_pause_stats(MigrationState *s, uint64_t *pauses,
+                                  int64_t *paused_ms)
+{
+    qemu_mutex_lock(&s->stats_lock);
+    *pauses = s->stats.postcopy_pauses;
+    *paused_ms = s->stats.postcopy_paused_ms;
+    if (s->stats.paused_since) {
+        *paused_ms += now_ms() - s->stats.paused_since;
+    }
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
+/* Drop the channel and the return-path thread; the RAM state stays. */
+static void postcopy_drop_channel(MigrationState *s)
+{
+    QEMUFile *f;
+
+    qemu_mutex_lock(&s->qemu_file_lock);
+    if (s->to_dst_file) {
+        qemu_file_shutdown(s->to_dst_file);
+    }
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    close_return_path(s);
+    qemu_mutex_lock(&s->qemu_file_lock);
+    f = s->to_dst_file;
+    s->to_dst_file = NULL;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    if (f) {
+        qemu_fclose(f);
+    }
+    qemu_mutex_lock(&s->error_lock);
+    g_clear_error(&s->rp_error);
+    s->rp_error_io = false;
+    s->rp_thread_done = false;
+    s->rp_bitmaps_pending = 0;
+    s->rp_resume_ack = false;
+    qemu_mutex_unlock(&s->error_lock);
+    qatomic_mb_set(&s->rp_shut_stream, false);
+    s->rp_shut_received = false;
+    s->rp_shut_value = 0;
+}
+
+/* postcopy-paused until "migrate" with resume gives a new URI. */
+static char *postcopy_pause(MigrationState *s, const char *why)
+{
+    MigrationStatus cur = migrate_get_state(&s->status);
+    char *uri;
+
+    trace_postcopy_pause_source(why);
+    warn_report("postcopy paused: %s; waiting for a recovery (migrate "
+                "with resume)", why);
+    migrate_set_state(&s->status, cur, MIGRATION_STATUS_POSTCOPY_PAUSED);
+    postcopy_drop_channel(s);
+    qemu_mutex_lock(&s->pause_lock);
+    while (!s->resume_uri) {
+        qemu_cond_wait(&s->pause_cond, &s->pause_lock);
+    }
+    uri = s->resume_uri;
+    s->resume_uri = NULL;
+    qemu_mutex_unlock(&s->pause_lock);
+    trace_postcopy_pause_source_continued(uri);
+    return uri;
+}
+
+/* Wait (error_lock held) until done() or the return path ended. */
+static bool rp_wait(MigrationState *s, bool (*done)(MigrationState *s))
+{
+    while (!done(s) && !s->rp_thread_done) {
+        qemu_cond_wait(&s->rp_cond, &s->error_lock);
+    }
+    return done(s);
+}
+
+static bool bitmaps_done(MigrationState *s)
+{
+    return s->rp_bitmaps_pending == 0;
+}
+
+static bool resume_acked(MigrationState *s)
+{
+    return s->rp_resume_ack;
+}
+
+static bool rp_wait_for(MigrationState *s, bool (*done)(MigrationState *s),
+                        const char *what, GError **errp)
+{
+    bool ok;
+
+    qemu_mutex_lock(&s->error_lock);
+    ok = rp_wait(s, done);
+    qemu_mutex_unlock(&s->error_lock);
+    if (!ok) {
+        collect_error(s, errp);
+        g_prefix_error(errp, "waiting for %s: ", what);
+    }
+    return ok;
+}
+
+/* Ask for every block's received map: its reply is our new dirty map. */
+static bool postcopy_send_recv_bitmaps(MigrationState *s, GError **errp)
+{
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    RAMBlock *rb;
+
+    rcu_read_lock();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        g_ptr_array_add(names, g_strdup(rb->idstr));
+    }
+    rcu_read_unlock();
+    qemu_mutex_lock(&s->error_lock);
+    s->rp_bitmaps_pending = names->len;
+    qemu_mutex_unlock(&s->error_lock);
+    for (guint i = 0; i < names->len; i++) {
+        if (qemu_savevm_send_recv_bitmap(s->to_dst_file,
+                                         names->pdata[i]) < 0) {
+            collect_error(s, errp);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * The recovery handshake on a new channel (QEMU's order): RECV_BITMAP for
+ * every block, all replies, RESUME, RESUME_ACK; then postcopy goes on.
+ */
+static bool postcopy_do_resume(MigrationState *s, const char *uri,
+                               GError **errp)
+{
+    QIOChannel *ioc = NULL;
+    QEMUFile *f;
+
+    if (!migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                           MIGRATION_STATUS_POSTCOPY_RECOVER)) {
+        error_setg(errp, "status changed while paused");
+        return false;
+    }
+    if (!migration_channel_connect(uri, &ioc, errp)) {
+        return false;
+    }
+    f = qemu_file_new_output(ioc);
+    qio_channel_unref(ioc);
+    qemu_mutex_lock(&s->qemu_file_lock);
+    s->to_dst_file = f;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    if (!open_return_path(s, errp) ||
+        !postcopy_send_recv_bitmaps(s, errp) ||
+        !rp_wait_for(s, bitmaps_done, "the received bitmaps", errp)) {
+        return false;
+    }
+    ram_postcopy_resume_prepare(s->ram);
+    if (qemu_savevm_send_postcopy_resume(f) < 0) {
+        collect_error(s, errp);
+        return false;
+    }
+    if (!rp_wait_for(s, resume_acked, "RESUME_ACK", errp)) {
+        return false;
+    }
+    qemu_file_set_rate_limit(f, 0);
+    migration_channel_tune_postcopy(qemu_file_get_ioc(f), true);
+    if (!migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_RECOVER,
+                           MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        error_setg(errp, "status changed during the recovery");
+        return false;
+    }
+    pause_stats_end(s);
+    trace_postcopy_resume_source_done();
+    return true;
+}
+
+/* Pause, and try each recovery the operator starts until one works. */
+static void postcopy_pause_until_resumed(MigrationState *s, GError *cause)
+{
+    g_autofree char *why = g_strdup(cause->message);
+
+    pause_stats_begin(s);
+    for (;;) {
+        g_autofree char *uri = postcopy_pause(s, why);
+        GError *err = NULL;
+
+        if (postcopy_do_resume(s, uri, &err)) {
+            return;
+        }
+        g_free(why);
+        why = g_strdup_printf("recovery over %s failed: %s", uri,
+                              err->message);
+        g_error_free(err);
+    }
+}
+
+/* After the switch: send the rest, pausing through broken links. */
+static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
+{
+    for (;;) {
+        GError *err = NULL;
+
+        if (postcopy_run_channel(s, &err)) {
+            stats_set_final(s);
+            return migrate_set_state(&s->status,
+                                     MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                                     MIGRATION_STATUS_COMPLETED);
+        }
+        if (!postcopy_can_pause(s)) {
+            postcopy_error(s, err, errp);
+            g_error_free(err);
+            return false;
+        }
+        postcopy_pause_until_resumed(s, err);
+        g_error_free(err);
+    }
 }
 
 bool migrate_start_postcopy(GError **errp)
@@ -949,8 +1267,16 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
 /* Put the VM back the way migration found it. */
 static void restore_vm(MigrationState *s)
 {
-    /* After the postcopy package the destination may run it: stay off. */
-    if (!s->vm_stopped_by_us || s->postcopy_after_devices) {
+    /*
+     * After the postcopy package the destination may run it: stay off,
+     * in postmigrate (as after a migration), where "cont" is the
+     * operator's explicit choice.
+     */
+    if (s->vm_stopped_by_us && s->postcopy_after_devices) {
+        runstate_set(RUN_STATE_POSTMIGRATE);
+        return;
+    }
+    if (!s->vm_stopped_by_us) {
         return;
     }
     s->vm_stopped_by_us = false;
@@ -1089,7 +1415,13 @@ static void migration_reset_stats(MigrationState *s)
     s->pause_released = false;
     qatomic_mb_set(&s->start_postcopy, false);
     s->postcopy_after_devices = false;
+    qemu_mutex_lock(&s->pause_lock);
+    g_clear_pointer(&s->resume_uri, g_free);
+    qemu_mutex_unlock(&s->pause_lock);
     qemu_mutex_lock(&s->error_lock);
+    s->rp_error_io = false;
+    s->rp_bitmaps_pending = 0;
+    s->rp_resume_ack = false;
     g_clear_pointer(&s->error_desc, g_free);
     g_clear_error(&s->rp_error);
     qemu_mutex_unlock(&s->error_lock);
@@ -1103,12 +1435,58 @@ static void migration_sections_init(void)
     postcopy_ram_init();
 }
 
-bool migrate_start(const char *uri, GError **errp)
+/* migrate with resume: hand the new URI to the paused migration thread. */
+static bool migrate_resume(MigrationState *s, const char *uri, GError **errp)
+{
+    if (!status_is(s, MIGRATION_STATUS_POSTCOPY_PAUSED)) {
+        error_setg(errp, "Cannot resume if there is no paused migration");
+        return false;
+    }
+    if (!uri_scheme_known(uri)) {
+        error_setg(errp, "Parameter 'uri' expects a valid migration "
+                   "protocol");
+        return false;
+    }
+    trace_migrate_resume(uri);
+    qemu_mutex_lock(&s->pause_lock);
+    if (s->resume_uri) {
+        qemu_mutex_unlock(&s->pause_lock);
+        error_setg(errp, "A recovery is being started already");
+        return false;
+    }
+    s->resume_uri = g_strdup(uri);
+    qemu_cond_broadcast(&s->pause_cond);
+    qemu_mutex_unlock(&s->pause_lock);
+    return true;
+}
+
+void migration_postcopy_failure_reset(void)
+{
+    qatomic_mb_set(&migrate_get_current()->postcopy_failed, false);
+}
+
+bool migrate_start(const char *uri, bool resume, GError **errp)
 {
     MigrationState *s = migrate_get_current();
     MigrationThreadArgs *args;
     MigrationStatus old = migrate_get_state(&s->status);
 
+    if (resume) {
+        return migrate_resume(s, uri, errp);
+    }
+    if (old == MIGRATION_STATUS_POSTCOPY_PAUSED ||
+        old == MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        error_setg(errp, "The postcopy migration is paused: recover it "
+                   "with migrate and resume=true");
+        return false;
+    }
+    if (qatomic_mb_read(&s->postcopy_failed)) {
+        error_setg(errp, "This VM's postcopy migration failed after the "
+                   "destination could run it: its RAM here is stale.  Run "
+                   "'cont' to declare this copy the live one before "
+                   "migrating it again");
+        return false;
+    }
     if (!status_is_terminal_or_none(old)) {
         error_setg(errp, "There's a migration process in progress");
         return false;
@@ -1148,12 +1526,20 @@ bool migrate_start(const char *uri, GError **errp)
     return true;
 }
 
-static void refuse_postcopy_cancel(const char *side, GError **errp)
+static bool status_in_postcopy(MigrationStatus st)
+{
+    return st == MIGRATION_STATUS_POSTCOPY_ACTIVE ||
+           st == MIGRATION_STATUS_POSTCOPY_PAUSED ||
+           st == MIGRATION_STATUS_POSTCOPY_RECOVER;
+}
+
+static void refuse_postcopy_cancel(const char *side, MigrationStatus st,
+                                   GError **errp)
 {
     trace_migrate_cancel_refused(side);
-    error_setg(errp, "migrate_cancel is refused in postcopy-active (%s): "
-               "the guest's RAM is split between source and destination, "
-               "so it would run nowhere", side);
+    error_setg(errp, "migrate_cancel is refused in %s (%s): the guest's "
+               "RAM is split between source and destination, so it would "
+               "run nowhere", MigrationStatus_str(st), side);
 }
 
 static bool incoming_cancel(MigrationIncomingState *mis, GError **errp);
@@ -1175,8 +1561,8 @@ bool migrate_cancel(GError **errp)
             cur == MIGRATION_STATUS_CANCELLING) {
             return true;
         }
-        if (cur == MIGRATION_STATUS_POSTCOPY_ACTIVE) {
-            refuse_postcopy_cancel("source", errp);
+        if (status_in_postcopy(cur)) {
+            refuse_postcopy_cancel("source", cur, errp);
             return false;
         }
     } while (!migrate_set_state(&s->status, cur,
@@ -1191,6 +1577,35 @@ bool migrate_cancel(GError **errp)
     qemu_mutex_lock(&s->pause_lock);
     qemu_cond_broadcast(&s->pause_cond);
     qemu_mutex_unlock(&s->pause_lock);
+    return true;
+}
+
+bool migrate_pause(GError **errp)
+{
+    MigrationState *s = migrate_get_current();
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    MigrationStatus in = migrate_get_state(&mis->status);
+    MigrationStatus out = migrate_get_state(&s->status);
+
+    if (in == MIGRATION_STATUS_POSTCOPY_ACTIVE ||
+        in == MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        trace_migrate_pause("destination");
+        postcopy_incoming_pause_request(mis);
+        return true;
+    }
+    if (out != MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+        out != MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        error_setg(errp, "migrate-pause is currently only supported during "
+                   "postcopy-active state");
+        return false;
+    }
+    /* The migration thread's next write fails, and it pauses. */
+    trace_migrate_pause("source");
+    qemu_mutex_lock(&s->qemu_file_lock);
+    if (s->to_dst_file) {
+        qemu_file_shutdown(s->to_dst_file);
+    }
+    qemu_mutex_unlock(&s->qemu_file_lock);
     return true;
 }
 
@@ -1214,7 +1629,19 @@ bool migrate_continue(MigrationStatus state, GError **errp)
 /* ---------------------------------------------------------------------- */
 /* Destination */
 
-void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
+/*
+ * The one place that decides the process's fate after a failed incoming
+ * migration, in the main loop: as QEMU does, a destination whose load
+ * failed has nothing to run, and exits.
+ */
+static gboolean incoming_fatal_bh(gpointer opaque)
+{
+    error_report("exiting: the incoming migration failed");
+    exit(1);
+    return G_SOURCE_REMOVE;
+}
+
+void migration_incoming_fail(LoadVMContext *ctx, GError *err)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     MigrationStatus cur;
@@ -1225,18 +1652,24 @@ void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
         cur = migrate_get_state(&mis->status);
     } while (!status_is_terminal_or_none(cur) &&
              !migrate_set_state(&mis->status, cur, MIGRATION_STATUS_FAILED));
-    if (ctx->to_src) {
+    if (ctx && ctx->to_src) {
         migrate_send_rp_shut(ctx, 1);
     }
     error_report("load of migration failed: %s", err->message);
-    /* As QEMU does: a destination whose load failed has nothing to run. */
-    exit(1);
+    g_error_free(err);
+    g_idle_add(incoming_fatal_bh, NULL);
 }
 
-static void incoming_fail(MigrationIncomingState *mis, LoadVMContext *ctx,
-                          GError *err)
+void migration_incoming_pause_stats(MigrationIncomingState *mis,
+                                    uint64_t *pauses, int64_t *paused_ms)
 {
-    migration_incoming_fail_exit(ctx, err);
+    qemu_mutex_lock(&mis->error_lock);
+    *pauses = mis->postcopy_pauses;
+    *paused_ms = mis->postcopy_paused_ms;
+    if (mis->paused_since) {
+        *paused_ms += now_ms() - mis->paused_since;
+    }
+    qemu_mutex_unlock(&mis->error_lock);
 }
 
 bool migration_incoming_close_cancel_gate(MigrationIncomingState *mis)
@@ -1273,7 +1706,9 @@ static bool incoming_cancel(MigrationIncomingState *mis, GError **errp)
     case MIGRATION_STATUS_CANCELLING:
         return true;
     case MIGRATION_STATUS_POSTCOPY_ACTIVE:
-        refuse_postcopy_cancel("destination", errp);
+    case MIGRATION_STATUS_POSTCOPY_PAUSED:
+    case MIGRATION_STATUS_POSTCOPY_RECOVER:
+        refuse_postcopy_cancel("destination", cur, errp);
         return false;
     default:
         error_setg(errp, "migrate_cancel: incoming migration in state %s "
@@ -1287,7 +1722,8 @@ static bool incoming_cancel(MigrationIncomingState *mis, GError **errp)
         qemu_mutex_unlock(&mis->file_lock);
         /* The loader got there first: postcopy listening, or loaded. */
         if (postcopy_state_get(mis) >= POSTCOPY_INCOMING_LISTENING) {
-            refuse_postcopy_cancel("destination", errp);
+            refuse_postcopy_cancel("destination",
+                                   MIGRATION_STATUS_POSTCOPY_ACTIVE, errp);
         } else {
             error_setg(errp, "migrate_cancel: too late, the incoming "
                        "migration has been loaded");
@@ -1380,7 +1816,12 @@ static void *incoming_thread(void *opaque)
             error_setg(&err, "load failed");
         }
         explain_net_timeout(mis->from_src_file, &err);
-        incoming_fail(mis, &ctx, err);
+        /*
+         * The process exits from the main loop; a listen thread may still
+         * use ctx and the file, so leave them as they are.
+         */
+        migration_incoming_fail(&ctx, err);
+        return NULL;
     }
     if (ctx.postcopy_listening) {
         /* The listen thread finishes the job (SHUT, completed). */
@@ -1421,13 +1862,15 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     mis->from_src_file = qemu_file_new_input(ioc);
     qio_channel_unref(ioc);
     if (!qemu_file_set_blocking(mis->from_src_file, true, &err)) {
-        incoming_fail(mis, &(LoadVMContext){ 0 }, err);
+        migration_incoming_fail(NULL, err);
+        return;
     }
     migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
                       MIGRATION_STATUS_ACTIVE);
     if (!qemu_thread_create(&mis->thread, "mig/dst/main", incoming_thread,
                             mis, &err)) {
-        incoming_fail(mis, &(LoadVMContext){ 0 }, err);
+        migration_incoming_fail(NULL, err);
+        return;
     }
     mis->thread_running = true;
 }
@@ -1449,6 +1892,53 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
     /* QEMU reports "setup" here even without the events capability. */
     qatomic_mb_set(&mis->status, MIGRATION_STATUS_SETUP);
     trace_migrate_set_state(MigrationStatus_str(MIGRATION_STATUS_SETUP));
+    qapi_event_send_migration(MIGRATION_STATUS_SETUP);
+    return true;
+}
+
+/* The first connection to migrate-recover's listener: the new channel. */
+static void recover_accept(QIOChannel *ioc, void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+    QEMUFile *f = qemu_file_new_input(ioc);
+    GError *err = NULL;
+
+    trace_migration_incoming_recover_accept(qio_channel_get_name(ioc));
+    qio_channel_unref(ioc);
+    mis->recover_listening = false;
+    if (!qemu_file_set_blocking(f, true, &err)) {
+        warn_report("postcopy recovery: %s", err->message);
+        g_error_free(err);
+        qemu_fclose(f);
+        return;
+    }
+    postcopy_incoming_recover_channel(mis, f);
+}
+
+bool migrate_recover(const char *uri, GError **errp)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
+    if (migrate_get_state(&mis->status) !=
+        MIGRATION_STATUS_POSTCOPY_PAUSED) {
+        error_setg(errp, "Migrate recover can only be run when postcopy "
+                   "is paused.");
+        return false;
+    }
+    if (mis->recover_listening) {
+        error_setg(errp, "Migrate recovery is triggered already");
+        return false;
+    }
+    trace_migrate_recover(uri);
+    migration_listener_free(mis->listener);
+    mis->listener = migration_channel_listen(uri, recover_accept, mis, errp);
+    if (!mis->listener) {
+        return false;
+    }
+    mis->recover_listening = true;
+    g_free(mis->listen_uri);
+    mis->listen_uri = g_strdup(uri);
+    /* As QEMU: "setup" is announced while the status stays paused. */
     qapi_event_send_migration(MIGRATION_STATUS_SETUP);
     return true;
 }

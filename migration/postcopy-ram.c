@@ -85,6 +85,8 @@ struct PostcopyIncomingState {
     QemuMutex lock;
     QemuCond cond;
     bool main_done;
+    /* Recovery (under lock): the new channel migrate-recover accepted. */
+    QEMUFile *recover_file;
     PostcopyStats stats;
     /* hugetlbfs has no UFFDIO_ZEROPAGE: zero pages are copied from here */
     uint8_t *zero_page;
@@ -637,10 +639,18 @@ static void fault_failed(MigrationIncomingState *mis, const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     error_setg(&err, "postcopy: %s", msg);
-    migration_incoming_fail_exit(mis->postcopy->ctx, err);
+    migration_incoming_fail(mis->postcopy->ctx, err);
 }
 
-static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
+/* Only a running postcopy sends requests (paused: at RESUME, all again). */
+static bool requests_flow(MigrationIncomingState *mis)
+{
+    return migrate_get_state(&mis->status) ==
+           MIGRATION_STATUS_POSTCOPY_ACTIVE;
+}
+
+/* False after a fatal error (reported): the fault thread stops. */
+static bool handle_fault(MigrationIncomingState *mis, uintptr_t addr,
                          pid_t tid)
 {
     PostcopyIncomingState *pis = mis->postcopy;
@@ -658,7 +668,7 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     if (!rb || off >= rb->used_length) {
         rcu_read_unlock();
         fault_failed(mis, "fault at 0x%" PRIxPTR " outside guest RAM", addr);
-        return;
+        return false;
     }
     hp_off = QEMU_ALIGN_DOWN(off, rb->page_size);
     hp_addr = (uintptr_t)(rb->host + hp_off);
@@ -676,14 +686,15 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
         if (ioctl(pis->uffd, UFFDIO_WAKE, &r) < 0) {
             fault_failed(mis, "UFFDIO_WAKE at 0x%" PRIxPTR ": %s", hp_addr,
                          g_strerror(errno));
+            return false;
         }
-        return;
+        return true;
     }
     b = pc_block(pis, rb);
     if (!postcopy_request_mark(mis, rb, hp_off)) {
         trace_postcopy_request_already_pending(rb->idstr, hp_off);
         rcu_read_unlock();
-        return;     /* already on its way */
+        return true;    /* already on its way */
     }
     t = now_us();
     qatomic_mb_set(&b->fault_time[hp_off / rb->page_size], t);
@@ -698,23 +709,33 @@ static void handle_fault(MigrationIncomingState *mis, uintptr_t addr,
          * fault counted has its sample and no request stays marked.
          */
         trace_postcopy_page_already_received(rb->idstr, hp_off);
-        if ((qatomic_cmpxchg(&b->fault_time[hp_off /
-                                                       rb->page_size], t, 0) == t)) {
+        if (qatomic_cmpxchg(&b->fault_time[hp_off / rb->page_size], t,
+                            0) == t) {
             stats_latency(pis, now_us() - t);
         }
         clear_bit_atomic(hp_off / rb->page_size, b->requested);
         rcu_read_unlock();
-        return;
+        return true;
+    }
+    /*
+     * The mark above comes before this look at the status, and RESUME
+     * sets the status before it sends the marked requests again: either
+     * it sees our mark or we see "active", so none is lost.
+     */
+    if (!requests_flow(mis)) {
+        trace_postcopy_request_while_paused(rb->idstr, hp_off);
+        rcu_read_unlock();
+        return true;
     }
     ret = migrate_send_rp_req_pages(pis->ctx, rb->idstr, hp_off,
                                     rb->page_size);
     rcu_read_unlock();
     if (ret < 0) {
-        fault_failed(mis, "cannot request host page 0x%" PRIx64 " of '%s' on "
-                     "the return path: %s (the source is gone; postcopy "
-                     "recovery is not supported)", (uint64_t)hp_off,
-                     rb->idstr, g_strerror(-ret));
+        /* The link is broken: the listen thread pauses (it may not know). */
+        trace_postcopy_request_failed(rb->idstr, hp_off, -ret);
+        postcopy_incoming_pause_request(mis);
     }
+    return true;
 }
 
 static void *fault_thread(void *opaque)
@@ -746,14 +767,17 @@ static void *fault_thread(void *opaque)
             if (msg.event != UFFD_EVENT_PAGEFAULT) {
                 continue;
             }
-            handle_fault(mis, msg.arg.pagefault.address,
-                         msg.arg.pagefault.feat.ptid);
+            if (!handle_fault(mis, msg.arg.pagefault.address,
+                              msg.arg.pagefault.feat.ptid)) {
+                goto out;
+            }
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
             fault_failed(mis, "reading userfaultfd: %s", g_strerror(errno));
             break;
         }
     }
+out:
     trace_postcopy_ram_fault_thread_exit();
     return NULL;
 }
@@ -1055,6 +1079,225 @@ static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
     return true;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Recovery */
+
+void postcopy_incoming_pause_request(MigrationIncomingState *mis)
+{
+    /* The listen thread's read fails at once, and it pauses. */
+    qemu_mutex_lock(&mis->file_lock);
+    if (mis->from_src_file) {
+        qemu_file_shutdown(mis->from_src_file);
+    }
+    qemu_mutex_unlock(&mis->file_lock);
+}
+
+void postcopy_incoming_recover_channel(MigrationIncomingState *mis,
+                                       QEMUFile *f)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    qemu_mutex_lock(&pis->lock);
+    if (pis->recover_file ||
+        migrate_get_state(&mis->status) != MIGRATION_STATUS_POSTCOPY_PAUSED) {
+        qemu_mutex_unlock(&pis->lock);
+        warn_report("postcopy recovery: a connection arrived while not "
+                    "paused; closed");
+        qemu_fclose(f);
+        return;
+    }
+    pis->recover_file = f;
+    qemu_cond_broadcast(&pis->cond);
+    qemu_mutex_unlock(&pis->lock);
+}
+
+static void pause_stats(MigrationIncomingState *mis, bool begin)
+{
+    int64_t now = g_get_monotonic_time() / 1000;
+
+    qemu_mutex_lock(&mis->error_lock);
+    if (begin && !mis->paused_since) {
+        mis->postcopy_pauses++;
+        mis->paused_since = now;
+    } else if (!begin && mis->paused_since) {
+        mis->postcopy_paused_ms += now - mis->paused_since;
+        mis->paused_since = 0;
+    }
+    qemu_mutex_unlock(&mis->error_lock);
+}
+
+/* Close the broken channel: main stream and return path. */
+static void drop_channel(MigrationIncomingState *mis, LoadVMContext *ctx)
+{
+    QEMUFile *to = loadvm_context_take_return_path(ctx);
+    QEMUFile *from;
+
+    if (to) {
+        qemu_fclose(to);
+    }
+    qemu_mutex_lock(&mis->file_lock);
+    from = mis->from_src_file;
+    mis->from_src_file = NULL;
+    qemu_mutex_unlock(&mis->file_lock);
+    loadvm_context_set_channels(ctx, NULL, NULL);
+    if (from) {
+        qemu_fclose(from);
+    }
+    /* Half-built host pages are not in the received map: sent again. */
+    ram_load_discard_tmp_pages(mis);
+}
+
+/* Block until migrate-recover's listener hands us a connection. */
+static QEMUFile *wait_recover_channel(PostcopyIncomingState *pis)
+{
+    QEMUFile *f;
+
+    qemu_mutex_lock(&pis->lock);
+    while (!pis->recover_file) {
+        qemu_cond_wait(&pis->cond, &pis->lock);
+    }
+    f = pis->recover_file;
+    pis->recover_file = NULL;
+    qemu_mutex_unlock(&pis->lock);
+    return f;
+}
+
+/*
+ * A failure of a running postcopy: keep the guest and everything received,
+ * go to postcopy-paused, and wait for a new channel (migrate-recover).
+ * False if this failure cannot be paused (the guest never ran here).
+ */
+static bool postcopy_pause_incoming(MigrationIncomingState *mis,
+                                    LoadVMContext *ctx, const GError *why)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+    MigrationStatus cur = migrate_get_state(&mis->status);
+    QEMUFile *f, *rp;
+
+    if (postcopy_state_get(mis) != POSTCOPY_INCOMING_RUNNING ||
+        (cur != MIGRATION_STATUS_POSTCOPY_ACTIVE &&
+         cur != MIGRATION_STATUS_POSTCOPY_RECOVER)) {
+        return false;
+    }
+    trace_postcopy_pause_incoming(why->message);
+    warn_report("postcopy paused: %s; the guest keeps running, waiting for "
+                "migrate-recover", why->message);
+    /* The main loader is done with the stream once it saw RUN. */
+    qemu_mutex_lock(&pis->lock);
+    while (!pis->main_done) {
+        qemu_cond_wait(&pis->cond, &pis->lock);
+    }
+    qemu_mutex_unlock(&pis->lock);
+    drop_channel(mis, ctx);
+    migrate_set_state(&mis->status, cur, MIGRATION_STATUS_POSTCOPY_PAUSED);
+    pause_stats(mis, true);
+    for (;;) {
+        f = wait_recover_channel(pis);
+        rp = qemu_file_get_return_path(f);
+        if (rp) {
+            break;
+        }
+        warn_report("postcopy recovery: the new channel cannot carry a "
+                    "return path; waiting for another migrate-recover");
+        qemu_fclose(f);
+    }
+    qemu_mutex_lock(&mis->file_lock);
+    mis->from_src_file = f;
+    qemu_mutex_unlock(&mis->file_lock);
+    loadvm_context_set_channels(ctx, f, rp);
+    migration_channel_tune_postcopy(qemu_file_get_ioc(f), false);
+    migrate_set_state(&mis->status, MIGRATION_STATUS_POSTCOPY_PAUSED,
+                      MIGRATION_STATUS_POSTCOPY_RECOVER);
+    trace_postcopy_pause_incoming_continued();
+    return true;
+}
+
+/* RECV_BITMAP: our received map of that block, on the return path. */
+static bool pc_recv_bitmap(LoadVMContext *ctx, const char *idstr,
+                           GError **errp)
+{
+    MigrationIncomingState *mis = ctx->opaque;
+    unsigned long *map;
+    RAMBlock *rb;
+    int ret;
+
+    if (migrate_get_state(&mis->status) !=
+        MIGRATION_STATUS_POSTCOPY_RECOVER) {
+        /* QEMU ignores it then; refusing tells the source why it waits. */
+        error_setg(errp, "RECV_BITMAP for '%s' outside postcopy-recover",
+                   idstr);
+        return false;
+    }
+    rcu_read_lock();
+    rb = qemu_ram_block_by_name(idstr);
+    map = rb ? rcu_dereference(rb->receivedmap) : NULL;
+    if (!rb || !(rb->flags & RAM_MIGRATABLE) || !map) {
+        rcu_read_unlock();
+        error_setg(errp, "RECV_BITMAP: unknown RAMBlock '%s'", idstr);
+        return false;
+    }
+    ret = migrate_send_rp_recv_bitmap(ctx, idstr, map,
+                                      rb->used_length >> TARGET_PAGE_BITS);
+    rcu_read_unlock();
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "RECV_BITMAP: sending the bitmap of "
+                         "'%s'", idstr);
+        return false;
+    }
+    return true;
+}
+
+/* Every host page still asked for, asked for again (new channel). */
+static int resend_requests(MigrationIncomingState *mis)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+    g_autoptr(GPtrArray) blocks = migratable_blocks();
+    int sent = 0;
+
+    for (guint i = 0; i < blocks->len; i++) {
+        RAMBlock *rb = blocks->pdata[i];
+        PostcopyBlock *b = pc_block(pis, rb);
+        unsigned long n = DIV_ROUND_UP(rb->used_length, rb->page_size);
+
+        /* The fault thread sets bits meanwhile: atomic reads. */
+        for (unsigned long hp = 0; hp < n; hp++) {
+            if (!test_bit_atomic(hp, b->requested)) {
+                continue;
+            }
+            if (migrate_send_rp_req_pages(pis->ctx, rb->idstr,
+                                          (uint64_t)hp * rb->page_size,
+                                          rb->page_size) < 0) {
+                return -1;
+            }
+            sent++;
+        }
+    }
+    return sent;
+}
+
+static bool pc_resume(LoadVMContext *ctx, GError **errp)
+{
+    MigrationIncomingState *mis = ctx->opaque;
+    int n;
+
+    if (!migrate_set_state(&mis->status, MIGRATION_STATUS_POSTCOPY_RECOVER,
+                           MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        /* QEMU ignores it then; the source would wait for nothing. */
+        error_setg(errp, "POSTCOPY_RESUME outside postcopy-recover "
+                   "(status %s)",
+                   MigrationStatus_str(migrate_get_state(&mis->status)));
+        return false;
+    }
+    pause_stats(mis, false);
+    if (migrate_send_rp_resume_ack(ctx, MIGRATION_RESUME_ACK_VALUE) < 0 ||
+        (n = resend_requests(mis)) < 0) {
+        error_setg(errp, "POSTCOPY_RESUME: the return path failed");
+        return false;
+    }
+    trace_postcopy_resume_incoming(n);
+    return true;
+}
+
 static void *listen_thread(void *opaque)
 {
     LoadVMContext *ctx = opaque;
@@ -1066,10 +1309,13 @@ static void *listen_thread(void *opaque)
     trace_postcopy_ram_listen_thread_start();
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
                       MIGRATION_STATUS_POSTCOPY_ACTIVE);
-    ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err);
-    if (ret < 0) {
-        g_prefix_error(&err, "postcopy: ");
-        migration_incoming_fail_exit(ctx, err);
+    while ((ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err)) < 0) {
+        if (!postcopy_pause_incoming(mis, ctx, err)) {
+            g_prefix_error(&err, "postcopy: ");
+            migration_incoming_fail(ctx, err);
+            return NULL;
+        }
+        g_clear_error(&err);
     }
     /* The main loader may still be in the package: wait for it. */
     qemu_mutex_lock(&pis->lock);
@@ -1082,7 +1328,8 @@ static void *listen_thread(void *opaque)
         error_setg(&err, "postcopy: the stream ended in postcopy state %s "
                    "(expected RUNNING after POSTCOPY_RUN)",
                    postcopy_state_str(postcopy_state_get(mis)));
-        migration_incoming_fail_exit(ctx, err);
+        migration_incoming_fail(ctx, err);
+        return NULL;
     }
     postcopy_incoming_cleanup(pis);
     postcopy_state_set(mis, POSTCOPY_INCOMING_END);
@@ -1178,6 +1425,8 @@ static const LoadvmPostcopyOps postcopy_ops = {
     .discard = pc_discard,
     .listen = pc_listen,
     .run = pc_run,
+    .recv_bitmap = pc_recv_bitmap,
+    .resume = pc_resume,
 };
 
 void postcopy_ram_init(void)

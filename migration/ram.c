@@ -1208,6 +1208,119 @@ bool ram_postcopy_send_discard_bitmap(RAMState *rs, QEMUFile *f,
     return true;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Postcopy recovery, source side */
+
+/* Bytes of rb's RECV_BITMAP data: one bit per target page, in u64s. */
+static uint64_t recv_bitmap_size(RAMBlock *rb)
+{
+    return DIV_ROUND_UP(ramblock_pages(rb), 64) * 8;
+}
+
+/*
+ * The destination's received map becomes our dirty map: everything it
+ * does not hold is sent again, whole host pages (it drops half-built
+ * ones, and places only whole ones).
+ */
+static void recv_bitmap_apply(RAMState *rs, RAMBlock *rb,
+                              const unsigned long *recv)
+{
+    unsigned long n = ramblock_pages(rb);
+    unsigned long hp = ramblock_host_page_pages(rb);
+    unsigned long *dirty = bitmap_new(n);
+    unsigned long *old;
+    unsigned long before, after;
+
+    for (unsigned long p = 0; p < n; p += hp) {
+        unsigned long len = MIN(hp, n - p);
+
+        if (find_next_zero_bit(recv, p + len, p) < p + len) {
+            bitmap_set(dirty, p, len);
+        }
+    }
+    after = bitmap_count_one(dirty, n);
+    qemu_mutex_lock(&rs->bitmap_mutex);
+    old = rb->bmap;
+    before = old ? bitmap_count_one(old, n) : 0;
+    rs->migration_dirty_pages += after;
+    rs->migration_dirty_pages -= MIN(before, rs->migration_dirty_pages);
+    qemu_mutex_unlock(&rs->bitmap_mutex);
+    trace_ram_dirty_bitmap_reload(rb->idstr, before, after);
+    bitmap_replace(&rb->bmap, dirty);
+}
+
+bool ram_postcopy_recv_bitmap(RAMState *rs, QEMUFile *rp, const char *idstr,
+                              GError **errp)
+{
+    g_autofree uint64_t *words = NULL;
+    g_autofree unsigned long *recv = NULL;
+    uint64_t size, want, end, nwords;
+    RAMBlock *rb;
+
+    rcu_read_lock();
+    rb = qemu_ram_block_by_name(idstr);
+    rcu_read_unlock();
+    if (!rb || !(rb->flags & RAM_MIGRATABLE) || !rs->active) {
+        error_setg(errp, "RECV_BITMAP reply for unknown RAMBlock '%s'", idstr);
+        return false;
+    }
+    want = recv_bitmap_size(rb);
+    size = qemu_get_be64(rp);
+    if (qemu_file_get_error_obj(rp, errp)) {
+        return false;
+    }
+    if (size != want) {
+        error_setg(errp, "RECV_BITMAP reply for '%s': %" PRIu64 " bytes of "
+                   "bitmap, expected %" PRIu64 " (%lu pages): the blocks "
+                   "differ", idstr, size, want, ramblock_pages(rb));
+        return false;
+    }
+    nwords = size / 8;
+    words = g_new(uint64_t, nwords);
+    if (qemu_get_buffer(rp, (uint8_t *)words, size) != size) {
+        qemu_file_get_error_obj(rp, errp);
+        if (errp && !*errp) {
+            error_setg(errp, "RECV_BITMAP reply for '%s': short bitmap",
+                       idstr);
+        }
+        return false;
+    }
+    end = qemu_get_be64(rp);
+    if (qemu_file_get_error_obj(rp, errp)) {
+        return false;
+    }
+    if (end != RECV_BITMAP_ENDING) {
+        error_setg(errp, "RECV_BITMAP reply for '%s': bad end marker 0x%016"
+                   PRIx64, idstr, end);
+        return false;
+    }
+    recv = bitmap_new(nwords * 64);
+    for (uint64_t i = 0; i < nwords; i++) {
+        uint64_t w = GUINT64_FROM_LE(words[i]);
+
+        for (unsigned k = 0; k < 64 / BITS_PER_LONG; k++) {
+            recv[i * (64 / BITS_PER_LONG) + k] =
+                (unsigned long)(w >> (k * BITS_PER_LONG));
+        }
+    }
+    recv_bitmap_apply(rs, rb, recv);
+    return true;
+}
+
+void ram_postcopy_resume_prepare(RAMState *rs)
+{
+    /* The destination asks again for what it still waits for. */
+    requests_clear(rs);
+    rs->last_seen_block = NULL;
+    rs->last_page = 0;
+    rs->last_sent_block = NULL;
+    rs->last_was_urgent = false;
+    rs->pc_slice_start = 0;
+    rs->pc_slice_bytes = 0;
+    rs->ra_block = NULL;
+    rs->ra_end = 0;
+}
+
 uint64_t ram_save_pending(RAMState *rs, uint64_t max_size)
 {
     uint64_t remaining = ram_bytes_remaining(rs);
@@ -1309,6 +1422,8 @@ void ram_load_discard_tmp_pages(MigrationIncomingState *mis)
 {
     for (int i = 0; i < RAM_CHANNEL_MAX; i++) {
         mis->ram_load->ch[i].tmp.got = 0;
+        /* A new channel names its block first; CONTINUE before is bad. */
+        mis->ram_load->ch[i].last_block = NULL;
     }
 }
 

@@ -7,6 +7,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
+#include "qemu/bitmap.h"
 #include "migration/savevm.h"
 #include "exec/ramblock.h"
 #include "trace/trace-migration.h"
@@ -1489,6 +1490,72 @@ int migrate_send_rp_pong(LoadVMContext *ctx, uint32_t value)
 int migrate_send_rp_resume_ack(LoadVMContext *ctx, uint32_t value)
 {
     return send_rp_u32(ctx, MIG_RP_MSG_RESUME_ACK, value);
+}
+
+QEMUFile *loadvm_context_take_return_path(LoadVMContext *ctx)
+{
+    QEMUFile *f;
+
+    qemu_mutex_lock(&ctx->rp_mutex);
+    f = ctx->to_src;
+    ctx->to_src = NULL;
+    qemu_mutex_unlock(&ctx->rp_mutex);
+    return f;
+}
+
+void loadvm_context_set_channels(LoadVMContext *ctx, QEMUFile *from_src,
+                                 QEMUFile *to_src)
+{
+    qemu_mutex_lock(&ctx->rp_mutex);
+    ctx->from_src = from_src;
+    ctx->to_src = to_src;
+    /* The source forgot our previous block too: name it again. */
+    ctx->last_rp_block[0] = 0;
+    qemu_mutex_unlock(&ctx->rp_mutex);
+}
+
+/*
+ * The reply to RECV_BITMAP: the message naming the block, then outside
+ * it the size, the map as little-endian 64-bit words (bit i = target page
+ * i received) and the end marker, all in one critical section so that no
+ * page request lands in the middle of the bitmap.
+ */
+int migrate_send_rp_recv_bitmap(LoadVMContext *ctx, const char *idstr,
+                                const unsigned long *map, uint64_t npages)
+{
+    size_t n = strlen(idstr);
+    uint64_t words = DIV_ROUND_UP(npages, 64);
+    uint8_t hdr[256];
+    int ret;
+
+    if (n < 1 || n > 255) {
+        return -EINVAL;
+    }
+    trace_migrate_send_rp_recv_bitmap(idstr, npages);
+    hdr[0] = n;
+    memcpy(hdr + 1, idstr, n);
+    qemu_mutex_lock(&ctx->rp_mutex);
+    if (!ctx->to_src) {
+        qemu_mutex_unlock(&ctx->rp_mutex);
+        return -EIO;
+    }
+    qemu_put_be16(ctx->to_src, MIG_RP_MSG_RECV_BITMAP);
+    qemu_put_be16(ctx->to_src, n + 1);
+    qemu_put_buffer(ctx->to_src, hdr, n + 1);
+    qemu_put_be64(ctx->to_src, words * 8);
+    for (uint64_t i = 0; i < words; i++) {
+        uint64_t w = bitmap_get_u64(map, i);
+
+        if (npages - i * 64 < 64) {
+            w &= (1ULL << (npages - i * 64)) - 1;
+        }
+        w = GUINT64_TO_LE(w);
+        qemu_put_buffer(ctx->to_src, (const uint8_t *)&w, 8);
+    }
+    qemu_put_be64(ctx->to_src, RECV_BITMAP_ENDING);
+    ret = qemu_fflush(ctx->to_src);
+    qemu_mutex_unlock(&ctx->rp_mutex);
+    return ret;
 }
 
 void migrate_rp_reset_last_block(LoadVMContext *ctx)

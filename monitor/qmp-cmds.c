@@ -9,6 +9,7 @@
 #include "sysemu/cpus.h"
 #include "exec/memory.h"
 #include "hw/machine.h"
+#include "migration/misc.h"
 
 #include <fcntl.h>
 
@@ -76,6 +77,7 @@ static bool qmp_cont(JsonObject *args, JsonNode **ret, GError **errp)
         return true;
     default:
         /* paused, prelaunch, postmigrate, debug, io-error, ... */
+        migration_postcopy_failure_reset();
         vm_start();
         return true;
     }

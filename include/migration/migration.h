@@ -52,6 +52,10 @@ typedef struct MigrationStats {
     int64_t expected_downtime;
     double mbps;
     double bandwidth;                   /* bytes/ms over the last window */
+    /* Postcopy recovery: pauses so far and the time spent in them. */
+    uint64_t postcopy_pauses;
+    int64_t postcopy_paused_ms;         /* finished pauses */
+    int64_t paused_since;               /* 0 unless paused now */
 } MigrationStats;
 
 /*
@@ -81,6 +85,14 @@ typedef struct MigrationState {
     bool rp_thread_done;
     /* The return-path thread shut to_dst_file down after its error. */
     bool rp_shut_stream;
+    /*
+     * Postcopy recovery (error_lock, rp_cond): rp_error is the link's
+     * failure (a pause), not the destination's word; RECV_BITMAP replies
+     * still awaited; RESUME_ACK seen.
+     */
+    bool rp_error_io;
+    unsigned rp_bitmaps_pending;
+    bool rp_resume_ack;
     QemuCond rp_cond;
 
     bool capabilities[MIGRATION_CAPABILITY__MAX];
@@ -91,10 +103,14 @@ typedef struct MigrationState {
     int runstate_before;                /* RunState when we stopped it */
     bool vm_stopped_by_us;
 
-    /* pause-before-switchover: signalled by migrate-continue */
+    /*
+     * pause-before-switchover: signalled by migrate-continue; and a
+     * paused postcopy: resume_uri set by "migrate" with resume.
+     */
     QemuMutex pause_lock;
     QemuCond pause_cond;
     bool pause_released;
+    char *resume_uri;
 
     /*
      * Written by the migration thread (and by migrate_start before it
@@ -110,6 +126,11 @@ typedef struct MigrationState {
     bool start_postcopy;                /* atomic */
     /* The postcopy package (with RUN) went out: the source cannot resume. */
     bool postcopy_after_devices;
+    /*
+     * A postcopy failed after that point: this VM's RAM is stale, and a
+     * new (non-resume) migrate is refused until "cont" (atomic).
+     */
+    bool postcopy_failed;
 
     /* RAM: bitmaps, page search, urgent queue, counters (ram.c). */
     RAMState *ram;
@@ -131,6 +152,7 @@ typedef struct MigrationIncomingState {
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
     MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
+    bool recover_listening;             /* migrate-recover waits (main) */
     QemuMutex error_lock;
     char *error_desc;
     /*
@@ -147,6 +169,10 @@ typedef struct MigrationIncomingState {
     RAMLoadState *ram_load;
     /* Postcopy: state machine, userfaultfd, threads, statistics. */
     PostcopyIncomingState *postcopy;
+    /* Postcopy recovery: pauses so far and time paused (error_lock). */
+    uint64_t postcopy_pauses;
+    int64_t postcopy_paused_ms;
+    int64_t paused_since;
 } MigrationIncomingState;
 
 enum {
@@ -202,7 +228,15 @@ void qapi_event_send_migration(MigrationStatus status);
 void qapi_event_send_migration_pass(uint64_t pass);
 
 /* QMP entry points shared with migration-qmp.c */
-bool migrate_start(const char *uri, GError **errp);
+/*
+ * migrate; with resume, only in postcopy-paused: reconnect to uri and
+ * recover.  A source whose postcopy failed refuses a plain migrate.
+ */
+bool migrate_start(const char *uri, bool resume, GError **errp);
+/* migrate-pause (either side): only in postcopy-active or -recover. */
+bool migrate_pause(GError **errp);
+/* migrate-recover (destination): only in postcopy-paused. */
+bool migrate_recover(const char *uri, GError **errp);
 /*
  * QMP migrate_cancel.  Source: cancels a migration before postcopy.
  * Destination: ends an incoming precopy (listening or loading) with status
@@ -215,10 +249,16 @@ bool migrate_continue(MigrationStatus state, GError **errp);
 bool migrate_start_postcopy(GError **errp);
 /*
  * Fail the incoming migration from any thread: record err (taken), status
- * failed, SHUT(1) on the return path if ctx has one, print, exit(1).
+ * failed, SHUT(1) on the return path if ctx has one, print.  The process
+ * then exits from the main loop (incoming_fatal_bh), not from the thread:
+ * the caller returns.
  */
-void migration_incoming_fail_exit(LoadVMContext *ctx, GError *err)
-    G_GNUC_NORETURN;
+void migration_incoming_fail(LoadVMContext *ctx, GError *err);
+/* Both sides' query-migrate pause figures (ms). */
+void migration_incoming_pause_stats(MigrationIncomingState *mis,
+                                    uint64_t *pauses, int64_t *paused_ms);
+void migration_source_pause_stats(MigrationState *s, uint64_t *pauses,
+                                  int64_t *paused_ms);
 bool migrate_incoming_qmp(const char *uri, GError **errp);
 bool migration_is_running_any(void);
 

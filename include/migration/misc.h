@@ -19,6 +19,12 @@ void migration_register_qmp(void);
 /* Register the "ram" live section with savevm. */
 void ram_mig_init(void);
 
+/*
+ * "cont" on a source whose postcopy failed: the operator declares this
+ * copy the live one, and a new migrate is allowed again.
+ */
+void migration_postcopy_failure_reset(void);
+
 /* True while an outgoing or incoming migration is in progress. */
 bool migration_is_running_any(void);
 

@@ -61,6 +61,17 @@ void postcopy_incoming_main_done(MigrationIncomingState *mis);
 void postcopy_incoming_wait(MigrationIncomingState *mis);
 
 /*
+ * Recovery.  pause_request (migrate-pause, or a failed page request):
+ * shut the main stream down, so that the listen thread pauses.
+ * recover_channel: the connection migrate-recover accepted, for the
+ * paused listen thread (closed if nobody is paused).
+ */
+void postcopy_incoming_pause_request(MigrationIncomingState *mis);
+typedef struct QEMUFile QEMUFile;
+void postcopy_incoming_recover_channel(MigrationIncomingState *mis,
+                                       QEMUFile *f);
+
+/*
  * Place a whole host page of rb at offset (aligned to rb->page_size)
  * atomically: UFFDIO_COPY from `from`, or a zero page.  Marks it received,
  * drops it from the requested set, records the fault latency.  An already

@@ -102,7 +102,10 @@ void ram_load_cleanup(MigrationIncomingState *mis);
 /* POSTCOPY_ADVISE seen: the block list then carries host page sizes. */
 void ram_load_set_postcopy_advised(MigrationIncomingState *mis,
                                    bool advised);
-/* Drop half-gathered host pages (their target pages come again). */
+/*
+ * Postcopy recovery: drop half-gathered host pages (their target pages
+ * come again) and each channel's last block.
+ */
 void ram_load_discard_tmp_pages(MigrationIncomingState *mis);
 
 /* ---- Postcopy, source side ---- */
@@ -150,6 +153,19 @@ void ram_set_postcopy_phase(RAMState *rs, bool on);
  */
 bool ram_postcopy_queue_request(RAMState *rs, const char *idstr,
                                 uint64_t start, uint64_t len, GError **errp);
+/*
+ * Postcopy recovery: read one RECV_BITMAP reply's data from the return
+ * path (size, little-endian map, end marker; every part checked) and
+ * make "everything the destination does not hold" the block's dirty map.
+ */
+bool ram_postcopy_recv_bitmap(RAMState *rs, QEMUFile *rp, const char *idstr,
+                              GError **errp);
+/*
+ * Before POSTCOPY_RESUME: forget queued requests (the destination sends
+ * its outstanding ones again) and the page search position; the next
+ * record names its block.
+ */
+void ram_postcopy_resume_prepare(RAMState *rs);
 /* Number of queued requests not served yet. */
 unsigned ram_postcopy_queue_length(RAMState *rs);
 

@@ -257,6 +257,19 @@ int migrate_send_rp_req_pages(LoadVMContext *ctx, const char *idstr,
 int migrate_send_rp_resume_ack(LoadVMContext *ctx, uint32_t value);
 /* Forget the previous block (after recovery). */
 void migrate_rp_reset_last_block(LoadVMContext *ctx);
+/*
+ * Postcopy recovery: detach the return path (the caller closes it), and
+ * install the new channel's files.  Both under rp_mutex, so the fault
+ * thread never writes to a closed file.
+ */
+QEMUFile *loadvm_context_take_return_path(LoadVMContext *ctx);
+void loadvm_context_set_channels(LoadVMContext *ctx, QEMUFile *from_src,
+                                 QEMUFile *to_src);
+/* The end of a RECV_BITMAP reply's bitmap data. */
+#define RECV_BITMAP_ENDING 0x0123456789abcdefULL
+/* RECV_BITMAP reply for a block of npages target pages; 0 or -errno. */
+int migrate_send_rp_recv_bitmap(LoadVMContext *ctx, const char *idstr,
+                                const unsigned long *map, uint64_t npages);
 
 /* Return-path reader (source) */
 typedef struct RPMessage {

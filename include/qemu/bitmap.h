@@ -63,6 +63,22 @@ void bitmap_or(unsigned long *dst, const unsigned long *a,
 void bitmap_andnot(unsigned long *dst, const unsigned long *a,
                    const unsigned long *b, unsigned long nbits);
 
+/*
+ * Bits [64 i, 64 i + 64) as one value (bit 0 = bit 64 i), whatever the
+ * word size: the wire form of a bitmap (RECV_BITMAP).  The map must
+ * extend to a whole 64-bit boundary (bitmap_new rounds up to longs).
+ */
+static inline uint64_t bitmap_get_u64(const unsigned long *map, uint64_t i)
+{
+    uint64_t w = 0;
+
+    for (unsigned k = 0; k < 64 / BITS_PER_LONG; k++) {
+        w |= (uint64_t)map[i * (64 / BITS_PER_LONG) + k] <<
+             (k * BITS_PER_LONG);
+    }
+    return w;
+}
+
 /* First set (zero) bit at or after offset, or size if there is none. */
 unsigned long find_next_bit(const unsigned long *map, unsigned long size,
                             unsigned long offset);

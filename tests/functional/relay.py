@@ -40,6 +40,12 @@ class Conn:
         self.lock = threading.Lock()
 
     def reset(self):
+        """RST both sides.  The sockets are only shut for reading here: a
+        pump blocked in recv() wakes up and closes the socket it reads
+        (with SO_LINGER 0 that sends the RST).  Closing them under a
+        blocked recv() would delay the RST until the recv() returned, and
+        free the descriptor number for reuse by a later connection while
+        the old pump still reads it."""
         with self.lock:
             if self.closed:
                 return
@@ -48,10 +54,7 @@ class Conn:
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                  struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-                try:
-                    s.close()
+                    s.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
 
@@ -152,6 +155,8 @@ class Relay:
                 self.errors.append(f"relay: connect to {target}: {e}")
                 a.close()
                 continue
+            # blocking for good: a timed-out recv() would end the relay
+            b.settimeout(None)
             for s in (a, b):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._accepted:
@@ -177,7 +182,7 @@ class Relay:
         return True
 
     def _pump(self, c, src, dst, direction):
-        while True:
+        while not c.closed:
             try:
                 chunk = src.recv(1 << 16)
             except OSError:
@@ -188,11 +193,14 @@ class Relay:
             if c.blackholed:
                 continue
             if self._check_pred(c):
-                return
+                break
             try:
                 dst.sendall(chunk)
             except OSError:
                 break
+        if c.closed:
+            src.close()     # this pump is src's only reader: RST now
+            return
         if c.blackholed:
             return          # say nothing: the peer must find out itself
         try:
