@@ -332,6 +332,11 @@ static bool is_socket_uri(const char *uri)
     return g_str_has_prefix(uri, "tcp:") || g_str_has_prefix(uri, "unix:");
 }
 
+bool migration_channel_is_socket_uri(const char *uri)
+{
+    return is_socket_uri(uri);
+}
+
 /* Keepalive probes sent before the peer is declared dead. */
 #define NET_TIMEOUT_KEEPCNT 3
 
@@ -513,6 +518,7 @@ struct MigrationListener {
     void *opaque;
     char *uri;
     SocketAddress *addr;    /* tcp/unix, with the port actually bound */
+    unsigned remaining;     /* connections still to accept */
 };
 
 void migration_listener_cancel(MigrationListener *l)
@@ -573,12 +579,16 @@ static gboolean listen_accept(gint fd, GIOCondition cond, gpointer data)
         /* spurious wakeup or an aborted connection: keep waiting */
         return G_SOURCE_CONTINUE;
     }
-    /* one connection only; the source goes away with our return value */
-    l->watch = 0;
-    migration_listener_cancel(l);
     socket_tune(cfd, l->addr);
     ioc = fd_channel_named(cfd, l->uri);
     trace_migration_socket_incoming_accepted(l->uri);
+    if (--l->remaining > 0) {
+        cb(ioc, opaque);
+        return G_SOURCE_CONTINUE;
+    }
+    /* the last one: the source goes away with our return value */
+    l->watch = 0;
+    migration_listener_cancel(l);
     /* cb may free the listener: l is not touched after it */
     cb(ioc, opaque);
     return G_SOURCE_REMOVE;
@@ -601,9 +611,9 @@ static bool listener_open_socket(MigrationListener *l, GError **errp)
     if (!l->addr) {
         return false;
     }
-    /* backlog 1: one source connects; stale unix paths go, as in QEMU */
-    if (socket_listen(l->addr, 1, SOCKET_LISTEN_UNLINK_ANY, &l->fd, 1,
-                      errp) < 0) {
+    /* one source connects; stale unix paths go, as in QEMU */
+    if (socket_listen(l->addr, l->remaining, SOCKET_LISTEN_UNLINK_ANY,
+                      &l->fd, 1, errp) < 0) {
         return false;
     }
     if (l->addr->type == SOCKET_ADDRESS_TYPE_INET) {
@@ -644,13 +654,20 @@ static bool listener_open_ready(MigrationListener *l, GError **errp)
     return true;
 }
 
-MigrationListener *migration_channel_listen(const char *uri,
+MigrationListener *migration_channel_listen(const char *uri, unsigned nconn,
                                             MigrationListenCb cb,
                                             void *opaque, GError **errp)
 {
-    MigrationListener *l = g_new0(MigrationListener, 1);
+    MigrationListener *l;
     bool ok;
 
+    if (nconn != 1 && !is_socket_uri(uri)) {
+        error_setg(errp, "'%s' cannot carry more than one connection (a "
+                   "second channel needs tcp: or unix:)", uri);
+        return NULL;
+    }
+    l = g_new0(MigrationListener, 1);
+    l->remaining = MAX(nconn, 1);
     trace_migration_channel_listen(uri);
     l->fd = -1;
     l->cb = cb;

@@ -696,6 +696,62 @@ static uint64_t pending_total(bool exact)
 /* Source: postcopy */
 
 /*
+ * postcopy-preempt (QEMU 7.1/7.2 way): the second connection to the same
+ * address, right after the main one, so that the destination (which
+ * counts connections) sees main first.  It carries no header.
+ */
+static bool postcopy_preempt_connect(MigrationState *s, const char *uri,
+                                     GError **errp)
+{
+    QIOChannel *ioc = NULL;
+    QEMUFile *f;
+
+    if (!migrate_postcopy_preempt()) {
+        return true;
+    }
+    if (!migration_channel_is_socket_uri(uri)) {
+        error_setg(errp, "Postcopy preempt is not supported as current "
+                   "migration stream does not support multi-channels.");
+        return false;
+    }
+    if (!migration_channel_connect(uri, &ioc, errp)) {
+        g_prefix_error(errp, "postcopy-preempt channel: ");
+        return false;
+    }
+    f = qemu_file_new_output(ioc);
+    qio_channel_unref(ioc);
+    qemu_mutex_lock(&s->qemu_file_lock);
+    s->postcopy_qemufile_src = f;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    return true;
+}
+
+/* From the switch (or a resume) on, urgent pages take the preempt channel. */
+static void postcopy_preempt_activate(MigrationState *s)
+{
+    if (s->postcopy_qemufile_src) {
+        migration_channel_tune_postcopy(
+            qemu_file_get_ioc(s->postcopy_qemufile_src), true);
+        ram_postcopy_set_preempt_file(s->ram, s->postcopy_qemufile_src);
+    }
+}
+
+static void postcopy_preempt_close(MigrationState *s)
+{
+    QEMUFile *f;
+
+    ram_postcopy_set_preempt_file(s->ram, NULL);
+    qemu_mutex_lock(&s->qemu_file_lock);
+    f = s->postcopy_qemufile_src;
+    s->postcopy_qemufile_src = NULL;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    if (f) {
+        qemu_fclose(f);
+    }
+}
+
+
+/*
  * LISTEN, the device sections, PING 3, RUN, built in memory and sent as
  * one PACKAGED blob: the destination's listen thread takes over the
  * stream right after it.
@@ -779,6 +835,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     qemu_file_set_rate_limit(f, 0);
     ram_set_postcopy_phase(s->ram, true);
     migration_channel_tune_postcopy(qemu_file_get_ioc(f), true);
+    postcopy_preempt_activate(s);
     return true;
 }
 
@@ -829,6 +886,10 @@ static bool postcopy_run_channel(MigrationState *s, GError **errp)
     if (ret >= 0) {
         ret = qemu_fflush(f);
     }
+    if (ret >= 0 && ram_postcopy_preempt_finish(s->ram) < 0) {
+        qemu_file_get_error_obj(s->postcopy_qemufile_src, errp);
+        return false;
+    }
     if (ret < 0) {
         collect_error(s, errp);
         return false;
@@ -865,7 +926,9 @@ static bool postcopy_can_pause(MigrationState *s)
     rp_said_no = s->rp_error && !s->rp_error_io;
     link_broke = s->rp_error_io;
     qemu_mutex_unlock(&s->error_lock);
-    if (s->to_dst_file && qemu_file_get_error(s->to_dst_file)) {
+    if ((s->to_dst_file && qemu_file_get_error(s->to_dst_file)) ||
+        (s->postcopy_qemufile_src &&
+         qemu_file_get_error(s->postcopy_qemufile_src))) {
         link_broke = true;
     }
     return link_broke && !rp_said_no;
@@ -910,8 +973,12 @@ static void postcopy_drop_channel(MigrationState *s)
     if (s->to_dst_file) {
         qemu_file_shutdown(s->to_dst_file);
     }
+    if (s->postcopy_qemufile_src) {
+        qemu_file_shutdown(s->postcopy_qemufile_src);
+    }
     qemu_mutex_unlock(&s->qemu_file_lock);
     close_return_path(s);
+    postcopy_preempt_close(s);
     qemu_mutex_lock(&s->qemu_file_lock);
     f = s->to_dst_file;
     s->to_dst_file = NULL;
@@ -1034,7 +1101,8 @@ static bool postcopy_do_resume(MigrationState *s, const char *uri,
     qemu_mutex_lock(&s->qemu_file_lock);
     s->to_dst_file = f;
     qemu_mutex_unlock(&s->qemu_file_lock);
-    if (!open_return_path(s, errp) ||
+    if (!postcopy_preempt_connect(s, uri, errp) ||
+        !open_return_path(s, errp) ||
         !postcopy_send_recv_bitmaps(s, errp) ||
         !rp_wait_for(s, bitmaps_done, "the received bitmaps", errp)) {
         return false;
@@ -1049,6 +1117,7 @@ static bool postcopy_do_resume(MigrationState *s, const char *uri,
     }
     qemu_file_set_rate_limit(f, 0);
     migration_channel_tune_postcopy(qemu_file_get_ioc(f), true);
+    postcopy_preempt_activate(s);
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_POSTCOPY_RECOVER,
                            MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         error_setg(errp, "status changed during the recovery");
@@ -1232,7 +1301,8 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     s->to_dst_file = qemu_file_new_output(ioc);
     qemu_mutex_unlock(&s->qemu_file_lock);
     qio_channel_unref(ioc);
-    if (!status_is(s, MIGRATION_STATUS_SETUP)) {
+    if (!postcopy_preempt_connect(s, uri, errp) ||
+        !status_is(s, MIGRATION_STATUS_SETUP)) {
         return false;
     }
 
@@ -1299,6 +1369,7 @@ static void migration_cleanup(MigrationState *s, bool ok)
         qemu_file_shutdown(s->to_dst_file);
     }
     close_return_path(s);
+    postcopy_preempt_close(s);
     qemu_mutex_lock(&s->qemu_file_lock);
     f = s->to_dst_file;
     s->to_dst_file = NULL;
@@ -1573,6 +1644,9 @@ bool migrate_cancel(GError **errp)
     if (s->to_dst_file) {
         qemu_file_shutdown(s->to_dst_file);
     }
+    if (s->postcopy_qemufile_src) {
+        qemu_file_shutdown(s->postcopy_qemufile_src);
+    }
     qemu_mutex_unlock(&s->qemu_file_lock);
     qemu_mutex_lock(&s->pause_lock);
     qemu_cond_broadcast(&s->pause_cond);
@@ -1750,6 +1824,7 @@ static void incoming_cancelled(MigrationIncomingState *mis,
                                LoadVMContext *ctx)
 {
     trace_migration_incoming_cancelled();
+    postcopy_incoming_preempt_close(mis);
     migrate_set_state(&mis->status, MIGRATION_STATUS_CANCELLING,
                       MIGRATION_STATUS_CANCELLED);
     error_report("incoming migration cancelled by migrate_cancel; the "
@@ -1840,6 +1915,7 @@ static void *incoming_thread(void *opaque)
         g_idle_add(incoming_thread_reap_bh, mis);
         return NULL;
     }
+    postcopy_incoming_preempt_close(mis);
     incoming_start_vm();
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
                       MIGRATION_STATUS_COMPLETED);
@@ -1858,12 +1934,27 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     MigrationIncomingState *mis = opaque;
     GError *err = NULL;
 
+    QEMUFile *f = qemu_file_new_input(ioc);
+
     trace_migration_incoming_accept(qio_channel_get_name(ioc));
-    mis->from_src_file = qemu_file_new_input(ioc);
     qio_channel_unref(ioc);
-    if (!qemu_file_set_blocking(mis->from_src_file, true, &err)) {
+    if (!qemu_file_set_blocking(f, true, &err)) {
+        qemu_fclose(f);
         migration_incoming_fail(NULL, err);
         return;
+    }
+    if (mis->from_src_file) {
+        /* QEMU 7.1/7.2: the second connection is the preempt channel. */
+        postcopy_incoming_set_preempt_channel(mis, f);
+    } else {
+        qemu_mutex_lock(&mis->file_lock);
+        mis->from_src_file = f;
+        qemu_mutex_unlock(&mis->file_lock);
+        if (migrate_postcopy_preempt()) {
+            return;     /* as QEMU 7.2: load once both channels exist */
+        }
+        /* One channel only: nobody else may connect. */
+        migration_listener_cancel(mis->listener);
     }
     migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
                       MIGRATION_STATUS_ACTIVE);
@@ -1881,7 +1972,10 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
     migration_sections_init();
     postcopy_incoming_reset(mis);
     migration_listener_free(mis->listener);
-    mis->listener = migration_channel_listen(uri, incoming_accept, mis, errp);
+    /* A second connection is the preempt channel (if that is on by then). */
+    mis->listener = migration_channel_listen(
+        uri, migration_channel_is_socket_uri(uri) ? 2 : 1, incoming_accept,
+        mis, errp);
     if (!mis->listener) {
         return false;
     }
@@ -1905,7 +1999,9 @@ static void recover_accept(QIOChannel *ioc, void *opaque)
 
     trace_migration_incoming_recover_accept(qio_channel_get_name(ioc));
     qio_channel_unref(ioc);
-    mis->recover_listening = false;
+    if (++mis->recover_accepted == (migrate_postcopy_preempt() ? 2 : 1)) {
+        mis->recover_listening = false;
+    }
     if (!qemu_file_set_blocking(f, true, &err)) {
         warn_report("postcopy recovery: %s", err->message);
         g_error_free(err);
@@ -1931,11 +2027,13 @@ bool migrate_recover(const char *uri, GError **errp)
     }
     trace_migrate_recover(uri);
     migration_listener_free(mis->listener);
-    mis->listener = migration_channel_listen(uri, recover_accept, mis, errp);
+    mis->listener = migration_channel_listen(
+        uri, migrate_postcopy_preempt() ? 2 : 1, recover_accept, mis, errp);
     if (!mis->listener) {
         return false;
     }
     mis->recover_listening = true;
+    mis->recover_accepted = 0;
     g_free(mis->listen_uri);
     mis->listen_uri = g_strdup(uri);
     /* As QEMU: "setup" is announced while the status stays paused. */

@@ -79,7 +79,7 @@ static const MigrationCapabilityInfo capability_table[] = {
         "zero-copy-send", false, "7.1",
         "multifd: send pages with MSG_ZEROCOPY" },
     [MIGRATION_CAPABILITY_POSTCOPY_PREEMPT] = {
-        "postcopy-preempt", false, "7.1",
+        "postcopy-preempt", true, "7.1",
         "postcopy: faulted pages get their own channel" },
 };
 
@@ -113,8 +113,9 @@ bool migration_capability_parse(const char *name, MigrationCapability *out)
 
 /*
  * QEMU 7.2's rules between capabilities, in the order it checks them.
- * With ferry's supported set none can fire today; they are kept so that
- * supporting one more capability cannot silently skip its rule.
+ * With ferry's supported set only postcopy-preempt's first rule can fire
+ * today; the others are kept so that supporting one more capability
+ * cannot silently skip its rule.
  */
 typedef struct CapabilityRule {
     MigrationCapability cap;

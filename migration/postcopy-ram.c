@@ -87,6 +87,20 @@ struct PostcopyIncomingState {
     bool main_done;
     /* Recovery (under lock): the new channel migrate-recover accepted. */
     QEMUFile *recover_file;
+    QEMUFile *recover_preempt;
+    /*
+     * postcopy-preempt (under lock, cond): the second channel and its
+     * loader thread.  The thread parks after an error until preempt_gen
+     * moves (a new channel), and is done at EOS or once the main stream
+     * ended (main_eof).
+     */
+    QEMUFile *preempt_file;
+    QemuThread preempt_thread;
+    bool preempt_running;
+    bool preempt_parked;
+    bool preempt_done;
+    unsigned preempt_gen;
+    bool main_eof;
     PostcopyStats stats;
     /* hugetlbfs has no UFFDIO_ZEROPAGE: zero pages are copied from here */
     uint8_t *zero_page;
@@ -124,6 +138,7 @@ PostcopyIncomingState *postcopy_incoming_state_new(void)
 }
 
 static void postcopy_incoming_cleanup(PostcopyIncomingState *pis);
+static void preempt_drop(PostcopyIncomingState *pis);
 
 void postcopy_incoming_state_free(PostcopyIncomingState *pis)
 {
@@ -615,11 +630,10 @@ bool postcopy_place_page_zero(MigrationIncomingState *mis, RAMBlock *rb,
         placed(pis, rb, offset);
         return true;
     }
-    /* Only the placing thread uses the buffer: no lock. */
+    /* Sized at LISTEN for the largest block; read-only since. */
     if (pis->zero_size < rb->page_size) {
-        g_free(pis->zero_page);
-        pis->zero_page = g_malloc0(rb->page_size);
-        pis->zero_size = rb->page_size;
+        error_setg(errp, "postcopy: no zero page of %zu bytes", rb->page_size);
+        return false;
     }
     return postcopy_place_page(mis, rb, offset, pis->zero_page, errp);
 }
@@ -1046,6 +1060,26 @@ static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
     trace_postcopy_ram_incoming_cleanup_exit();
 }
 
+/*
+ * hugetlbfs has no UFFDIO_ZEROPAGE: a zero host page is copied from a
+ * buffer as big as the largest block's page, made before two placing
+ * threads (listen and preempt) can use it.
+ */
+static void zero_page_prepare(PostcopyIncomingState *pis)
+{
+    g_autoptr(GPtrArray) blocks = migratable_blocks();
+    size_t max = 0;
+
+    for (guint i = 0; i < blocks->len; i++) {
+        max = MAX(max, ((RAMBlock *)blocks->pdata[i])->page_size);
+    }
+    if (pis->zero_size < max) {
+        g_free(pis->zero_page);
+        pis->zero_page = g_malloc0(max);
+        pis->zero_size = max;
+    }
+}
+
 static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
 {
     PostcopyIncomingState *pis = mis->postcopy;
@@ -1071,12 +1105,195 @@ static bool uffd_enable(MigrationIncomingState *mis, GError **errp)
     if (!uffd_register_blocks(pis, errp)) {
         return false;
     }
+    zero_page_prepare(pis);
     if (!qemu_thread_create(&pis->fault_thread, "mig/dst/fault", fault_thread,
                             mis, errp)) {
         return false;
     }
     pis->fault_running = true;
     return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The preempt channel (postcopy-preempt) */
+
+void postcopy_incoming_set_preempt_channel(MigrationIncomingState *mis,
+                                           QEMUFile *f)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    qemu_mutex_lock(&pis->lock);
+    if (pis->preempt_file) {
+        qemu_mutex_unlock(&pis->lock);
+        warn_report("postcopy-preempt: a third connection; closed");
+        qemu_fclose(f);
+        return;
+    }
+    pis->preempt_file = f;
+    qemu_mutex_unlock(&pis->lock);
+}
+
+/*
+ * Park after an error (the main stream pauses too), until a recovery
+ * brings a new channel; false when the thread should end instead.
+ */
+static bool preempt_park(MigrationIncomingState *mis, QEMUFile **f,
+                         unsigned *gen)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+    bool go_on;
+
+    qemu_mutex_lock(&pis->lock);
+    if (pis->main_eof) {
+        qemu_mutex_unlock(&pis->lock);
+        return false;
+    }
+    qemu_mutex_unlock(&pis->lock);
+    /* A broken preempt channel is a broken link: the main side pauses. */
+    postcopy_incoming_pause_request(mis);
+    qemu_mutex_lock(&pis->lock);
+    pis->preempt_parked = true;
+    qemu_cond_broadcast(&pis->cond);
+    while (pis->preempt_gen == *gen && !pis->main_eof) {
+        qemu_cond_wait(&pis->cond, &pis->lock);
+    }
+    pis->preempt_parked = false;
+    go_on = !pis->main_eof;
+    *f = pis->preempt_file;
+    *gen = pis->preempt_gen;
+    qemu_mutex_unlock(&pis->lock);
+    return go_on;
+}
+
+/* Urgent pages from the preempt channel, until its EOS. */
+static void *preempt_thread(void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+    PostcopyIncomingState *pis = mis->postcopy;
+    QEMUFile *f;
+    unsigned gen;
+
+    trace_postcopy_preempt_thread_entry();
+    qemu_mutex_lock(&pis->lock);
+    f = pis->preempt_file;
+    gen = pis->preempt_gen;
+    qemu_mutex_unlock(&pis->lock);
+    for (;;) {
+        GError *err = NULL;
+
+        if (f && ram_load_postcopy_preempt(mis, f, &err)) {
+            break;
+        }
+        trace_postcopy_preempt_thread_error(err ? err->message : "no channel");
+        g_clear_error(&err);
+        if (!preempt_park(mis, &f, &gen)) {
+            break;
+        }
+    }
+    qemu_mutex_lock(&pis->lock);
+    pis->preempt_done = true;
+    qemu_cond_broadcast(&pis->cond);
+    qemu_mutex_unlock(&pis->lock);
+    trace_postcopy_preempt_thread_exit();
+    return NULL;
+}
+
+static bool preempt_start(MigrationIncomingState *mis, GError **errp)
+{
+    PostcopyIncomingState *pis = mis->postcopy;
+
+    if (!migrate_postcopy_preempt()) {
+        return true;
+    }
+    qemu_mutex_lock(&pis->lock);
+    if (!pis->preempt_file) {
+        qemu_mutex_unlock(&pis->lock);
+        error_setg(errp, "postcopy-preempt is on, but the source opened no "
+                   "preempt channel");
+        return false;
+    }
+    pis->preempt_done = false;
+    pis->preempt_parked = false;
+    pis->main_eof = false;
+    qemu_mutex_unlock(&pis->lock);
+    if (!qemu_thread_create(&pis->preempt_thread, "mig/dst/preempt",
+                            preempt_thread, mis, errp)) {
+        return false;
+    }
+    pis->preempt_running = true;
+    return true;
+}
+
+/*
+ * The main stream ended: wait for the preempt channel's EOS (its last
+ * urgent pages may still be in flight), then close it.
+ */
+/* How long the preempt channel's EOS may lag behind the main stream's end. */
+#define PREEMPT_EOS_WAIT_US (10 * G_USEC_PER_SEC)
+
+static void preempt_finish(PostcopyIncomingState *pis)
+{
+    int64_t deadline = g_get_monotonic_time() + PREEMPT_EOS_WAIT_US;
+    QEMUFile *f;
+    bool done;
+
+    if (!pis->preempt_running) {
+        return;
+    }
+    qemu_mutex_lock(&pis->lock);
+    pis->main_eof = true;
+    qemu_cond_broadcast(&pis->cond);
+    while (!pis->preempt_done &&
+           qemu_cond_wait_until(&pis->cond, &pis->lock, deadline)) {
+    }
+    done = pis->preempt_done;
+    f = pis->preempt_file;
+    qemu_mutex_unlock(&pis->lock);
+    if (!done && f) {
+        /* No EOS (a source that never sends one): end the reader. */
+        warn_report("postcopy-preempt: no end of the preempt channel after "
+                    "the main stream ended; closing it");
+        qemu_file_shutdown(f);
+    }
+    qemu_thread_join(&pis->preempt_thread);
+    pis->preempt_running = false;
+    qemu_mutex_lock(&pis->lock);
+    f = pis->preempt_file;
+    pis->preempt_file = NULL;
+    qemu_mutex_unlock(&pis->lock);
+    if (f) {
+        qemu_fclose(f);
+    }
+}
+
+void postcopy_incoming_preempt_close(MigrationIncomingState *mis)
+{
+    preempt_drop(mis->postcopy);
+}
+
+/* A pause: stop the preempt loader (it parks) and close its channel. */
+static void preempt_drop(PostcopyIncomingState *pis)
+{
+    QEMUFile *f;
+
+    qemu_mutex_lock(&pis->lock);
+    f = pis->preempt_file;
+    qemu_mutex_unlock(&pis->lock);
+    if (!f) {
+        return;
+    }
+    if (pis->preempt_running) {
+        qemu_file_shutdown(f);
+        qemu_mutex_lock(&pis->lock);
+        while (!pis->preempt_parked && !pis->preempt_done) {
+            qemu_cond_wait(&pis->cond, &pis->lock);
+        }
+        qemu_mutex_unlock(&pis->lock);
+    }
+    qemu_mutex_lock(&pis->lock);
+    pis->preempt_file = NULL;
+    qemu_mutex_unlock(&pis->lock);
+    qemu_fclose(f);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1098,7 +1315,8 @@ void postcopy_incoming_recover_channel(MigrationIncomingState *mis,
     PostcopyIncomingState *pis = mis->postcopy;
 
     qemu_mutex_lock(&pis->lock);
-    if (pis->recover_file ||
+    if ((pis->recover_file && (pis->recover_preempt ||
+                               !migrate_postcopy_preempt())) ||
         migrate_get_state(&mis->status) != MIGRATION_STATUS_POSTCOPY_PAUSED) {
         qemu_mutex_unlock(&pis->lock);
         warn_report("postcopy recovery: a connection arrived while not "
@@ -1106,7 +1324,12 @@ void postcopy_incoming_recover_channel(MigrationIncomingState *mis,
         qemu_fclose(f);
         return;
     }
-    pis->recover_file = f;
+    /* The first connection is the main channel, a second the preempt one. */
+    if (!pis->recover_file) {
+        pis->recover_file = f;
+    } else {
+        pis->recover_preempt = f;
+    }
     qemu_cond_broadcast(&pis->cond);
     qemu_mutex_unlock(&pis->lock);
 }
@@ -1143,21 +1366,36 @@ static void drop_channel(MigrationIncomingState *mis, LoadVMContext *ctx)
     if (from) {
         qemu_fclose(from);
     }
-    /* Half-built host pages are not in the received map: sent again. */
+    preempt_drop(mis->postcopy);
+    /*
+     * Half-built host pages are not in the received map: sent again.
+     * (The preempt loader is parked: its page is ours to drop too.)
+     */
     ram_load_discard_tmp_pages(mis);
 }
 
-/* Block until migrate-recover's listener hands us a connection. */
+/*
+ * Block until migrate-recover's listener hands us the connection(s): the
+ * main one, and with postcopy-preempt the preempt one, which goes
+ * straight to the (parked) preempt loader.
+ */
 static QEMUFile *wait_recover_channel(PostcopyIncomingState *pis)
 {
+    bool preempt = pis->preempt_running;
     QEMUFile *f;
 
     qemu_mutex_lock(&pis->lock);
-    while (!pis->recover_file) {
+    while (!pis->recover_file || (preempt && !pis->recover_preempt)) {
         qemu_cond_wait(&pis->cond, &pis->lock);
     }
     f = pis->recover_file;
     pis->recover_file = NULL;
+    if (preempt) {
+        pis->preempt_file = pis->recover_preempt;
+        pis->recover_preempt = NULL;
+        pis->preempt_gen++;
+        qemu_cond_broadcast(&pis->cond);
+    }
     qemu_mutex_unlock(&pis->lock);
     return f;
 }
@@ -1331,6 +1569,7 @@ static void *listen_thread(void *opaque)
         migration_incoming_fail(ctx, err);
         return NULL;
     }
+    preempt_finish(pis);
     postcopy_incoming_cleanup(pis);
     postcopy_state_set(mis, POSTCOPY_INCOMING_END);
     qemu_loadvm_state_cleanup();
@@ -1380,12 +1619,18 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         postcopy_incoming_cleanup(pis);
         return false;
     }
+    if (!preempt_start(mis, errp)) {
+        error_prepend(errp, "%s: ", cmd);
+        postcopy_incoming_cleanup(pis);
+        return false;
+    }
     ctx->postcopy_listening = true;
     migration_channel_tune_postcopy(qemu_file_get_ioc(ctx->from_src), false);
     if (!qemu_thread_create(&pis->listen_thread, "mig/dst/listen",
                             listen_thread, ctx, errp)) {
-        /* Nobody would ever serve the faults: undo the registration. */
+        /* Nobody would ever serve the faults: undo everything. */
         ctx->postcopy_listening = false;
+        preempt_finish(pis);
         postcopy_incoming_cleanup(pis);
         return false;
     }

@@ -71,6 +71,13 @@ struct RAMState {
     bool in_postcopy;
     /* The last host page came from the urgent queue. */
     bool last_was_urgent;
+    /*
+     * postcopy-preempt: urgent host pages go on this second channel (set
+     * by the migration thread at the switch, NULL otherwise); on_preempt
+     * says which channel the last record went to.
+     */
+    QEMUFile *preempt_file;
+    bool on_preempt;
 
     /* Postcopy: page requests (RAMRequest) from the return-path thread. */
     QemuMutex req_lock;
@@ -738,21 +745,64 @@ static int ram_save_host_page(RAMState *rs, QEMUFile *f,
  * Find the next dirty host page and send it.  Returns the number of target
  * pages sent (0 when nothing is dirty), or -1 on a stream error.
  */
+/*
+ * With postcopy-preempt, urgent host pages go on the preempt channel and
+ * the rest on the main one.  A record after a switch names its block
+ * again: the other side keeps a "last block" per channel (QEMU's rule).
+ */
+static QEMUFile *ram_channel_for(RAMState *rs, QEMUFile *main_f, bool urgent)
+{
+    bool preempt = urgent && rs->preempt_file;
+
+    if (preempt != rs->on_preempt) {
+        rs->on_preempt = preempt;
+        rs->last_sent_block = NULL;
+        trace_ram_postcopy_preempt_switch(preempt);
+    }
+    return preempt ? rs->preempt_file : main_f;
+}
+
 static int ram_find_and_save_block(RAMState *rs, QEMUFile *f)
 {
     PageSearchStatus pss = { 0 };
+    QEMUFile *out;
     int pages;
 
     if (!ram_find_next_page(rs, &pss)) {
         return 0;
     }
-    pages = ram_save_host_page(rs, f, &pss);
+    out = ram_channel_for(rs, f, rs->last_was_urgent);
+    pages = ram_save_host_page(rs, out, &pss);
     rs->last_seen_block = pss.block;
     rs->last_page = pss.page;
-    if (qemu_file_get_error(f)) {
+    if (qemu_file_get_error(out)) {
         return -1;
     }
     return pages;
+}
+
+void ram_postcopy_set_preempt_file(RAMState *rs, QEMUFile *f)
+{
+    rs->preempt_file = f;
+    rs->on_preempt = false;
+    rs->last_sent_block = NULL;
+}
+
+int ram_postcopy_preempt_finish(RAMState *rs)
+{
+    if (!rs->preempt_file) {
+        return 0;
+    }
+    /* EOS ends the destination's preempt loader (QEMU 7.1/7.2). */
+    qemu_put_be64(rs->preempt_file, RAM_SAVE_FLAG_EOS);
+    return qemu_fflush(rs->preempt_file);
+}
+
+/* Bytes written so far on both channels. */
+static uint64_t ram_channels_transferred(RAMState *rs, QEMUFile *f)
+{
+    return qemu_file_transferred(f) +
+           (rs->preempt_file ? qemu_file_transferred(rs->preempt_file) : 0);
 }
 
 static void put_eos(RAMState *rs, QEMUFile *f)
@@ -927,7 +977,7 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
     int done = 0;
 
     for (;;) {
-        uint64_t before = qemu_file_transferred(f);
+        uint64_t before = ram_channels_transferred(rs, f);
         int pages;
 
         if (!requests_pending(rs) && !postcopy_budget_left(rs) &&
@@ -948,11 +998,13 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
             done = 1;
             break;
         }
-        rs->pc_slice_bytes += qemu_file_transferred(f) - before;
+        rs->pc_slice_bytes += ram_channels_transferred(rs, f) - before;
         if (rs->last_was_urgent) {
             /* The faulting vCPU waits for exactly this. */
-            qemu_fflush(f);
-            unflushed = 0;
+            qemu_fflush(rs->on_preempt ? rs->preempt_file : f);
+            if (!rs->on_preempt) {
+                unflushed = 0;
+            }
             postcopy_readahead_open(rs);
         } else {
             unflushed += qemu_file_transferred(f) - before;
@@ -965,6 +1017,7 @@ static int ram_save_iterate_postcopy(RAMState *rs, QEMUFile *f)
             }
         }
         if (qemu_file_get_error(f) ||
+            (rs->preempt_file && qemu_file_get_error(rs->preempt_file)) ||
             now_ms() - t0 > RAM_ITERATE_MAX_WAIT_MS) {
             break;
         }
@@ -986,8 +1039,14 @@ int ram_save_iterate(RAMState *rs, QEMUFile *f, GError **errp)
         rcu_read_lock();
         done = ram_save_iterate_postcopy(rs, f);
         rcu_read_unlock();
+        /* The section's records end on the main channel. */
+        ram_channel_for(rs, f, false);
         put_eos(rs, f);
         qemu_fflush(f);
+        if (rs->preempt_file &&
+            qemu_file_get_error_obj(rs->preempt_file, errp)) {
+            return -1;
+        }
         return qemu_file_get_error_obj(f, errp) ? -1 : done;
     }
     rcu_read_lock();
@@ -1037,7 +1096,12 @@ bool ram_save_complete(RAMState *rs, QEMUFile *f, GError **errp)
         }
     }
     rcu_read_unlock();
+    ram_channel_for(rs, f, false);
     put_eos(rs, f);
+    if (rs->preempt_file && qemu_fflush(rs->preempt_file) < 0) {
+        qemu_file_get_error_obj(rs->preempt_file, errp);
+        return false;
+    }
     return qemu_file_get_error_obj(f, errp) == 0;
 }
 
@@ -1319,6 +1383,7 @@ void ram_postcopy_resume_prepare(RAMState *rs)
     rs->pc_slice_bytes = 0;
     rs->ra_block = NULL;
     rs->ra_end = 0;
+    rs->on_preempt = false;
 }
 
 uint64_t ram_save_pending(RAMState *rs, uint64_t max_size)
@@ -1751,6 +1816,18 @@ static bool ram_load_postcopy(MigrationIncomingState *mis,
             return false;
         }
     }
+}
+
+bool ram_load_postcopy_preempt(MigrationIncomingState *mis, QEMUFile *f,
+                               GError **errp)
+{
+    bool ok;
+
+    rcu_read_lock();
+    ok = ram_load_postcopy(mis, &mis->ram_load->ch[RAM_CHANNEL_POSTCOPY], f,
+                           errp);
+    rcu_read_unlock();
+    return ok;
 }
 
 /*

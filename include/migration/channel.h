@@ -86,17 +86,21 @@ int monitor_get_fd(const char *name);
 bool migration_channel_connect(const char *uri, QIOChannel **ioc,
                                GError **errp);
 
+/* tcp and unix URIs can carry more than one connection (preempt). */
+bool migration_channel_is_socket_uri(const char *uri);
+
 /*
  * Destination: for tcp/unix, listen now and, from the GLib main loop
- * (default context), accept ONE connection, close the listening socket and
- * call cb(ioc, opaque); the callback owns the reference and may free the
- * listener.  For exec/file/fd the channel already exists: cb is called
- * from an idle source.  The caller owns the returned listener; NULL on
- * error.
+ * (default context), accept nconn connections (in the order they
+ * complete), calling cb(ioc, opaque) for each, then close the listening
+ * socket; the callback owns the reference and may free the listener
+ * after the last one.  For exec/file/fd (nconn must be 1) the channel
+ * already exists: cb is called from an idle source.  The caller owns the
+ * returned listener; NULL on error.
  */
 typedef void (*MigrationListenCb)(QIOChannel *ioc, void *opaque);
 typedef struct MigrationListener MigrationListener;
-MigrationListener *migration_channel_listen(const char *uri,
+MigrationListener *migration_channel_listen(const char *uri, unsigned nconn,
                                             MigrationListenCb cb,
                                             void *opaque, GError **errp);
 /* Stop a pending listen without calling cb (migrate_cancel). NULL is ok. */

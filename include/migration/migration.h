@@ -75,6 +75,8 @@ typedef struct MigrationState {
      */
     QemuMutex qemu_file_lock;
     QEMUFile *to_dst_file;
+    /* postcopy-preempt's second channel (qemu_file_lock as to_dst_file) */
+    QEMUFile *postcopy_qemufile_src;
     QEMUFile *rp_file;                  /* return path (reads from dst) */
     QemuThread rp_thread;
     bool rp_thread_running;
@@ -153,6 +155,7 @@ typedef struct MigrationIncomingState {
     char *listen_uri;                   /* for query-migrate socket-address */
     MigrationListener *listener;        /* tcp/unix/exec/file/fd, or NULL */
     bool recover_listening;             /* migrate-recover waits (main) */
+    unsigned recover_accepted;          /* connections it took so far */
     QemuMutex error_lock;
     char *error_desc;
     /*

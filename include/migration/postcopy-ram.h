@@ -70,6 +70,14 @@ void postcopy_incoming_pause_request(MigrationIncomingState *mis);
 typedef struct QEMUFile QEMUFile;
 void postcopy_incoming_recover_channel(MigrationIncomingState *mis,
                                        QEMUFile *f);
+/*
+ * postcopy-preempt: the second connection of an incoming migration; its
+ * loader thread starts at POSTCOPY_LISTEN and ends at the channel's EOS.
+ */
+void postcopy_incoming_set_preempt_channel(MigrationIncomingState *mis,
+                                           QEMUFile *f);
+/* An incoming migration that ended without postcopy: close the channel. */
+void postcopy_incoming_preempt_close(MigrationIncomingState *mis);
 
 /*
  * Place a whole host page of rb at offset (aligned to rb->page_size)

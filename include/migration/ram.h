@@ -103,6 +103,12 @@ void ram_load_cleanup(MigrationIncomingState *mis);
 void ram_load_set_postcopy_advised(MigrationIncomingState *mis,
                                    bool advised);
 /*
+ * postcopy-preempt: the preempt channel's loader (raw page records, its
+ * own last block and temporary page) until EOS (true) or an error.
+ */
+bool ram_load_postcopy_preempt(MigrationIncomingState *mis, QEMUFile *f,
+                               GError **errp);
+/*
  * Postcopy recovery: drop half-gathered host pages (their target pages
  * come again) and each channel's last block.
  */
@@ -166,6 +172,13 @@ bool ram_postcopy_recv_bitmap(RAMState *rs, QEMUFile *rp, const char *idstr,
  * record names its block.
  */
 void ram_postcopy_resume_prepare(RAMState *rs);
+/*
+ * postcopy-preempt: the second channel urgent pages go on from now on
+ * (NULL: none), and its end (EOS, flushed) at completion.  Migration
+ * thread only.
+ */
+void ram_postcopy_set_preempt_file(RAMState *rs, QEMUFile *f);
+int ram_postcopy_preempt_finish(RAMState *rs);
 /* Number of queued requests not served yet. */
 unsigned ram_postcopy_queue_length(RAMState *rs);
 

@@ -434,7 +434,7 @@ static void test_uri_errors(void)
     g_assert_false(migration_channel_connect("foo:bar", &ioc, &err));
     g_assert_cmpstr(err->message, ==, "unknown migration protocol: foo");
     g_clear_error(&err);
-    g_assert_null(migration_channel_listen("rdma:1.2.3.4:5", on_accept,
+    g_assert_null(migration_channel_listen("rdma:1.2.3.4:5", 1, on_accept,
                                            &acc, &err));
     g_assert_cmpstr(err->message, ==, "unknown migration protocol: rdma");
     g_clear_error(&err);
@@ -442,7 +442,7 @@ static void test_uri_errors(void)
     g_clear_error(&err);
 
     /* a port that was just free: connection refused, naming the address */
-    l = migration_channel_listen("tcp:127.0.0.1:0", on_accept, &acc, &err);
+    l = migration_channel_listen("tcp:127.0.0.1:0", 1, on_accept, &acc, &err);
     g_assert_nonnull(l);
     port = migration_listener_port(l);
     g_assert_cmpint(port, >, 0);
@@ -476,7 +476,7 @@ static void test_uri_tcp(void)
         g_autofree char *luri = g_strdup_printf("tcp:%s:0", hosts[i]);
         g_autofree char *curi = NULL;
 
-        MigrationListener *l = migration_channel_listen(luri, on_accept, &acc,
+        MigrationListener *l = migration_channel_listen(luri, 1, on_accept, &acc,
                                                         &err);
 
         if (!l) {
@@ -508,7 +508,7 @@ static void test_uri_unix_and_fd(void)
     int sv[2];
     char fduri[32];
 
-    l = migration_channel_listen(uri, on_accept, &acc, &err);
+    l = migration_channel_listen(uri, 1, on_accept, &acc, &err);
     g_assert_nonnull(l);
     g_assert_true(migration_channel_connect(uri, &src, &err));
     g_assert_no_error(err);
@@ -525,7 +525,7 @@ static void test_uri_unix_and_fd(void)
     snprintf(fduri, sizeof(fduri), "fd:%d", sv[1]);
     acc.ioc = NULL;
     migration_listener_free(l);
-    l = migration_channel_listen(fduri, on_accept, &acc, &err);
+    l = migration_channel_listen(fduri, 1, on_accept, &acc, &err);
     g_assert_nonnull(l);
     b = wait_accept(&acc);
     migration_listener_free(l);
@@ -576,7 +576,7 @@ static void test_uri_exec_and_file(void)
     write_stream(ioc, n);
     qio_channel_unref(ioc);     /* closes and reaps "cat" */
 
-    l = migration_channel_listen(dst_uri, on_accept, &acc, &err);
+    l = migration_channel_listen(dst_uri, 1, on_accept, &acc, &err);
     g_assert_nonnull(l);
     read_stream(wait_accept(&acc), n);
     migration_listener_free(l);
@@ -586,7 +586,7 @@ static void test_uri_exec_and_file(void)
     write_stream(ioc, n / 2);
     qio_channel_unref(ioc);
     acc.ioc = NULL;
-    l = migration_channel_listen(file_uri, on_accept, &acc, &err);
+    l = migration_channel_listen(file_uri, 1, on_accept, &acc, &err);
     g_assert_nonnull(l);
     read_stream(wait_accept(&acc), n / 2);
     migration_listener_free(l);

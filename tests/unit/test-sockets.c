@@ -426,7 +426,7 @@ static void test_migration_listener(void)
     int port, v = 0;
     socklen_t len = sizeof(v);
 
-    l = migration_channel_listen("tcp:127.0.0.1:0", on_accept, &acc, &err);
+    l = migration_channel_listen("tcp:127.0.0.1:0", 1, on_accept, &acc, &err);
     g_assert_no_error(err);
     port = migration_listener_port(l);
     g_assert_cmpint(port, >, 0);
@@ -458,7 +458,7 @@ static void test_migration_listener(void)
 
     /* exec/file/fd have no socket address */
     acc.ioc = NULL;
-    l = migration_channel_listen("exec:true", on_accept, &acc, &err);
+    l = migration_channel_listen("exec:true", 1, on_accept, &acc, &err);
     g_assert_no_error(err);
     g_assert_null(migration_listener_address(l));
     g_assert_cmpint(migration_listener_port(l), ==, 0);
@@ -468,7 +468,7 @@ static void test_migration_listener(void)
     migration_listener_free(l);
     migration_listener_free(NULL);
 
-    g_assert_null(migration_channel_listen("tcp:127.0.0.1:99999", on_accept,
+    g_assert_null(migration_channel_listen("tcp:127.0.0.1:99999", 1, on_accept,
                                            &acc, &err));
     g_assert_nonnull(strstr(err->message, "port '99999'"));
 }
