@@ -12,6 +12,7 @@
 #include "migration/qemu-file.h"
 #include "migration/channel.h"
 #include "migration/ram.h"
+#include "migration/savevm.h"
 #include "ram-stream-log.h"
 
 #define B0_SIZE (4u << 20)
@@ -462,6 +463,98 @@ static void test_redirty_resend(void)
     g_free(s.data);
 }
 
+/* ---- postcopy recovery: the received bitmap becomes the dirty map ---- */
+
+/* The RECV_BITMAP reply for rb's received map, as a destination sends it. */
+static Saved recv_bitmap_reply(RAMBlock *rb, const unsigned long *recv)
+{
+    LoadVMContext ctx;
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    Saved s;
+
+    loadvm_context_init(&ctx, NULL);
+    ctx.to_src = f;
+    g_assert_cmpint(migrate_send_rp_recv_bitmap(&ctx, rb->idstr, recv,
+                                                rb->used_length >>
+                                                TARGET_PAGE_BITS), ==, 0);
+    ctx.to_src = NULL;
+    loadvm_context_destroy(&ctx);
+    s = finish_out(f, ioc);
+    return s;
+}
+
+/* Feed what follows the RP message header (4 + 1 + id) to the source. */
+static bool apply_reply(RAMBlock *rb, const uint8_t *data, size_t len,
+                        GError **errp)
+{
+    size_t hdr = 4 + 1 + strlen(rb->idstr);
+    QIOChannel *ioc = qio_channel_new_from_bytes(data + hdr, len - hdr);
+    QEMUFile *f = qemu_file_new_input(ioc);
+    bool ok;
+
+    qio_channel_unref(ioc);
+    ok = ram_postcopy_recv_bitmap(ms->ram, f, rb->idstr, errp);
+    qemu_fclose(f);
+    return ok;
+}
+
+static void test_recv_bitmap(void)
+{
+    unsigned long n = HP_SIZE >> TARGET_PAGE_BITS;
+    unsigned long hp = HUGE >> TARGET_PAGE_BITS;
+    g_autofree unsigned long *recv = bitmap_new(n);
+    QIOChannel *ioc;
+    QEMUFile *f = out_file(&ioc);
+    GError *err = NULL;
+    unsigned long *bmap;
+    Saved s, out;
+
+    bh->page_size = HUGE;
+    g_assert_true(ram_save_setup(ms->ram, f, &err));
+    out = finish_out(f, ioc);
+    g_free(out.data);
+    /* Host page 0 all received; host page 1 but its last target page. */
+    bitmap_set(recv, 0, hp);
+    bitmap_set(recv, hp, hp - 1);
+    s = recv_bitmap_reply(bh, recv);
+    /* type 5, len 1+2, "th", be64 size (one bit per page, in u64s) */
+    g_assert_cmpuint(s.len, ==, 4 + 3 + 8 + n / 8 + 8);
+    g_assert_cmpmem(s.data, 7, "\0\x05\0\x03\x02th", 7);
+    g_assert_cmpuint(s.data[15], ==, 0xff);          /* LE: page 0 first */
+    g_assert_true(apply_reply(bh, s.data, s.len, &err));
+    g_assert_no_error(err);
+    rcu_read_lock();
+    bmap = rcu_dereference(bh->bmap);
+    /* Host page 1 is sent again whole: the destination drops half pages. */
+    g_assert_cmpuint(find_first_bit(bmap, n), ==, hp);
+    g_assert_cmpuint(bitmap_count_one(bmap, n), ==, n - hp);
+    rcu_read_unlock();
+    g_assert_cmpuint(ram_bytes_remaining(ms->ram), ==,
+                     (uint64_t)(n - hp) * TARGET_PAGE_SIZE +
+                     B0_SIZE + B1_SIZE);
+
+    /* A size for another block, a bad end marker, a short reply. */
+    s.data[4 + 3 + 7] ^= 8;
+    g_assert_false(apply_reply(bh, s.data, s.len, &err));
+    g_assert_nonnull(strstr(err->message, "the blocks differ"));
+    g_clear_error(&err);
+    s.data[4 + 3 + 7] ^= 8;
+    s.data[s.len - 1] ^= 1;
+    g_assert_false(apply_reply(bh, s.data, s.len, &err));
+    g_assert_nonnull(strstr(err->message, "bad end marker"));
+    g_clear_error(&err);
+    g_assert_false(apply_reply(bh, s.data, s.len - 20, &err));
+    g_assert_nonnull(err);
+    g_clear_error(&err);
+    g_assert_false(ram_postcopy_recv_bitmap(ms->ram, NULL, "nosuch", &err));
+    g_assert_nonnull(strstr(err->message, "unknown RAMBlock 'nosuch'"));
+    g_clear_error(&err);
+    ram_save_cleanup(ms->ram);
+    bh->page_size = TARGET_PAGE_SIZE;
+    g_free(s.data);
+}
+
 /* ---- malformed streams ---- */
 
 typedef struct Stream {
@@ -691,6 +784,7 @@ int main(int argc, char **argv)
     g_test_add_func("/ram/continue-across-sections",
                     test_continue_across_sections);
     g_test_add_func("/ram/bad-version", test_bad_version);
+    g_test_add_func("/ram/recv-bitmap", test_recv_bitmap);
     ret = g_test_run();
     migration_state_free(ms);
     migration_incoming_state_free(mis);

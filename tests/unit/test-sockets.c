@@ -456,6 +456,45 @@ static void test_migration_listener(void)
     qio_channel_unref(acc.ioc);
     migration_listener_free(l);
 
+    /* Two connections (postcopy-preempt): both accepted, in order. */
+    {
+        QIOChannel *c1 = NULL, *c2 = NULL;
+        QIOChannel *got[2] = { NULL, NULL };
+        char b = 0;
+
+        l = migration_channel_listen("tcp:127.0.0.1:0", 2, on_accept, &acc,
+                                     &err);
+        g_assert_no_error(err);
+        g_free(uri);
+        uri = g_strdup_printf("tcp:127.0.0.1:%d", migration_listener_port(l));
+        g_assert_true(migration_channel_connect(uri, &c1, &err));
+        g_assert_true(qio_channel_write_all(c1, "1", 1, &err));
+        g_assert_true(migration_channel_connect(uri, &c2, &err));
+        g_assert_true(qio_channel_write_all(c2, "2", 1, &err));
+        for (int i = 0; i < 2; i++) {
+            acc.ioc = NULL;
+            while (!acc.ioc) {
+                g_main_context_iteration(NULL, TRUE);
+            }
+            got[i] = acc.ioc;
+            g_assert_cmpint(read(qio_channel_get_fd(got[i]), &b, 1), ==, 1);
+            g_assert_cmpint(b, ==, '1' + i);
+        }
+        /* The listening socket is gone after the second. */
+        g_assert_false(migration_channel_connect(uri, &src, &err));
+        g_clear_error(&err);
+        for (int i = 0; i < 2; i++) {
+            qio_channel_unref(got[i]);
+        }
+        qio_channel_unref(c1);
+        qio_channel_unref(c2);
+        migration_listener_free(l);
+        g_assert_null(migration_channel_listen("exec:true", 2, on_accept,
+                                               &acc, &err));
+        g_assert_nonnull(strstr(err->message, "more than one connection"));
+        g_clear_error(&err);
+    }
+
     /* exec/file/fd have no socket address */
     acc.ioc = NULL;
     l = migration_channel_listen("exec:true", 1, on_accept, &acc, &err);
