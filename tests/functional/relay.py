@@ -48,6 +48,11 @@ class Conn:
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                  struct.pack("ii", 1, 0))
+                    # close() alone leaves a pump thread blocked in recv()
+                    # holding the socket, and no RST goes out on that side
+                    # until its peer sends something; SHUT_RD wakes the
+                    # thread without sending a FIN.
+                    s.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
                 try:
@@ -195,6 +200,8 @@ class Relay:
                 break
         if c.blackholed:
             return          # say nothing: the peer must find out itself
+        if c.closed:
+            return          # reset(): the RST says it, not a FIN
         try:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
