@@ -1404,6 +1404,26 @@ static JsonArray *pauses_json(Migration *m)
     return a;
 }
 
+/*
+ * After a postcopy recovery QEMU 7.2's source may report a downtime of
+ * its clock's whole reading (the host's uptime: its start mark was lost),
+ * far beyond the total time; printed as such it would mislead.
+ */
+static void print_downtime(JsonObject *s, double total_ms)
+{
+    int64_t d = jo_int(s, "downtime", -1);
+
+    if (d < 0) {
+        return;
+    }
+    if (d > total_ms) {
+        printf("  downtime           unknown (the source reports %" PRId64
+               " ms, more than the total time)\n", d);
+        return;
+    }
+    printf("  downtime           %" PRId64 " ms\n", d);
+}
+
 static void print_summary(Migration *m)
 {
     JsonObject *s = m->src_info, *ram = jo_obj(s, "ram");
@@ -1420,9 +1440,7 @@ static void print_summary(Migration *m)
     if (jo_str(s, "error-desc")) {
         printf("  error              %s\n", jo_str(s, "error-desc"));
     }
-    if (jo_has(s, "downtime")) {
-        printf("  downtime           %" PRId64 " ms\n", jo_int(s, "downtime", 0));
-    }
+    print_downtime(s, total_ms);
     printf("  setup time         %" PRId64 " ms\n", jo_int(s, "setup-time", 0));
     human_bytes(buf, sizeof(buf), xfer);
     printf("  transferred        %s (%.0f bytes)\n", buf, xfer);
