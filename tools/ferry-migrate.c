@@ -30,6 +30,19 @@ typedef enum SwitchPolicy {
 /* auto policy: expected-downtime above this many downtime-limits */
 #define AUTO_DOWNTIME_FACTOR 10
 #define POLL_INTERVAL_MS 100
+/* recovery: how long migrate-pause may take to show on a side */
+#define PAUSE_WAIT_S 10
+/* recovery: a resumed source still paused after this never connected */
+#define RESUME_CONNECT_GRACE_S 5
+/*
+ * recovery: QEMU 7.2 says nothing when a resume's connect fails, and a
+ * connect to a black-holed host stays pending until the kernel gives up
+ * (tcp_syn_retries 6: 127 s).  If such a stale connect failed after a new
+ * one succeeded, the source would abort (7.2's migrate_fd_error asserts
+ * that no channel is open), so no new tcp resume goes out before this
+ * long.
+ */
+#define RESUME_CONNECT_GAP_S 130
 
 typedef struct Options {
     char *src, *dst, *uri, *dst_cmd, *dst_log;
@@ -41,7 +54,18 @@ typedef struct Options {
     int64_t max_bw_bytes, max_pc_bw_bytes;     /* -1: leave as is */
     int timeout;
     SwitchPolicy policy;
+    char *recover, *recover_uri;
+    bool recover_auto;
+    int recover_retries, recover_delay_ms, recover_timeout;
 } Options;
+
+/* One postcopy pause, from noticing it to both sides active again. */
+typedef struct PauseRecord {
+    const char *noticed_by;     /* "source", "destination" */
+    gint64 paused_us;
+    int attempts;
+    bool recovered;
+} PauseRecord;
 
 typedef struct Migration {
     Options *opts;
@@ -65,6 +89,12 @@ typedef struct Migration {
     JsonObject *dst_info;
     char *dst_lost;             /* why the destination's QMP went away */
     char *dst_log_tmp;          /* our temporary log of a --dst-cmd child */
+    bool progress_open;         /* a tty progress line awaits its newline */
+    bool dst_paused_seen;       /* MIGRATION postcopy-paused from the dst */
+    GArray *pauses;             /* PauseRecord, one per pause */
+    int recover_seq;            /* recovery URIs derived so far */
+    char *recover_uri;          /* the last one the source was given */
+    gint64 unanswered_resume_us; /* a tcp resume that never connected */
 } Migration;
 
 static volatile sig_atomic_t got_sigint;
@@ -79,6 +109,26 @@ static void report(const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    fputs("ferry-migrate: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* A progress-like line: not in --quiet or --json, not inside the bar. */
+static void notice(Migration *m, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void notice(Migration *m, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (m->opts->quiet || m->opts->json) {
+        return;
+    }
+    if (m->progress_open) {
+        fputc('\n', stderr);
+        m->progress_open = false;
+    }
     va_start(ap, fmt);
     fputs("ferry-migrate: ", stderr);
     vfprintf(stderr, fmt, ap);
@@ -182,6 +232,23 @@ static bool parse_policy(Options *o, GError **errp)
     return true;
 }
 
+static bool parse_recover(Options *o, GError **errp)
+{
+    if (!o->recover || !strcmp(o->recover, "auto")) {
+        o->recover_auto = true;
+    } else if (strcmp(o->recover, "off")) {
+        error_setg(errp, "unknown --recover '%s' (auto, off)", o->recover);
+        return false;
+    }
+    if (o->recover_retries < 1 || o->recover_delay_ms < 0 ||
+        o->recover_timeout < 1) {
+        error_setg(errp, "--recover-retries and --recover-timeout must be "
+                   "at least 1, --recover-delay not negative");
+        return false;
+    }
+    return true;
+}
+
 static bool parse_cap(const char *spec, char **name, bool *state,
                       GError **errp)
 {
@@ -253,6 +320,18 @@ static bool parse_options(int argc, char **argv, Options *o, GError **errp)
           "Set a capability on both sides (repeatable)", "NAME=on|off" },
         { "timeout", 0, 0, G_OPTION_ARG_INT, &o->timeout,
           "Cancel if not finished after this many seconds", "SECONDS" },
+        { "recover", 0, 0, G_OPTION_ARG_STRING, &o->recover,
+          "Recover a paused postcopy: auto (default) or off", "MODE" },
+        { "recover-retries", 0, 0, G_OPTION_ARG_INT, &o->recover_retries,
+          "Recovery attempts per pause (default 5)", "N" },
+        { "recover-delay", 0, 0, G_OPTION_ARG_INT, &o->recover_delay_ms,
+          "Wait between recovery attempts (default 1000)", "MS" },
+        { "recover-timeout", 0, 0, G_OPTION_ARG_INT, &o->recover_timeout,
+          "Give up on one recovery attempt after this long (default 30)",
+          "SECONDS" },
+        { "recover-uri", 0, 0, G_OPTION_ARG_STRING, &o->recover_uri,
+          "Where the destination listens to recover (default: derived "
+          "from the migration URI)", "URI" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &o->json,
           "Print the result as one JSON object on stdout", NULL },
         { "quiet", 'q', 0, G_OPTION_ARG_NONE, &o->quiet,
@@ -263,6 +342,9 @@ static bool parse_options(int argc, char **argv, Options *o, GError **errp)
         g_option_context_new("- migrate a VM between two QMP monitors");
 
     o->downtime_limit = -1;
+    o->recover_retries = 5;
+    o->recover_delay_ms = 1000;
+    o->recover_timeout = 30;
     g_option_context_add_main_entries(ctx, entries, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, errp)) {
         return false;
@@ -301,7 +383,7 @@ static bool parse_options(int argc, char **argv, Options *o, GError **errp)
                     &o->max_pc_bw_bytes, errp)) {
         return false;
     }
-    return parse_policy(o, errp);
+    return parse_policy(o, errp) && parse_recover(o, errp);
 }
 
 /* ---- destination process started by us ---- */
@@ -650,6 +732,7 @@ static void show_progress(Migration *m, bool final)
         memset(bar + fill, '.', 30 - fill);
         bar[30] = 0;
         fprintf(stderr, "\r[%s] %s\033[K%s", bar, line, final ? "\n" : "");
+        m->progress_open = !final;
     } else if (final || now - m->last_progress_us >= G_USEC_PER_SEC) {
         fprintf(stderr, "progress: %s\n", line);
         m->last_progress_us = now;
@@ -710,7 +793,8 @@ static void start_postcopy(Migration *m)
     }
 }
 
-/* ---- the main loop ---- */
+
+/* ---- watching the monitors ---- */
 
 static void drain_events(Migration *m)
 {
@@ -723,6 +807,12 @@ static void drain_events(Migration *m)
         json_object_unref(ev);
     }
     while (m->dst && (ev = qmpc_pop_event(m->dst))) {
+        /* The source's status is polled; the destination's is not. */
+        if (!g_strcmp0(jo_str(ev, "event"), "MIGRATION") &&
+            !g_strcmp0(jo_str(jo_obj(ev, "data"), "status"),
+                       "postcopy-paused")) {
+            m->dst_paused_seen = true;
+        }
         json_object_unref(ev);
     }
 }
@@ -754,6 +844,365 @@ static void lose_dst_if_gone(Migration *m)
     }
 }
 
+/* ---- postcopy recovery ---- */
+
+typedef enum Step {
+    STEP_OK,
+    STEP_RETRY,                 /* this attempt failed; another may work */
+    STEP_FATAL,                 /* no attempt can work (or interrupted) */
+} Step;
+
+typedef struct SideStates {
+    char src[32], dst[32];
+} SideStates;
+
+static bool is_paused(const char *st)
+{
+    return !strcmp(st, "postcopy-paused");
+}
+
+/*
+ * The destination's events queued while recovering still tell of the
+ * pause just handled; the main loop must not take them for a new one.
+ */
+static void forget_dst_events(Migration *m)
+{
+    JsonObject *ev;
+
+    while (m->dst && (ev = qmpc_pop_event(m->dst))) {
+        json_object_unref(ev);
+    }
+    m->dst_paused_seen = false;
+}
+
+static bool query_states(Migration *m, SideStates *s, GError **errp)
+{
+    JsonObject *info;
+
+    if (!m->dst) {
+        error_setg(errp, "the destination's QMP went away (%s)",
+                   m->dst_lost ? m->dst_lost : "?");
+        return false;
+    }
+    info = qmpc_execute_obj(m->src, "query-migrate", NULL, errp);
+    if (!info) {
+        g_prefix_error(errp, "source: ");
+        return false;
+    }
+    if (m->src_info) {
+        json_object_unref(m->src_info);
+    }
+    m->src_info = info;         /* the summary wants the latest */
+    g_strlcpy(s->src, status_of(info), sizeof(s->src));
+    info = qmpc_execute_obj(m->dst, "query-migrate", NULL, errp);
+    if (!info) {
+        g_prefix_error(errp, "destination: ");
+        return false;
+    }
+    g_strlcpy(s->dst, status_of(info), sizeof(s->dst));
+    json_object_unref(info);
+    return true;
+}
+
+/* Sleep up to ms, keeping the monitors read; false on SIGINT. */
+static bool recover_sleep(Migration *m, int ms, GError **errp)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
+
+    while (g_get_monotonic_time() < end) {
+        if (got_sigint) {
+            m->interrupted = true;
+            error_setg(errp, "interrupted during postcopy recovery");
+            return false;
+        }
+        if (!qmpc_pump(m->src, MIN(ms, POLL_INTERVAL_MS), errp)) {
+            return false;
+        }
+        lose_dst_if_gone(m);
+    }
+    return true;
+}
+
+/* "tcp:HOST" of "tcp:HOST:PORT" (HOST may be "[v6]"). */
+static int tcp_host_len(const char *uri)
+{
+    return strrchr(uri, ':') - uri;
+}
+
+/* What to type when the tool does not (or no longer) recover. */
+static char *manual_hint(Migration *m)
+{
+    g_autofree char *uri = NULL;
+
+    if (m->recover_uri || m->opts->recover_uri) {
+        uri = g_strdup(m->recover_uri ? m->recover_uri : m->opts->recover_uri);
+    } else if (g_str_has_prefix(m->uri, "tcp:")) {
+        uri = g_strdup_printf("%.*s:PORT", tcp_host_len(m->uri), m->uri);
+    } else if (g_str_has_prefix(m->uri, "unix:")) {
+        uri = g_strdup_printf("%s.recover", m->uri);
+    } else {
+        uri = g_strdup("URI");
+    }
+    return g_strdup_printf(
+        "to recover by hand: on a side still postcopy-active "
+        "{\"execute\":\"migrate-pause\"}; then on the destination "
+        "{\"execute\":\"migrate-recover\",\"arguments\":{\"uri\":\"%s\"}} "
+        "and on the source {\"execute\":\"migrate\",\"arguments\":"
+        "{\"uri\":\"%s\",\"resume\":true}}", uri, uri);
+}
+
+static void pause_side(Migration *m, QmpClient *q, const char *name)
+{
+    GError *err = NULL;
+
+    notice(m, "the %s is still postcopy-active: migrate-pause on it", name);
+    if (!qmpc_execute(q, "migrate-pause", NULL, NULL, &err)) {
+        notice(m, "%s: migrate-pause: %s", name, err->message);
+        g_error_free(err);
+    }
+}
+
+/*
+ * Both sides must be paused before migrate-recover/resume are accepted.
+ * A black-holed link is often noticed by one side only (the other keeps
+ * waiting on a socket that will never speak again): migrate-pause tells it.
+ */
+static Step pause_both(Migration *m, GError **errp)
+{
+    gint64 deadline = g_get_monotonic_time() + PAUSE_WAIT_S * G_USEC_PER_SEC;
+    bool asked_src = false, asked_dst = false;
+    SideStates s;
+
+    for (;;) {
+        if (!query_states(m, &s, errp)) {
+            return STEP_FATAL;
+        }
+        if (is_paused(s.src) && is_paused(s.dst)) {
+            return STEP_OK;
+        }
+        if (status_is_final(s.src) || status_is_final(s.dst)) {
+            error_setg(errp, "cannot recover: source %s, destination %s",
+                       s.src, s.dst);
+            return STEP_FATAL;
+        }
+        if (!asked_src && !strcmp(s.src, "postcopy-active")) {
+            pause_side(m, m->src, "source");
+            asked_src = true;
+        }
+        if (!asked_dst && !strcmp(s.dst, "postcopy-active")) {
+            pause_side(m, m->dst, "destination");
+            asked_dst = true;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            error_setg(errp, "not both paused after %d s (source %s, "
+                       "destination %s)", PAUSE_WAIT_S, s.src, s.dst);
+            return STEP_RETRY;
+        }
+        if (!recover_sleep(m, POLL_INTERVAL_MS, errp)) {
+            return STEP_FATAL;
+        }
+    }
+}
+
+/*
+ * Where the destination listens for this attempt: --recover-uri, else the
+ * migration URI's host with port 0 (a fresh free port each time, read back
+ * from the destination) or its unix path with a ".recover-N" suffix.
+ */
+static char *recover_listen_uri(Migration *m, GError **errp)
+{
+    if (m->opts->recover_uri) {
+        return g_strdup(m->opts->recover_uri);
+    }
+    if (g_str_has_prefix(m->uri, "tcp:")) {
+        return g_strdup_printf("%.*s:0", tcp_host_len(m->uri), m->uri);
+    }
+    if (g_str_has_prefix(m->uri, "unix:")) {
+        return g_strdup_printf("%s.recover-%d", m->uri, ++m->recover_seq);
+    }
+    error_setg(errp, "cannot derive a recovery address from %s; give "
+               "--recover-uri", m->uri);
+    return NULL;
+}
+
+/* See RESUME_CONNECT_GAP_S: never two tcp connects from the source. */
+static bool wait_resume_gap(Migration *m, GError **errp)
+{
+    gint64 at = m->unanswered_resume_us;
+    gint64 left_ms;
+
+    if (!at || !g_str_has_prefix(m->recover_uri, "tcp:")) {
+        return true;
+    }
+    left_ms = (at + RESUME_CONNECT_GAP_S * G_USEC_PER_SEC -
+               g_get_monotonic_time()) / 1000;
+    if (left_ms > 0) {
+        notice(m, "the last resume may still be connecting: waiting %.0f s "
+               "before the next", left_ms / 1000.0);
+        if (!recover_sleep(m, left_ms, errp)) {
+            return false;
+        }
+    }
+    m->unanswered_resume_us = 0;
+    return true;
+}
+
+/* migrate-recover on the destination, then migrate resume on the source. */
+static Step start_recovery(Migration *m, GError **errp)
+{
+    g_autoptr(JsonObject) args = json_object_new();
+    g_autofree char *listen = recover_listen_uri(m, errp);
+    char *connect;
+
+    if (!listen) {
+        return STEP_FATAL;
+    }
+    json_object_set_string_member(args, "uri", listen);
+    if (!qmpc_execute(m->dst, "migrate-recover", args, NULL, errp)) {
+        g_prefix_error(errp, "destination refused migrate-recover %s: ",
+                       listen);
+        return STEP_RETRY;
+    }
+    connect = dst_listen_uri(m, listen, errp);
+    if (!connect) {
+        return STEP_RETRY;
+    }
+    g_free(m->recover_uri);
+    m->recover_uri = connect;
+    if (!wait_resume_gap(m, errp)) {
+        return STEP_FATAL;
+    }
+    notice(m, "destination listens on %s; resuming the source", connect);
+    json_object_set_string_member(args, "uri", connect);
+    json_object_set_boolean_member(args, "resume", true);
+    if (!qmpc_execute(m->src, "migrate", args, NULL, errp)) {
+        g_prefix_error(errp, "source refused migrate resume to %s: ",
+                       connect);
+        return STEP_RETRY;
+    }
+    return STEP_OK;
+}
+
+static bool recovered(const SideStates *s)
+{
+    return (!strcmp(s->src, "postcopy-active") ||
+            !strcmp(s->src, "completed")) &&
+           (!strcmp(s->dst, "postcopy-active") ||
+            !strcmp(s->dst, "completed"));
+}
+
+/* After the resume: wait for both sides to be postcopy-active again. */
+static Step wait_recovered(Migration *m, GError **errp)
+{
+    gint64 start = g_get_monotonic_time();
+    gint64 deadline = start + m->opts->recover_timeout * G_USEC_PER_SEC;
+    bool left_paused = false;
+    SideStates s;
+
+    for (;;) {
+        if (!recover_sleep(m, POLL_INTERVAL_MS, errp) ||
+            !query_states(m, &s, errp)) {
+            return STEP_FATAL;
+        }
+        if (recovered(&s)) {
+            return STEP_OK;
+        }
+        if (!strcmp(s.src, "failed") || !strcmp(s.dst, "failed")) {
+            error_setg(errp, "failed during recovery (source %s, "
+                       "destination %s)", s.src, s.dst);
+            return STEP_FATAL;
+        }
+        if (!is_paused(s.src) || !is_paused(s.dst)) {
+            left_paused = true;
+        } else if (left_paused) {
+            error_setg(errp, "the link broke again during the handshake");
+            return STEP_RETRY;
+        } else if (g_get_monotonic_time() - start >
+                   MIN(RESUME_CONNECT_GRACE_S, m->opts->recover_timeout) *
+                   G_USEC_PER_SEC) {
+            /* QEMU 7.2 only prints a failed resume connect on stderr */
+            m->unanswered_resume_us = start;
+            error_setg(errp, "the source did not connect to %s within %d s "
+                       "(refused or unreachable?)", m->recover_uri,
+                       RESUME_CONNECT_GRACE_S);
+            return STEP_RETRY;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            error_setg(errp, "not recovered within %d s (source %s, "
+                       "destination %s)", m->opts->recover_timeout,
+                       s.src, s.dst);
+            return STEP_RETRY;
+        }
+    }
+}
+
+static Step recover_attempt(Migration *m, GError **errp)
+{
+    Step r = pause_both(m, errp);
+
+    if (r == STEP_OK) {
+        r = start_recovery(m, errp);
+    }
+    return r == STEP_OK ? wait_recovered(m, errp) : r;
+}
+
+/*
+ * Both sides paused (or one noticed a broken link): re-establish the link,
+ * up to --recover-retries times, and time the pause.
+ */
+static bool recover(Migration *m, const char *noticed_by, GError **errp)
+{
+    PauseRecord rec = { .noticed_by = noticed_by };
+    gint64 t0 = g_get_monotonic_time();
+    g_autofree char *hint = NULL;
+    g_autoptr(GError) last = NULL;
+    Step r = STEP_FATAL;
+
+    forget_dst_events(m);
+    if (!m->opts->recover_auto) {
+        hint = manual_hint(m);
+        error_setg(errp, "migration paused in postcopy (the %s noticed a "
+                   "broken link) and --recover=off; %s", noticed_by, hint);
+        g_array_append_val(m->pauses, rec);
+        return false;
+    }
+    notice(m, "postcopy paused (pause %u, noticed by the %s): recovering",
+           m->pauses->len + 1, noticed_by);
+    while (rec.attempts < m->opts->recover_retries) {
+        g_clear_error(&last);
+        rec.attempts++;
+        r = recover_attempt(m, &last);
+        if (r != STEP_RETRY || rec.attempts == m->opts->recover_retries) {
+            break;
+        }
+        notice(m, "recovery attempt %d/%d failed: %s; retrying in %d ms",
+               rec.attempts, m->opts->recover_retries, last->message,
+               m->opts->recover_delay_ms);
+        g_clear_error(&last);
+        if (!recover_sleep(m, m->opts->recover_delay_ms, &last)) {
+            r = STEP_FATAL;
+            break;
+        }
+    }
+    rec.paused_us = g_get_monotonic_time() - t0;
+    rec.recovered = r == STEP_OK;
+    forget_dst_events(m);
+    g_array_append_val(m->pauses, rec);
+    if (!rec.recovered) {
+        hint = manual_hint(m);
+        error_setg(errp, "postcopy recovery gave up after %d attempt(s) and "
+                   "%.1f s: %s; %s", rec.attempts, rec.paused_us / 1e6,
+                   last->message, hint);
+        return false;
+    }
+    notice(m, "recovered from pause %u in %.3f s (%d attempt%s)",
+           m->pauses->len, rec.paused_us / 1e6, rec.attempts,
+           rec.attempts == 1 ? "" : "s");
+    return true;
+}
+
+/* ---- the main loop ---- */
+
 /* Poll until the source reaches a final state; false on a QMP error. */
 static bool wait_for_completion(Migration *m, GError **errp)
 {
@@ -784,11 +1233,13 @@ static bool wait_for_completion(Migration *m, GError **errp)
         if (status_is_final(st)) {
             return true;
         }
-        if (!strcmp(st, "postcopy-paused")) {
-            error_setg(errp, "migration paused in postcopy (connection "
-                       "lost?); recover it with migrate-recover on the "
-                       "destination and migrate resume=true on the source");
-            return false;
+        if (!strcmp(st, "postcopy-paused") ||
+            (m->dst_paused_seen && !strcmp(st, "postcopy-active"))) {
+            if (!recover(m, strcmp(st, "postcopy-paused") ? "destination" :
+                         "source", errp)) {
+                return false;
+            }
+            continue;
         }
         if (got_sigint && !m->cancel_sent) {
             m->interrupted = true;
@@ -909,6 +1360,70 @@ static void print_fault_latency(JsonObject *dst)
     g_string_free(line, TRUE);
 }
 
+static gint64 paused_total_us(Migration *m)
+{
+    gint64 t = 0;
+
+    for (guint i = 0; i < m->pauses->len; i++) {
+        t += g_array_index(m->pauses, PauseRecord, i).paused_us;
+    }
+    return t;
+}
+
+static void print_pauses(Migration *m)
+{
+    if (!m->pauses->len) {
+        return;
+    }
+    printf("  postcopy pauses    %u (paused %.3f s in all)\n", m->pauses->len,
+           paused_total_us(m) / 1e6);
+    for (guint i = 0; i < m->pauses->len; i++) {
+        PauseRecord *p = &g_array_index(m->pauses, PauseRecord, i);
+
+        printf("    pause %u          noticed by the %s, %s in %.3f s, "
+               "%d attempt%s\n", i + 1, p->noticed_by,
+               p->recovered ? "recovered" : "not recovered",
+               p->paused_us / 1e6, p->attempts, p->attempts == 1 ? "" : "s");
+    }
+}
+
+static JsonArray *pauses_json(Migration *m)
+{
+    JsonArray *a = json_array_new();
+
+    for (guint i = 0; i < m->pauses->len; i++) {
+        PauseRecord *p = &g_array_index(m->pauses, PauseRecord, i);
+        JsonObject *o = json_object_new();
+
+        json_object_set_string_member(o, "noticed-by", p->noticed_by);
+        json_object_set_int_member(o, "paused-ms", p->paused_us / 1000);
+        json_object_set_int_member(o, "attempts", p->attempts);
+        json_object_set_boolean_member(o, "recovered", p->recovered);
+        json_array_add_object_element(a, o);
+    }
+    return a;
+}
+
+/*
+ * After a postcopy recovery QEMU 7.2's source may report a downtime of
+ * its clock's whole reading (the host's uptime: its start mark was lost),
+ * far beyond the total time; printed as such it would mislead.
+ */
+static void print_downtime(JsonObject *s, double total_ms)
+{
+    int64_t d = jo_int(s, "downtime", -1);
+
+    if (d < 0) {
+        return;
+    }
+    if (d > total_ms) {
+        printf("  downtime           unknown (the source reports %" PRId64
+               " ms, more than the total time)\n", d);
+        return;
+    }
+    printf("  downtime           %" PRId64 " ms\n", d);
+}
+
 static void print_summary(Migration *m)
 {
     JsonObject *s = m->src_info, *ram = jo_obj(s, "ram");
@@ -925,9 +1440,7 @@ static void print_summary(Migration *m)
     if (jo_str(s, "error-desc")) {
         printf("  error              %s\n", jo_str(s, "error-desc"));
     }
-    if (jo_has(s, "downtime")) {
-        printf("  downtime           %" PRId64 " ms\n", jo_int(s, "downtime", 0));
-    }
+    print_downtime(s, total_ms);
     printf("  setup time         %" PRId64 " ms\n", jo_int(s, "setup-time", 0));
     human_bytes(buf, sizeof(buf), xfer);
     printf("  transferred        %s (%.0f bytes)\n", buf, xfer);
@@ -954,6 +1467,7 @@ static void print_summary(Migration *m)
         printf("  dst vCPU blocktime %s ms\n", t);
     }
     print_fault_latency(m->dst_info);
+    print_pauses(m);
 }
 
 static void print_json(Migration *m, const char *error)
@@ -993,6 +1507,11 @@ static void print_json(Migration *m, const char *error)
                                (g_get_monotonic_time() - m->start_us) / 1000);
     json_object_set_boolean_member(d, "timed-out", m->timed_out);
     json_object_set_boolean_member(d, "interrupted", m->interrupted);
+    json_object_set_string_member(d, "recover",
+                                  m->opts->recover_auto ? "auto" : "off");
+    json_object_set_int_member(d, "pauses", m->pauses->len);
+    json_object_set_int_member(d, "paused-ms", paused_total_us(m) / 1000);
+    json_object_set_array_member(d, "recoveries", pauses_json(m));
     json_object_set_object_member(o, "derived", d);
     json_node_set_object(root, o);
     text = json_to_string(root, TRUE);
@@ -1103,13 +1622,16 @@ static void options_free(Options *o)
     g_free(o->max_bw);
     g_free(o->max_pc_bw);
     g_free(o->switch_policy);
+    g_free(o->recover);
+    g_free(o->recover_uri);
     g_strfreev(o->caps);
 }
 
 int main(int argc, char **argv)
 {
     Options opts = { 0 };
-    Migration m = { .opts = &opts, .best_remaining = -1 };
+    Migration m = { .opts = &opts, .best_remaining = -1,
+                    .pauses = g_array_new(FALSE, TRUE, sizeof(PauseRecord)) };
     struct sigaction sa = { .sa_handler = on_sigint };
     g_autoptr(GError) err = NULL;
     int ret;
@@ -1145,6 +1667,8 @@ int main(int argc, char **argv)
     }
     g_free(m.dst_lost);
     g_free(m.uri);
+    g_free(m.recover_uri);
+    g_array_free(m.pauses, TRUE);
     options_free(&opts);
     return ret;
 }
