@@ -16,7 +16,11 @@ SOURCE's serial line, and once continued every vCPU keeps sweeping there
     not sent yet costs a handful of page requests (source readahead);
 (d) 2 MiB hugetlbfs RAM (memfd hugetlb=on, huge pages reserved here and
     given back);
-(e) memfd share=on RAM.
+(e) memfd share=on RAM;
+(f) postcopy-preempt through a relay that breaks the link twice: a reset
+    (both sides pause by themselves), then a black hole with migrate-pause
+    on both sides; each time migrate-recover + migrate resume, and the
+    vCPUs that faulted meanwhile go on once it is recovered.
 """
 
 import json
@@ -25,6 +29,7 @@ import subprocess
 import time
 
 import ferrytest as ft
+import relay
 import test_precopy as tp
 from ferrytest import fail, log
 
@@ -323,10 +328,62 @@ def test_e_memfd_shared():
     finish_and_check(src, dst, mem, base)
 
 
+def wait_both(vms, want, timeout=30.0):
+    return [wait_migrate_status(vm, want, timeout) for vm in vms]
+
+
+def recover(src, dst, link):
+    """Both paused: a new destination port, the relay pointed at it, and
+    the source resumed through the relay."""
+    wait_both((src, dst), ("postcopy-paused",))
+    port = ft.free_tcp_port()
+    dst.qmp.cmd("migrate-recover", uri=f"tcp:127.0.0.1:{port}")
+    link.retarget(port)
+    t0 = time.time()
+    src.qmp.cmd("migrate", uri=link.uri, resume=True)
+    wait_both((src, dst), ("postcopy-active", "completed"))
+    log(f"recovered in {(time.time() - t0) * 1000:.0f} ms")
+
+
+def test_f_recovery_preempt():
+    mem = "512M"
+    src, dst, uri = start_pair("f", mem, 0xf6)
+    base = min(src.sweeps(SMP))
+    link = relay.Relay(int(uri.rsplit(":", 1)[1]))
+    for vm in (src, dst):
+        set_caps(vm, postcopy_ram=True, postcopy_preempt=True)
+
+    def during():
+        time.sleep(1)
+        link.reset()
+        recover(src, dst, link)
+        time.sleep(1)
+        link.blackhole()
+        for vm in (src, dst):
+            vm.qmp.cmd("migrate-pause")
+        recover(src, dst, link)
+
+    try:
+        sinfo, dinfo = qmp_postcopy(src, dst, link.uri, mem, base,
+                                    64 * MiB, during=during)
+    finally:
+        relay.stop_all()
+    for info, side in ((sinfo, "source"), (dinfo, "destination")):
+        if info.get("x-postcopy-pauses") != 2:
+            fail(f"{side}: x-postcopy-pauses {info.get('x-postcopy-pauses')},"
+                 " want 2")
+    # the preempt channels (connections 1, 3, 5) carried urgent pages
+    if not any(c.main > 0 for c in link.conns[1::2]):
+        fail(f"no bytes on any preempt channel: "
+             f"{[(c.index, c.main) for c in link.conns]}")
+    finish_and_check(src, dst, mem, base)
+
+
 if __name__ == "__main__":
     ft.require_kvm()
     ft.require_file(ft.GUEST_CHECK, "guest RAM checker")
     ft.require_file(ft.FERRY_MIGRATE, "ferry-migrate")
     ft.main([test_c_paused_destination_and_locality, test_b_immediate_blocktime,
-             test_e_memfd_shared, test_d_hugetlb, test_a_after_precopy_tool],
-            timeout=230)
+             test_e_memfd_shared, test_d_hugetlb, test_f_recovery_preempt,
+             test_a_after_precopy_tool],
+            timeout=280)
