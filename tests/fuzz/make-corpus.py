@@ -93,6 +93,11 @@ def main():
           rp(4, be64(0x8000000) + be32(4096)) + rp(1, be32(0)))
     write("fuzz-return-path", "bitmap-ack",
           rp(5, b"\x03ram") + rp(6, be32(1)))
+    # 1 MiB "ram": 256 pages, 32 bytes of bitmap, then the end marker
+    write("fuzz-return-path", "recv-bitmap",
+          rp(5, b"\x03ram") + be64(32) + b"\xff" * 16 + b"\x0f" +
+          b"\0" * 15 + be64(0x0123456789ABCDEF) + rp(6, be32(1)) +
+          rp(4, be64(0x8000) + be32(4096)))
 
     write("fuzz-qmp", "negotiate",
           '{"execute": "qmp_capabilities"}\n{"execute": "query-version"}\n')
