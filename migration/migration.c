@@ -257,12 +257,8 @@ char *migration_incoming_get_error_desc(MigrationIncomingState *mis)
     return dup_error_desc(&mis->error_lock, &mis->error_desc);
 }
 
-/*
- * A read or write that failed with ETIMEDOUT on a TCP stream is
- * x-net-timeout at work (keepalive or TCP_USER_TIMEOUT): say so, or the
- * user sees only "Connection timed out" after a mysteriously long wait.
- */
-static void explain_net_timeout(QEMUFile *f, GError **err)
+/* ETIMEDOUT on a TCP stream is x-net-timeout at work. */
+void migration_explain_net_timeout(QEMUFile *f, GError **err)
 {
     if (f && err && *err && qemu_file_get_error(f) == -ETIMEDOUT) {
         g_prefix_error(err, "no sign of life from the peer within "
@@ -399,7 +395,7 @@ static void *source_return_path_thread(void *opaque)
         }
     }
 out:
-    explain_net_timeout(s->rp_file, &err);
+    migration_explain_net_timeout(s->rp_file, &err);
     if (err) {
         trace_source_return_path_thread_bad_end(err->message);
     }
@@ -543,7 +539,7 @@ static void collect_error(MigrationState *s, GError **errp)
     qemu_mutex_unlock(&s->error_lock);
     if (s->to_dst_file && errp && !*errp) {
         qemu_file_get_error_obj(s->to_dst_file, errp);
-        explain_net_timeout(s->to_dst_file, errp);
+        migration_explain_net_timeout(s->to_dst_file, errp);
     }
     if (errp && !*errp) {
         error_setg(errp, "Migration stream error");
@@ -1164,6 +1160,9 @@ static bool postcopy_iterate_loop(MigrationState *s, GError **errp)
             postcopy_error(s, err, errp);
             g_error_free(err);
             return false;
+        }
+        if (!strstr(err->message, "x-net-timeout")) {
+            migration_explain_net_timeout(s->to_dst_file, &err);
         }
         postcopy_pause_until_resumed(s, err);
         g_error_free(err);
@@ -1890,7 +1889,7 @@ static void *incoming_thread(void *opaque)
         if (!err) {
             error_setg(&err, "load failed");
         }
-        explain_net_timeout(mis->from_src_file, &err);
+        migration_explain_net_timeout(mis->from_src_file, &err);
         /*
          * The process exits from the main loop; a listen thread may still
          * use ctx and the file, so leave them as they are.

@@ -1548,6 +1548,7 @@ static void *listen_thread(void *opaque)
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
                       MIGRATION_STATUS_POSTCOPY_ACTIVE);
     while ((ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err)) < 0) {
+        migration_explain_net_timeout(ctx->from_src, &err);
         if (!postcopy_pause_incoming(mis, ctx, err)) {
             g_prefix_error(&err, "postcopy: ");
             migration_incoming_fail(ctx, err);

@@ -257,6 +257,12 @@ bool migrate_start_postcopy(GError **errp);
  * the caller returns.
  */
 void migration_incoming_fail(LoadVMContext *ctx, GError *err);
+/*
+ * If f failed because x-net-timeout's keepalive or TCP_USER_TIMEOUT gave
+ * up on the peer (ETIMEDOUT), say so in *err: otherwise the user sees only
+ * "Connection timed out" after a mysteriously long wait.
+ */
+void migration_explain_net_timeout(QEMUFile *f, GError **err);
 /* Both sides' query-migrate pause figures (ms). */
 void migration_incoming_pause_stats(MigrationIncomingState *mis,
                                     uint64_t *pauses, int64_t *paused_ms);
