@@ -105,6 +105,11 @@ struct PostcopyIncomingState {
     /* hugetlbfs has no UFFDIO_ZEROPAGE: zero pages are copied from here */
     uint8_t *zero_page;
     size_t zero_size;
+    /*
+     * Fuzzing and tests: pages go through these instead of userfaultfd,
+     * and LISTEN starts no thread (the caller runs the listen loop).
+     */
+    const PostcopyPlacementOps *placement;
 };
 
 static const char *const state_names[] = {
@@ -550,7 +555,7 @@ static void placed(PostcopyIncomingState *pis, RAMBlock *rb,
 static bool place_check(MigrationIncomingState *mis, RAMBlock *rb,
                         ram_addr_t offset, GError **errp)
 {
-    if (mis->postcopy->uffd < 0) {
+    if (mis->postcopy->uffd < 0 && !mis->postcopy->placement) {
         error_setg(errp, "postcopy: placing page 0x%" PRIx64 " of '%s' "
                    "but userfaultfd is not open (state %s)", offset,
                    rb->idstr, postcopy_state_str(postcopy_state_get(mis)));
@@ -595,6 +600,15 @@ bool postcopy_place_page(MigrationIncomingState *mis, RAMBlock *rb,
         return false;
     }
     trace_postcopy_place_page(rb->host + offset, rb->idstr, offset);
+    if (pis->placement) {
+        int err = pis->placement->place(rb, offset, from);
+
+        if (err) {
+            return place_failed(rb, offset, "placement", err, errp);
+        }
+        placed(pis, rb, offset);
+        return true;
+    }
     while (ioctl(pis->uffd, UFFDIO_COPY, &copy) < 0) {
         /* EAGAIN: the mm changed under us; nothing was copied yet. */
         if (errno != EAGAIN || copy.copy > 0) {
@@ -1414,8 +1428,9 @@ static bool postcopy_pause_incoming(MigrationIncomingState *mis,
 
     if (postcopy_state_get(mis) != POSTCOPY_INCOMING_RUNNING ||
         (cur != MIGRATION_STATUS_POSTCOPY_ACTIVE &&
-         cur != MIGRATION_STATUS_POSTCOPY_RECOVER)) {
-        return false;
+         cur != MIGRATION_STATUS_POSTCOPY_RECOVER) ||
+        pis->placement) {
+        return false;       /* (nobody could ever hand us a new channel) */
     }
     trace_postcopy_pause_incoming(why->message);
     warn_report("postcopy paused: %s; the guest keeps running, waiting for "
@@ -1536,23 +1551,26 @@ static bool pc_resume(LoadVMContext *ctx, GError **errp)
     return true;
 }
 
-static void *listen_thread(void *opaque)
+/*
+ * The listen thread's work: the main stream after LISTEN, pausing through
+ * broken links, then the end (SHUT, completed).  False with errp when the
+ * migration failed for good.
+ */
+static bool listen_run(LoadVMContext *ctx, GError **errp)
 {
-    LoadVMContext *ctx = opaque;
     MigrationIncomingState *mis = ctx->opaque;
     PostcopyIncomingState *pis = mis->postcopy;
     GError *err = NULL;
     int ret;
 
-    trace_postcopy_ram_listen_thread_start();
     migrate_set_state(&mis->status, MIGRATION_STATUS_ACTIVE,
                       MIGRATION_STATUS_POSTCOPY_ACTIVE);
     while ((ret = qemu_loadvm_state_main(ctx->from_src, ctx, &err)) < 0) {
         migration_explain_net_timeout(ctx->from_src, &err);
         if (!postcopy_pause_incoming(mis, ctx, err)) {
             g_prefix_error(&err, "postcopy: ");
-            migration_incoming_fail(ctx, err);
-            return NULL;
+            g_propagate_error(errp, err);
+            return false;
         }
         g_clear_error(&err);
     }
@@ -1564,11 +1582,10 @@ static void *listen_thread(void *opaque)
     qemu_mutex_unlock(&pis->lock);
     if (ret == LOADVM_QUIT ||
         postcopy_state_get(mis) != POSTCOPY_INCOMING_RUNNING) {
-        error_setg(&err, "postcopy: the stream ended in postcopy state %s "
+        error_setg(errp, "postcopy: the stream ended in postcopy state %s "
                    "(expected RUNNING after POSTCOPY_RUN)",
                    postcopy_state_str(postcopy_state_get(mis)));
-        migration_incoming_fail(ctx, err);
-        return NULL;
+        return false;
     }
     preempt_finish(pis);
     postcopy_incoming_cleanup(pis);
@@ -1579,8 +1596,34 @@ static void *listen_thread(void *opaque)
     }
     migrate_set_state(&mis->status, MIGRATION_STATUS_POSTCOPY_ACTIVE,
                       MIGRATION_STATUS_COMPLETED);
+    return true;
+}
+
+static void *listen_thread(void *opaque)
+{
+    LoadVMContext *ctx = opaque;
+    GError *err = NULL;
+
+    trace_postcopy_ram_listen_thread_start();
+    if (!listen_run(ctx, &err)) {
+        migration_incoming_fail(ctx, err);
+    }
     trace_postcopy_ram_listen_thread_exit();
     return NULL;
+}
+
+bool postcopy_incoming_listen_sync(LoadVMContext *ctx, GError **errp)
+{
+    MigrationIncomingState *mis = ctx->opaque;
+
+    g_assert(mis->postcopy->placement);
+    postcopy_incoming_main_done(mis);
+    if (!listen_run(ctx, errp)) {
+        postcopy_incoming_cleanup(mis->postcopy);
+        qemu_loadvm_state_cleanup();
+        return false;
+    }
+    return true;
 }
 
 static bool pc_listen(LoadVMContext *ctx, GError **errp)
@@ -1615,6 +1658,12 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
     }
     pis->ctx = ctx;
     stats_start(pis);
+    if (pis->placement) {
+        /* No fault can happen: the caller runs the listen loop itself. */
+        zero_page_prepare(pis);
+        ctx->postcopy_listening = true;
+        return true;
+    }
     if (!uffd_enable(mis, errp)) {
         error_prepend(errp, "%s: ", cmd);
         postcopy_incoming_cleanup(pis);
@@ -1662,7 +1711,9 @@ static bool pc_run(LoadVMContext *ctx, GError **errp)
         return wrong_state("POSTCOPY_RUN", st, "LISTENING", errp);
     }
     /* vCPU state came in the package already; start them in the main loop */
-    g_idle_add(start_vm_bh, NULL);
+    if (!mis->postcopy->placement) {
+        g_idle_add(start_vm_bh, NULL);
+    }
     return true;
 }
 
@@ -1674,6 +1725,12 @@ static const LoadvmPostcopyOps postcopy_ops = {
     .recv_bitmap = pc_recv_bitmap,
     .resume = pc_resume,
 };
+
+void postcopy_incoming_set_placement(MigrationIncomingState *mis,
+                                     const PostcopyPlacementOps *ops)
+{
+    mis->postcopy->placement = ops;
+}
 
 void postcopy_ram_init(void)
 {

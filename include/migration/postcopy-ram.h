@@ -99,6 +99,23 @@ bool postcopy_request_mark(MigrationIncomingState *mis, RAMBlock *rb,
 bool postcopy_request_pending(MigrationIncomingState *mis, RAMBlock *rb,
                               ram_addr_t offset);
 
+/*
+ * Page placement without userfaultfd, for fuzzing and tests: place()
+ * copies a whole host page of rb at offset (from is never NULL) and
+ * returns 0 or an errno (EEXIST: already there).  With it, LISTEN
+ * registers nothing and starts no thread: once qemu_loadvm_state()
+ * returned after RUN, the caller runs the listen loop itself with
+ * postcopy_incoming_listen_sync() (the page records after the package,
+ * to EOF; SHUT; completed).  No recovery: a failure is final.
+ */
+typedef struct PostcopyPlacementOps {
+    int (*place)(RAMBlock *rb, ram_addr_t offset, const void *from);
+} PostcopyPlacementOps;
+void postcopy_incoming_set_placement(MigrationIncomingState *mis,
+                                     const PostcopyPlacementOps *ops);
+typedef struct LoadVMContext LoadVMContext;
+bool postcopy_incoming_listen_sync(LoadVMContext *ctx, GError **errp);
+
 /* Latency histogram buckets: [2^N, 2^(N+1)) us, N = 0..23 */
 #define POSTCOPY_LATENCY_BUCKETS 24
 

@@ -57,6 +57,51 @@ def streams():
     return out
 
 
+def postcopy_streams():
+    """For fuzz-postcopy (its return path is given, so no OPEN_RETURN_PATH):
+    precopy pages, discards, the package, postcopy pages to EOF."""
+    def build(after_run):
+        s = sg.Stream()
+        s.header("none")
+        s.command(sg.CMD_ADVISE, sg.be64(4096) + sg.be64(4096))
+        s.ram_start(sg.SID_RAM, [("ram", RAM)])
+        s.ram_part(sg.SID_RAM, [("ram", 0x1000, sg.page_pattern(0x1000)),
+                                ("ram", 0x2000, 0),
+                                ("ram", 0x3000, sg.page_pattern(0x3000))])
+        s.command(sg.CMD_PING, sg.be32(2))
+        s.command(sg.CMD_DISCARD, b"\0" + sg.counted("ram") + b"\0" +
+                  sg.be64(0x3000) + sg.be64(0x1000) +
+                  sg.be64(0x10000) + sg.be64(0x4000))
+        blob = sg.Stream()
+        blob.command(sg.CMD_LISTEN)
+        blob.timer(sg.SID_TIMER)
+        blob.globalstate(sg.SID_GLOBAL)
+        blob.command(sg.CMD_PING, sg.be32(3))
+        blob.command(sg.CMD_RUN)
+        s.command(sg.CMD_PACKAGED, sg.be32(len(blob.buf)))
+        s.put(blob.bytes())
+        after_run(s)
+        s.ram_end(sg.SID_RAM)
+        s.put(bytes([sg.EOF_]))
+        return s.bytes()
+
+    def pages(s):
+        s.ram_part(sg.SID_RAM, [("ram", 0x3000, sg.page_pattern(0x3000, 7)),
+                                ("ram", 0x10000, 0),
+                                ("ram", 0x11000, sg.page_pattern(0x11000))])
+
+    def twice(s):
+        s.ram_part(sg.SID_RAM, [("ram", 0x4000, 0), ("ram", 0x4000, 0)])
+
+    def recovery_cmds(s):
+        s.command(10, sg.counted("ram"))            # RECV_BITMAP
+        s.command(9)                                # POSTCOPY_RESUME
+
+    return {"postcopy-complete": build(pages),
+            "postcopy-eexist": build(twice),
+            "postcopy-recovery-cmds": build(recovery_cmds)}
+
+
 def deep_streams(levels=30000, brackets=100000):
     """Inputs that overflowed the analyzer's 8 MiB stack before it had
     limits: PACKAGED inside PACKAGED levels deep (each blob length differs,
@@ -82,6 +127,10 @@ def main():
         write("fuzz-stream-analyze", name, data)
     for name, data in deep_streams().items():
         write("fuzz-stream-analyze", name, data)
+    for name, data in postcopy_streams().items():
+        write("fuzz-postcopy", name, data)
+    for name, data in streams().items():
+        write("fuzz-postcopy", name, data)
 
     be16 = lambda v: struct.pack(">H", v)
     be32 = lambda v: struct.pack(">I", v)
