@@ -235,22 +235,62 @@ typedef struct PCCPUVMState {
 static PCCPUVMState *pc_cpu_states;
 static int pc_cpu_count;
 
+/* ---- where vCPU and VM state come from and go to: KVM by default ---- */
+
+static int kvm_sink_cpu_count(void)
+{
+    return cpu_count();
+}
+
+static bool kvm_sink_cpu_get(int index, X86CPUSavedState *s, GError **errp)
+{
+    CPUState *cpu = qemu_get_cpu(index);
+
+    if (!cpu) {
+        error_setg(errp, "vCPU %d does not exist", index);
+        return false;
+    }
+    return kvm_cpu_get_state(cpu, s, errp);
+}
+
+static bool kvm_sink_cpu_put(int index, const X86CPUSavedState *s,
+                             GError **errp)
+{
+    CPUState *cpu = qemu_get_cpu(index);
+
+    if (!cpu) {
+        error_setg(errp, "vCPU %d does not exist", index);
+        return false;
+    }
+    return kvm_cpu_put_state(cpu, s, errp);
+}
+
+static const PCVMStateSink kvm_sink = {
+    .cpu_count = kvm_sink_cpu_count,
+    .cpu_get = kvm_sink_cpu_get,
+    .cpu_put = kvm_sink_cpu_put,
+    .vm_get = kvm_vm_get_state,
+    .vm_put = kvm_vm_put_state,
+};
+
+static const PCVMStateSink *pc_sink = &kvm_sink;
+
+void pc_vmstate_set_sink(const PCVMStateSink *sink)
+{
+    pc_sink = sink ? sink : &kvm_sink;
+}
+
 static int pc_cpu_pre_save(void *opaque)
 {
     PCCPUVMState *c = opaque;
-    CPUState *cpu = qemu_get_cpu(c->index);
     g_autoptr(GError) err = NULL;
 
-    if (!cpu) {
-        error_report("migration: vCPU %d does not exist", c->index);
-        return -ENODEV;
-    }
     /* No errp here: say why once, the stream reports the section. */
-    if (!kvm_cpu_get_state(cpu, &c->s, &err)) {
+    if (!pc_sink->cpu_get(c->index, &c->s, &err)) {
         error_report("migration: %s", err->message);
         return -EIO;
     }
-    c->nr_vcpus = cpu_count();
+    c->nr_vcpus = pc_sink->cpu_count();
     return 0;
 }
 
@@ -267,16 +307,11 @@ static int pc_cpu_pre_load(void *opaque)
 static bool pc_cpu_post_load(void *opaque, int version_id, GError **errp)
 {
     PCCPUVMState *c = opaque;
-    CPUState *cpu = qemu_get_cpu(c->index);
 
-    if (c->nr_vcpus != (uint32_t)cpu_count()) {
+    if (c->nr_vcpus != (uint32_t)pc_sink->cpu_count()) {
         error_setg(errp, "the source has %u vCPUs and this machine %d: "
                    "-smp must be the same on both sides", c->nr_vcpus,
-                   cpu_count());
-        return false;
-    }
-    if (!cpu) {
-        error_setg(errp, "vCPU %d does not exist", c->index);
+                   pc_sink->cpu_count());
         return false;
     }
     if (c->s.nmsrs > KVM_MAX_SAVED_MSRS) {
@@ -289,7 +324,7 @@ static bool pc_cpu_post_load(void *opaque, int version_id, GError **errp)
                    c->index, c->s.xcrs.nr_xcrs, KVM_MAX_XCRS);
         return false;
     }
-    return kvm_cpu_put_state(cpu, &c->s, errp);
+    return pc_sink->cpu_put(c->index, &c->s, errp);
 }
 
 #define CPUF(_f) offsetof(PCCPUVMState, _f)
@@ -395,7 +430,7 @@ static int pc_kvm_vm_pre_save(void *opaque)
 {
     g_autoptr(GError) err = NULL;
 
-    if (!kvm_vm_get_state(opaque, &err)) {
+    if (!pc_sink->vm_get(opaque, &err)) {
         error_report("migration: %s", err->message);
         return -EIO;
     }
@@ -411,7 +446,7 @@ static int pc_kvm_vm_pre_load(void *opaque)
 static bool pc_kvm_vm_post_load(void *opaque, int version_id, GError **errp)
 {
     /* KVM validates the chip contents; we own nothing else to check. */
-    return kvm_vm_put_state(opaque, errp);
+    return pc_sink->vm_put(opaque, errp);
 }
 
 const VMStateDescription vmstate_pc_kvm_vm = {
@@ -505,9 +540,9 @@ void pc_vmstate_unregister(void)
 
 bool pc_vmstate_register(int ncpus, SerialState *serial, GError **errp)
 {
-    if (ncpus < 1 || ncpus != cpu_count()) {
+    if (ncpus < 1 || ncpus != pc_sink->cpu_count()) {
         error_setg(errp, "pc device state: %d vCPUs asked, %d exist",
-                   ncpus, cpu_count());
+                   ncpus, pc_sink->cpu_count());
         return false;
     }
     pc_vmstate_unregister();
