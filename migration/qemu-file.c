@@ -25,11 +25,8 @@ struct QEMUFile {
     QIOChannel *ioc;
     bool is_writable;
 
-    uint8_t buf[IO_BUF_SIZE];
     size_t buf_index;       /* output: bytes used; input: read position */
     size_t buf_size;        /* input: valid bytes in buf */
-
-    struct iovec iov[MAX_IOV_SIZE];
     unsigned int iovcnt;
     uint64_t pending;       /* bytes queued in iov */
     uint64_t flushed;       /* bytes written to the channel */
@@ -43,11 +40,18 @@ struct QEMUFile {
     int last_error;         /* atomic: read by other threads */
     QemuMutex error_lock;
     GError *last_error_obj;
+
+    /* Last and not zeroed: only [0, buf_size) and [0, iovcnt) are read. */
+    uint8_t buf[IO_BUF_SIZE];
+    struct iovec iov[MAX_IOV_SIZE];
 };
 
 static QEMUFile *qemu_file_new(QIOChannel *ioc, bool writable)
 {
-    QEMUFile *f = g_new0(QEMUFile, 1);
+    /* 40 KiB of buffers: zeroing them cost more than short loads. */
+    QEMUFile *f = g_malloc(sizeof(QEMUFile));
+
+    memset(f, 0, offsetof(QEMUFile, buf));
 
     f->ioc = qio_channel_ref(ioc);
     f->is_writable = writable;
