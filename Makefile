@@ -19,7 +19,13 @@ bench-none: all
 	python3 bench/none.py --ferry-build $(BUILD) \
 	    $(if $(BASE),--ferry-baseline-build $(BASE)) $(ARGS)
 
+# libFuzzer + ASan/UBSan on every target for FUZZ_SECONDS each (clang;
+# build-fuzz is configured on first use).  tests/fuzz/README.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/fuzz.sh -t $(FUZZ_SECONDS) -b build-fuzz
+
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo bench bench-none clean
+.PHONY: all check demo bench bench-none fuzz clean
