@@ -19,7 +19,11 @@ bench-none: all
 	python3 bench/none.py --ferry-build $(BUILD) \
 	    $(if $(BASE),--ferry-baseline-build $(BASE)) $(ARGS)
 
+# No KVM needed: postcopy recovery and preempt against QEMU 7.2.
+bench-recovery: all
+	python3 bench/recovery.py --build $(BUILD) $(ARGS)
+
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo bench bench-none clean
+.PHONY: all check demo bench bench-none bench-recovery clean

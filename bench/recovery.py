@@ -296,7 +296,6 @@ METRICS = {
         ("recovery_src_ms", "src"),
         ("recovery_dst_ms", "dst"),
         ("total_time_ms", "total ms"),
-        ("postcopy_requests", "requests"),
     ],
     "latency": [
         ("total_time_ms", "total ms"),
