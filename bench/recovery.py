@@ -423,6 +423,7 @@ def main():
         sys.exit(f"{binaries['ferry']} is missing: build first "
                  f"(ninja -C {build})")
 
+    host = none.host_info()          # load average before the runs
     d = ft.make_tmpdir("ferrybench-recovery-")
     t = time.monotonic()
     content, want = none.make_content(d, size)
@@ -446,11 +447,16 @@ def main():
         log("interrupted: writing what was measured")
     log(f"all runs: {time.monotonic() - t_start:.0f} s")
 
+    try:
+        with open("/proc/loadavg") as f:
+            host["loadavg_end"] = f.read().split()[:3]
+    except OSError:
+        pass
     summary = summarize(runs)
     doc = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "benchmark": "recovery",
-        "host": none.host_info(),
+        "host": host,
         "builds": {impl: none.build_info(build if impl == "ferry" else None,
                                          binaries[impl]) for impl in impls},
         "config": {"machine": "none", "size": size, "reps": args.reps,
