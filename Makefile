@@ -19,6 +19,10 @@ bench-none: all
 	python3 bench/none.py --ferry-build $(BUILD) \
 	    $(if $(BASE),--ferry-baseline-build $(BASE)) $(ARGS)
 
+# No KVM needed: postcopy recovery and preempt against QEMU 7.2.
+bench-recovery: all
+	python3 bench/recovery.py --build $(BUILD) $(ARGS)
+
 # libFuzzer + ASan/UBSan on every target for FUZZ_SECONDS each (clang;
 # build-fuzz is configured on first use).  tests/fuzz/README.md.
 FUZZ_SECONDS ?= 60
@@ -28,4 +32,4 @@ fuzz:
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo bench bench-none fuzz clean
+.PHONY: all check demo bench bench-none bench-recovery fuzz clean
