@@ -28,13 +28,13 @@ const char *error_class_name(int code);
     g_set_error((errp), FERRY_ERROR, ERROR_CLASS_GENERIC_ERROR, __VA_ARGS__)
 /* Like error_setg, appending ": strerror(errnum)". */
 void error_setg_errno(GError **errp, int errnum, const char *fmt, ...)
-    __attribute__((format(gnu_printf, 3, 4)));
+    G_GNUC_PRINTF_ATTR(3, 4);
 #define error_prepend(errp, ...) g_prefix_error((errp), __VA_ARGS__)
 
 /* Print "ferry: <message>" on stderr: the edge where errors are reported. */
-void error_report(const char *fmt, ...) __attribute__((format(gnu_printf, 1, 2)));
-void warn_report(const char *fmt, ...) __attribute__((format(gnu_printf, 1, 2)));
-void info_report(const char *fmt, ...) __attribute__((format(gnu_printf, 1, 2)));
+void error_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
+void warn_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
+void info_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
 /* Report err (if set) with an optional prefix and free it. */
 void error_report_err(GError *err);
 

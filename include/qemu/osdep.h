@@ -34,7 +34,12 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define QEMU_PACKED __attribute__((packed))
+/* clang (fuzzing builds) knows only __printf__, which means the same. */
+#ifdef __clang__
+#define G_GNUC_PRINTF_ATTR(a, b) __attribute__((format(__printf__, a, b)))
+#else
 #define G_GNUC_PRINTF_ATTR(a, b) __attribute__((format(gnu_printf, a, b)))
+#endif
 
 typedef uint64_t ram_addr_t;
 typedef uint64_t hwaddr;
