@@ -555,6 +555,7 @@ def test_f_state_checks():
     m = Mig()
     src, dst = m.src, m.dst
     src_ferry = SRC == "ferry"
+    gate = threading.Event()
     try:
         # Nothing to pause, recover or resume yet.
         refused(src, "migrate-pause", who="source (none)")
@@ -599,8 +600,9 @@ def test_f_state_checks():
                 fail(f"{side}: {st} after refused commands, expected "
                      "postcopy-paused still")
         # Hold the recovery handshake: the destination's first bytes on
-        # the new connection (its RECV_BITMAP reply) wait in the relay.
-        gate = threading.Event()
+        # the new connection (its RECV_BITMAP reply) wait in the relay
+        # (whose lock the waiting pump holds: open the gate before any
+        # other relay call).
 
         def hold(c):
             if c.index == 1 and c.rp > 0:
@@ -644,6 +646,7 @@ def test_f_state_checks():
                 who="destination (completed)")
         m.close()
     finally:
+        gate.set()
         rl.stop_all()
 
 
