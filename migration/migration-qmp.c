@@ -569,8 +569,9 @@ void migration_register_qmp(void)
     qmp_register_command("migrate-continue", qmp_migrate_continue);
     qmp_register_command("migrate-start-postcopy",
                          qmp_migrate_start_postcopy);
-    qmp_register_command("migrate-pause", qmp_migrate_pause);
-    qmp_register_command("migrate-recover", qmp_migrate_recover);
+    /* As in QEMU, out of band: the main thread may be stuck on a fault. */
+    qmp_register_command_oob("migrate-pause", qmp_migrate_pause);
+    qmp_register_command_oob("migrate-recover", qmp_migrate_recover);
     qmp_register_command("query-migrate", qmp_query_migrate);
     qmp_register_command("query-migrate-capabilities",
                          qmp_query_migrate_capabilities);

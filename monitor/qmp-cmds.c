@@ -5,6 +5,8 @@
  */
 #include "qemu/osdep.h"
 #include "monitor/qmp.h"
+#include "qemu/rcu.h"
+#include "qemu/thread.h"
 #include "sysemu/runstate.h"
 #include "sysemu/cpus.h"
 #include "exec/memory.h"
@@ -247,12 +249,53 @@ static bool pmem_dump(int fd, uint64_t addr, uint64_t size,
     return true;
 }
 
+/*
+ * pmemsave copies guest RAM, which in postcopy may fault on a page not
+ * received yet, and stay blocked through a whole pause: so the copy runs
+ * in its own thread and the reply is deferred, keeping the main loop
+ * (other clients, migrate-recover's listener, out-of-band commands) alive.
+ */
+typedef struct PmemsaveJob {
+    QemuThread thread;
+    QmpDeferred *reply;
+    int fd;
+    uint64_t addr, size;
+    char *filename;
+    GError *err;
+} PmemsaveJob;
+
+static gboolean pmemsave_done_bh(gpointer opaque)
+{
+    PmemsaveJob *job = opaque;
+
+    qemu_thread_join(&job->thread);
+    if (close(job->fd) < 0 && !job->err) {
+        error_setg_errno(&job->err, errno, "Error writing to '%s'",
+                         job->filename);
+    }
+    qmp_deferred_return(job->reply, NULL, job->err);
+    g_free(job->filename);
+    g_free(job);
+    return G_SOURCE_REMOVE;
+}
+
+static void *pmemsave_thread(void *opaque)
+{
+    PmemsaveJob *job = opaque;
+
+    rcu_read_lock();
+    pmem_dump(job->fd, job->addr, job->size, job->filename, &job->err);
+    rcu_read_unlock();
+    g_idle_add(pmemsave_done_bh, job);
+    return NULL;
+}
+
 static bool qmp_pmemsave(JsonObject *args, JsonNode **ret, GError **errp)
 {
     static const char *const known[] = { "val", "size", "filename", NULL };
     uint64_t addr, size;
     const char *filename;
-    bool ok;
+    PmemsaveJob *job;
     int fd;
 
     if (!qmp_args_check_known(args, known, errp) ||
@@ -267,12 +310,21 @@ static bool qmp_pmemsave(JsonObject *args, JsonNode **ret, GError **errp)
         error_setg_errno(errp, errno, "Could not open '%s'", filename);
         return false;
     }
-    ok = pmem_dump(fd, addr, size, filename, errp);
-    if (close(fd) < 0 && ok) {
-        error_setg_errno(errp, errno, "Error writing to '%s'", filename);
-        ok = false;
+    job = g_new0(PmemsaveJob, 1);
+    job->fd = fd;
+    job->addr = addr;
+    job->size = size;
+    job->filename = g_strdup(filename);
+    job->reply = qmp_defer();
+    if (!qemu_thread_create(&job->thread, "qmp/pmemsave", pmemsave_thread,
+                            job, errp)) {
+        /* qmp_handle_request drops the deferral when we fail. */
+        close(fd);
+        g_free(job->filename);
+        g_free(job);
+        return false;
     }
-    return ok;
+    return true;
 }
 
 void qmp_register_core_commands(void)

@@ -66,7 +66,26 @@
 typedef struct QmpCommand {
     char *name;
     QmpCommandFunc fn;
+    bool allow_oob;             /* may run as exec-oob (QEMU's allow-oob) */
 } QmpCommand;
+
+/*
+ * In-band requests that arrived while the client's previous one waits
+ * for a deferred reply: run in order once it is answered.  Beyond this
+ * many the client's input is not read further (as QEMU's monitor does).
+ */
+#define QMP_MAX_QUEUED 8
+
+typedef struct QmpQueued {
+    JsonNode *root;
+    uint64_t cmd_end;
+} QmpQueued;
+
+/* A request whose handler answers later (qmp_defer). */
+struct QmpDeferred {
+    uint64_t client;            /* QmpClient.id; it may be gone by then */
+    JsonNode *id;               /* the request's "id", or NULL */
+};
 
 /*
  * A descriptor received with SCM_RIGHTS.  It belongs to the request that
@@ -110,6 +129,11 @@ typedef struct QmpClient {
     uint64_t in_base;           /* stream offset of inbuf->str[0] */
     uint64_t cmd_end;           /* stream offset just past the request */
     GArray *fds;                /* QmpPendingFd, in arrival order */
+
+    /* An in-band request's reply is deferred: later ones queue. */
+    bool busy;
+    GQueue queued;              /* QmpQueued */
+    QmpDeferred *deferring;     /* set by qmp_defer() during dispatch */
 } QmpClient;
 
 static GHashTable *qmp_commands;        /* name -> QmpCommand */
@@ -141,6 +165,7 @@ static GSource *qmp_event_source;
 
 static void qmp_register_protocol_commands(void);
 static void qmp_client_process_input(QmpClient *c);
+static void qmp_client_drop_fds(QmpClient *c, uint64_t upto);
 static void qmp_named_fds_clear(void);
 
 /* ---- JSON output ------------------------------------------------------ */
@@ -397,15 +422,26 @@ static void qmp_commands_init(void)
     }
 }
 
-void qmp_register_command(const char *name, QmpCommandFunc fn)
+static void qmp_register(const char *name, QmpCommandFunc fn, bool oob)
 {
     QmpCommand *cmd = g_new0(QmpCommand, 1);
 
     qmp_commands_init();
     cmd->name = g_strdup(name);
     cmd->fn = fn;
+    cmd->allow_oob = oob;
     /* A later registration replaces an earlier one. */
     g_hash_table_replace(qmp_commands, cmd->name, cmd);
+}
+
+void qmp_register_command(const char *name, QmpCommandFunc fn)
+{
+    qmp_register(name, fn, false);
+}
+
+void qmp_register_command_oob(const char *name, QmpCommandFunc fn)
+{
+    qmp_register(name, fn, true);
 }
 
 bool qmp_command_exists(const char *name)
@@ -492,8 +528,7 @@ static bool qmp_run_command(QmpClient *c, const char *name, bool oob,
                     "The command %s has not been found", name);
         return false;
     }
-    if (oob) {
-        /* No command here is safe to run outside the main loop order. */
+    if (oob && !cmd->allow_oob) {
         error_setg(errp, "The command %s does not support OOB", name);
         return false;
     }
@@ -521,25 +556,32 @@ static bool qmp_run_command(QmpClient *c, const char *name, bool oob,
     return true;
 }
 
-static void qmp_handle_request(QmpClient *c, JsonNode *root)
+/* An exec-oob request (checked later: this only decides the queue). */
+static bool qmp_request_is_oob(QmpClient *c, JsonNode *root)
 {
-    JsonObject *req;
-    JsonObject *resp;
-    g_autoptr(JsonNode) resp_node = NULL;
-    JsonNode *ret = NULL;
-    const char *name;
-    JsonObject *args;
-    bool oob;
-    GError *err = NULL;
+    return c->oob_enabled && JSON_NODE_HOLDS_OBJECT(root) &&
+           json_object_has_member(json_node_get_object(root), "exec-oob");
+}
 
-    if (!JSON_NODE_HOLDS_OBJECT(root)) {
-        qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR,
-                              "QMP input must be a JSON object");
-        return;
-    }
-    req = json_node_get_object(root);
-    if (qmp_check_request(c, req, &name, &oob, &args, &err) &&
-        qmp_run_command(c, name, oob, args, &ret, &err)) {
+QmpDeferred *qmp_defer(void)
+{
+    QmpClient *c = qmp_cur_client;
+    QmpDeferred *d;
+
+    g_assert(c && !c->deferring);
+    d = g_new0(QmpDeferred, 1);
+    d->client = c->id;
+    c->deferring = d;
+    return d;
+}
+
+/* Answer req now (ret or err, both taken), with its id. */
+static void qmp_reply(QmpClient *c, JsonNode *id, JsonNode *ret, GError *err)
+{
+    g_autoptr(JsonNode) resp_node = NULL;
+    JsonObject *resp;
+
+    if (!err) {
         resp_node = json_node_new(JSON_NODE_OBJECT);
         resp = json_object_new();
         json_node_take_object(resp_node, resp);
@@ -553,12 +595,45 @@ static void qmp_handle_request(QmpClient *c, JsonNode *root)
         resp = json_node_get_object(resp_node);
         g_error_free(err);
     }
-    if (json_object_has_member(req, "id")) {
-        json_object_set_member(resp, "id",
-                               json_node_copy(json_object_get_member(req,
-                                                                     "id")));
+    if (id) {
+        json_object_set_member(resp, "id", json_node_copy(id));
     }
     qmp_client_send_node(c, resp_node);
+}
+
+static void qmp_handle_request(QmpClient *c, JsonNode *root)
+{
+    JsonObject *req;
+    JsonNode *ret = NULL;
+    JsonNode *id;
+    const char *name;
+    JsonObject *args;
+    bool oob;
+    GError *err = NULL;
+
+    if (!JSON_NODE_HOLDS_OBJECT(root)) {
+        qmp_client_send_error(c, ERROR_CLASS_GENERIC_ERROR,
+                              "QMP input must be a JSON object");
+        return;
+    }
+    req = json_node_get_object(root);
+    id = json_object_has_member(req, "id") ?
+         json_object_get_member(req, "id") : NULL;
+    if (qmp_check_request(c, req, &name, &oob, &args, &err) &&
+        qmp_run_command(c, name, oob, args, &ret, &err) && c->deferring) {
+        /* The handler answers later; in-band requests wait till then. */
+        c->deferring->id = id ? json_node_copy(id) : NULL;
+        c->deferring = NULL;
+        c->busy = true;
+        g_assert(!ret);
+        return;
+    }
+    if (c->deferring) {
+        /* It failed after all: forget the deferral. */
+        g_free(c->deferring);
+        c->deferring = NULL;
+    }
+    qmp_reply(c, id, ret, err);
 }
 
 static void qmp_handle_message(QmpClient *c, const char *text, size_t len)
@@ -578,7 +653,77 @@ static void qmp_handle_message(QmpClient *c, const char *text, size_t len)
     if (!root) {
         return;         /* nothing but blanks or comments */
     }
+    if (c->busy && !qmp_request_is_oob(c, root)) {
+        QmpQueued *q = g_new(QmpQueued, 1);
+
+        q->root = json_node_copy(root);
+        q->cmd_end = c->cmd_end;
+        g_queue_push_tail(&c->queued, q);
+        return;
+    }
     qmp_handle_request(c, root);
+}
+
+/* Run the queued in-band requests until one defers again. */
+static void qmp_client_run_queued(QmpClient *c)
+{
+    while (!c->dead && !c->busy && !g_queue_is_empty(&c->queued)) {
+        QmpQueued *q = g_queue_pop_head(&c->queued);
+
+        c->cmd_end = q->cmd_end;
+        qmp_handle_request(c, q->root);
+        if (!c->busy) {
+            qmp_client_drop_fds(c, q->cmd_end);
+        }
+        json_node_unref(q->root);
+        g_free(q);
+    }
+}
+
+static void qmp_client_clear_queue(QmpClient *c)
+{
+    QmpQueued *q;
+
+    while ((q = g_queue_pop_head(&c->queued))) {
+        json_node_unref(q->root);
+        g_free(q);
+    }
+}
+
+static QmpClient *qmp_client_by_id(uint64_t id)
+{
+    for (guint i = 0; qmp_clients && i < qmp_clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(qmp_clients, i);
+
+        if (c->id == id && !c->dead) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+void qmp_deferred_return(QmpDeferred *d, JsonNode *ret, GError *err)
+{
+    QmpClient *c = qmp_client_by_id(d->client);
+
+    if (!c) {
+        /* The client left meanwhile: nobody to tell. */
+        if (ret) {
+            json_node_unref(ret);
+        }
+        if (err) {
+            g_error_free(err);
+        }
+    } else {
+        qmp_reply(c, d->id, ret, err);
+        c->busy = false;
+        qmp_client_run_queued(c);
+        qmp_client_process_input(c);
+    }
+    if (d->id) {
+        json_node_unref(d->id);
+    }
+    g_free(d);
 }
 
 /* ---- descriptors passed with SCM_RIGHTS -------------------------------- */
@@ -713,8 +858,13 @@ static void qmp_client_take_value(QmpClient *c, size_t end)
     c->cmd_end = c->in_base + end;
     qmp_client_reset_value(c);
     qmp_handle_message(c, c->inbuf->str + begin, end - begin);
-    /* What came with this request and was not taken is of no use now. */
-    qmp_client_drop_fds(c, c->cmd_end);
+    /*
+     * What came with this request and was not taken is of no use now;
+     * unless requests wait in the queue (they still own theirs).
+     */
+    if (!c->busy && g_queue_is_empty(&c->queued)) {
+        qmp_client_drop_fds(c, c->cmd_end);
+    }
 }
 
 static void qmp_client_framing_error(QmpClient *c, const char *desc)
@@ -868,10 +1018,16 @@ static void qmp_client_shrink_input(QmpClient *c)
     c->inbuf = small;
 }
 
+/* Busy with a full queue: read no further until the reply. */
+static bool qmp_client_queue_full(QmpClient *c)
+{
+    return c->busy && g_queue_get_length(&c->queued) >= QMP_MAX_QUEUED;
+}
+
 static void qmp_client_process_input(QmpClient *c)
 {
     while (!c->dead && c->pos < c->inbuf->len &&
-           !qmp_client_output_full(c)) {
+           !qmp_client_output_full(c) && !qmp_client_queue_full(c)) {
         qmp_scan_byte(c);
         if (!c->dead && c->pos - c->start > QMP_MAX_MESSAGE) {
             qmp_client_fatal(c, "JSON parse error, message too large");
@@ -961,7 +1117,8 @@ static gboolean qmp_client_in_ready(gint fd, GIOCondition cond,
  */
 static void qmp_client_update_watches(QmpClient *c)
 {
-    bool want_in = !c->dead && !qmp_client_output_full(c);
+    bool want_in = !c->dead && !qmp_client_output_full(c) &&
+                   !qmp_client_queue_full(c);
     bool want_out = !c->dead && c->out_off < c->outbuf->len;
 
     if (want_in && !c->in_watch) {
@@ -1023,6 +1180,7 @@ static void qmp_client_close(QmpClient *c)
     }
     c->dead = true;
     qmp_client_update_watches(c);
+    qmp_client_clear_queue(c);
     qmp_client_drop_fds(c, UINT64_MAX);
     close(c->fd);
     c->fd = -1;

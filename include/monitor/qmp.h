@@ -1,7 +1,7 @@
 /*
  * QMP: a JSON monitor over unix and tcp sockets, with QEMU's greeting,
  * capability negotiation, replies, error classes and events.  Commands run
- * in the main loop thread.
+ * in the main loop thread (a handler may defer its reply, see qmp_defer).
  */
 #ifndef MONITOR_QMP_H
 #define MONITOR_QMP_H
@@ -19,7 +19,24 @@ typedef bool (*QmpCommandFunc)(JsonObject *args, JsonNode **ret,
                                GError **errp);
 
 void qmp_register_command(const char *name, QmpCommandFunc fn);
+/*
+ * Also accepted as "exec-oob" (QEMU's allow-oob), even while the client
+ * waits for a deferred reply: the handler must never block.
+ */
+void qmp_register_command_oob(const char *name, QmpCommandFunc fn);
 bool qmp_command_exists(const char *name);
+
+/*
+ * A handler that cannot answer at once (its work blocks: pmemsave of RAM
+ * a paused postcopy has not received yet) calls qmp_defer(), returns
+ * true without *ret, and later, from the main loop, answers with
+ * qmp_deferred_return() (ret or err, taken; the handle is freed).  Until
+ * then that client's in-band requests wait in a queue (its exec-oob ones
+ * run), and other clients are served as usual.
+ */
+typedef struct QmpDeferred QmpDeferred;
+QmpDeferred *qmp_defer(void);
+void qmp_deferred_return(QmpDeferred *d, JsonNode *ret, GError *err);
 
 /* Start a server: "unix:PATH,server=on,wait=off" or "tcp:HOST:PORT,...". */
 bool qmp_server_start(const char *spec, GError **errp);

@@ -4,6 +4,7 @@ negotiation, replies, error classes, events, several clients, bad input,
 and hostile clients: a flood of large partial requests, every client slot
 taken."""
 
+import json
 import os
 import socket
 import time
@@ -154,8 +155,10 @@ QEMU72_CAPABILITIES = [
     "validate-uuid", "background-snapshot", "zero-copy-send",
     "postcopy-preempt",
 ]
+# postcopy-preempt needs postcopy-ram, which comes first in the list.
 SUPPORTED_CAPABILITIES = {"events", "return-path", "pause-before-switchover",
-                          "postcopy-ram", "postcopy-blocktime"}
+                          "postcopy-ram", "postcopy-blocktime",
+                          "postcopy-preempt"}
 QEMU72_PARAMETERS = {
     "announce-initial": 50, "announce-max": 550, "announce-rounds": 5,
     "announce-step": 100, "compress-level": 1, "compress-threads": 8,
@@ -383,7 +386,47 @@ def test_client_slots():
     vm.shutdown()
 
 
+def test_deferred_and_oob():
+    """pmemsave answers later (its copy may wait on a missing postcopy
+    page): in-band requests sent behind it are answered after it, in
+    order; exec-oob works for migrate-pause and migrate-recover only, and
+    overtakes the queue."""
+    vm = ft.VM(["-M", "none", "-m", "256M"], name="qmpoob").launch()
+    vm.qmp.close()
+    q = ft.QMP(vm.qmp_path, negotiate=False)
+    q.cmd("qmp_capabilities", enable=["oob"])
+    dump = os.path.join(vm.dir, "ram.dump")
+    q.send_raw(json.dumps({"execute": "pmemsave", "id": 1, "arguments": {
+        "val": 0, "size": 256 << 20, "filename": dump}}) +
+        json.dumps({"execute": "query-status", "id": 2}) +
+        json.dumps({"exec-oob": "migrate-pause", "id": 3}) +
+        json.dumps({"exec-oob": "query-status", "id": 4}))
+    replies = []
+    while len(replies) < 4:
+        m = q.recv(30)
+        if "event" not in m:
+            replies.append(m)
+    ids = [r.get("id") for r in replies]
+    ft.log(f"reply order: {ids}")
+    by_id = {r["id"]: r for r in replies}
+    if ids.index(1) > ids.index(2):
+        ft.fail(f"in-band replies out of order: {ids}")
+    if by_id[1].get("return") != {} or os.path.getsize(dump) != 256 << 20:
+        ft.fail(f"pmemsave: {by_id[1]}")
+    if by_id[2].get("return", {}).get("status") != "running":
+        ft.fail(f"query-status after pmemsave: {by_id[2]}")
+    if "only supported during postcopy-active" not in \
+            by_id[3].get("error", {}).get("desc", ""):
+        ft.fail(f"exec-oob migrate-pause: {by_id[3]}")
+    if "does not support OOB" not in by_id[4].get("error", {}).get("desc", ""):
+        ft.fail(f"exec-oob query-status: {by_id[4]}")
+    q.close()
+    vm.qmp = None
+    vm.kill()
+
+
 if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
              test_tcp_monitor, test_migration_options,
-             test_partial_request_flood, test_client_slots], timeout=120)
+             test_partial_request_flood, test_client_slots,
+             test_deferred_and_oob], timeout=120)

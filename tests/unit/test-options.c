@@ -22,7 +22,8 @@ static bool cap_ferry_supports(MigrationCapability c)
            c == MIGRATION_CAPABILITY_RETURN_PATH ||
            c == MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER ||
            c == MIGRATION_CAPABILITY_POSTCOPY_RAM ||
-           c == MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME;
+           c == MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME ||
+           c == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT;
 }
 
 static void reset_state(void)
@@ -58,13 +59,25 @@ static void test_capability_set(void)
     reset_state();
     for (int i = 0; i < MIGRATION_CAPABILITY__MAX; i++) {
         GError *err = NULL;
-        bool ok = migrate_set_capability(i, true, &err);
+        bool ok;
 
+        if (i == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT) {
+            /* Alone it breaks its rule; with postcopy-ram it is fine. */
+            g_assert_false(migrate_set_capability(i, true, &err));
+            g_assert_cmpstr(err->message, ==,
+                            "Postcopy preempt requires postcopy-ram");
+            g_clear_error(&err);
+            g_assert_true(migrate_set_capability(
+                MIGRATION_CAPABILITY_POSTCOPY_RAM, true, &err));
+        }
+        ok = migrate_set_capability(i, true, &err);
         if (cap_ferry_supports(i)) {
             g_assert_no_error(err);
             g_assert_true(ok);
             g_assert_true(migrate_get_current()->capabilities[i]);
             g_assert_true(migrate_set_capability(i, false, &err));
+            migrate_get_current()->capabilities[
+                MIGRATION_CAPABILITY_POSTCOPY_RAM] = false;
         } else {
             g_autofree char *want = g_strdup_printf(
                 "Capability '%s' is not supported by this VMM", cap_names[i]);
