@@ -61,8 +61,11 @@ class Mig:
     """A source with the pattern, a destination listening, the relay
     between them, and what the test did so far."""
 
-    def __init__(self, mem=MEM, pattern=PATTERN, backend=(), bw=BW):
+    def __init__(self, mem=MEM, pattern=PATTERN, backend=(), bw=BW,
+                 preempt=False):
         self.mem = mem
+        # postcopy-preempt: every (re)connection is two relay connections
+        self.step = 2 if preempt else 1
         self.pattern_size = pattern
         d = ft.make_tmpdir("ferrytest-rec-")
         self.dir = d
@@ -83,7 +86,8 @@ class Mig:
         for vm in (self.src, self.dst):
             vm.qmp.cmd("migrate-set-capabilities", capabilities=[
                 {"capability": c, "state": True}
-                for c in ("postcopy-ram", "events")])
+                for c in ("postcopy-ram", "events") +
+                (("postcopy-preempt",) if preempt else ())])
         self.src.qmp.cmd("migrate-set-parameters", **{
             "max-bandwidth": bw, "max-postcopy-bandwidth": bw})
         self.relay = rl.Relay(port)
@@ -101,7 +105,7 @@ class Mig:
         self.t0 = time.time()
         self.src.qmp.cmd("migrate", uri=self.relay.uri)
         self.src.qmp.cmd("migrate-start-postcopy")
-        self.conns += 1
+        self.conns += self.step
         self.relay.wait_connections(self.conns)
         for vm, _, _ in self.sides():
             want(vm, "postcopy-active", 60)
@@ -150,7 +154,7 @@ class Mig:
         self.relay.retarget(port)
         self.held += time.time() - self.paused_at
         self.src.qmp.cmd("migrate", uri=self.relay.uri, resume=True)
-        self.conns += 1
+        self.conns += self.step
         if wait:
             self.relay.wait_connections(self.conns)
         return port
@@ -372,6 +376,35 @@ def test_a_reset_recover():
         m.finish()
         m.check_events(["postcopy-paused", "postcopy-recover",
                         "postcopy-active"])
+        m.close()
+    finally:
+        rl.stop_all()
+
+
+def test_h_preempt():
+    """postcopy-preempt: a reset, then a black hole with migrate-pause on
+    both sides; each recovery re-creates both channels, and pages asked
+    for after each one (a read of RAM not sent yet) come over the preempt
+    channel."""
+    m = Mig(preempt=True)
+    try:
+        m.start_postcopy()
+        time.sleep(0.5)
+        for how in ("reset", "blackhole"):
+            m.break_link(how)
+            m.recover()
+            addr = BASE + PATTERN - (4 + 4 * m.pauses) * MiB
+            m.dst.pmemsave(MiB, path=os.path.join(m.dir, "touch.dump"),
+                           addr=addr)
+            pre = m.relay.conns[-1]
+            log(f"preempt channel {pre.index} carried {pre.main} bytes")
+            if pre.main < 4096:
+                fail(f"preempt channel {pre.index}: {pre.main} bytes after "
+                     f"a read of pages not sent yet")
+        m.finish()
+        m.check_events(["postcopy-paused", "postcopy-recover",
+                        "postcopy-active", "postcopy-paused",
+                        "postcopy-recover", "postcopy-active"])
         m.close()
     finally:
         rl.stop_all()
@@ -745,7 +778,8 @@ def test_g_hugetlb():
 
 TESTS = [test_a_reset_recover, test_b_blackhole_pause_recover,
          test_c_three_breaks, test_d_break_during_recovery,
-         test_e_fault_while_paused, test_f_state_checks, test_g_hugetlb]
+         test_e_fault_while_paused, test_f_state_checks, test_g_hugetlb,
+         test_h_preempt]
 
 
 def checked(fn):

@@ -11,6 +11,10 @@ complete, the destination's RAM equals the content and the source's
 MIGRATION events are postcopy-paused, postcopy-recover, postcopy-active,
 completed after the first postcopy-active.
 
+Each direction runs twice: plain, and with postcopy-preempt (QEMU 7.2's
+two-connection form; a recovery re-creates both, and the read after it
+must bring pages over the new preempt channel).
+
 RECOVERY_PAIRS=qemu:qemu (a comma-separated list of src:dst) runs those
 pairs instead, e.g. to check the flow itself on QEMU 7.2 alone."""
 
@@ -71,8 +75,10 @@ def events(vm, timeout=10.0):
             vm.qmp.events.append(msg)
 
 
-def recovery(src_kind, dst_kind):
-    who = f"{src_kind} -> {dst_kind}"
+def recovery(src_kind, dst_kind, preempt=False):
+    who = f"{src_kind} -> {dst_kind}{' (preempt)' if preempt else ''}"
+    caps = CAPS + (["postcopy-preempt"] if preempt else [])
+    per = 2 if preempt else 1           # relay connections per connect
     stage = ["start"]
 
     def step(name):
@@ -84,9 +90,9 @@ def recovery(src_kind, dst_kind):
         content = Content(d, MEM, dense=[(0, DENSE)], seed=7)
         src = start(src_kind, MEM, f"{src_kind}-src", content=content)
         dst = start(dst_kind, MEM, f"{dst_kind}-dst", incoming="defer")
-        step("set capabilities " + ", ".join(CAPS))
+        step("set capabilities " + ", ".join(caps))
         for vm in (src, dst):
-            set_caps(vm, CAPS)
+            set_caps(vm, caps)
         src.qmp.cmd("migrate-set-parameters", max_bandwidth=BW,
                     max_postcopy_bandwidth=BW)
         port = free_port()
@@ -96,14 +102,14 @@ def recovery(src_kind, dst_kind):
         t0 = time.time()
         src.qmp.cmd("migrate", uri=relay.uri)
         src.qmp.cmd("migrate-start-postcopy")
-        relay.wait_connections(1)
+        relay.wait_connections(per)
         step("both sides reach postcopy-active")
         for vm in (src, dst):
             want(vm, "postcopy-active", 60)
         time.sleep(0.5)
         step("relay reset in postcopy-active: both sides pause")
-        if relay.reset() != 1:
-            fail("relay: no connection to reset")
+        if relay.reset() != per:
+            fail(f"relay: not {per} connection(s) to reset")
         t = time.time()
         for vm in (dst, src):
             want(vm, "postcopy-paused", 30)
@@ -115,7 +121,7 @@ def recovery(src_kind, dst_kind):
         relay.retarget(new)
         step("source migrate resume:true to the relay")
         src.qmp.cmd("migrate", uri=relay.uri, resume=True)
-        relay.wait_connections(2)
+        relay.wait_connections(2 * per)
         step("both sides back in postcopy-active")
         t = time.time()
         for vm in (dst, src):
@@ -144,6 +150,12 @@ def recovery(src_kind, dst_kind):
             if open(part, "rb").read() != f.read(TOUCH):
                 fail("the range read after the recovery differs from the "
                      "content")
+        if preempt:
+            pre = relay.conns[-1]
+            log(f"{who}: new preempt channel carried {pre.main} bytes")
+            if pre.main < 4096:
+                fail(f"the new preempt channel carried {pre.main} bytes: "
+                     "urgent pages did not use it")
         step("both sides complete")
         s = want(src, "completed", 90)
         want(dst, "completed", 30)
@@ -182,6 +194,14 @@ def test_ferry_to_qemu():
     recovery("ferry", "qemu")
 
 
+def test_qemu_to_ferry_preempt():
+    recovery("qemu", "ferry", preempt=True)
+
+
+def test_ferry_to_qemu_preempt():
+    recovery("ferry", "qemu", preempt=True)
+
+
 def pair_tests(spec):
     out = []
     for p in spec.split(","):
@@ -196,5 +216,6 @@ def pair_tests(spec):
 
 if __name__ == "__main__":
     pairs = os.environ.get("RECOVERY_PAIRS")
-    main(pair_tests(pairs) if pairs else [test_qemu_to_ferry,
-                                          test_ferry_to_qemu], timeout=280)
+    main(pair_tests(pairs) if pairs else [
+        test_qemu_to_ferry, test_ferry_to_qemu, test_qemu_to_ferry_preempt,
+        test_ferry_to_qemu_preempt], timeout=280)
