@@ -810,4 +810,4 @@ def selected(argv):
 
 if __name__ == "__main__":
     log(f"source {SRC}, destination {DST}")
-    ft.main([checked(t) for t in selected(sys.argv[1:])], timeout=290)
+    ft.main([checked(t) for t in selected(sys.argv[1:])], timeout=470)
