@@ -64,9 +64,10 @@ def wait_dst(mon, want, timeout=60):
 
 def wait_recovered(mon, timeout=60):
     """After a reset: until the tool has recovered (ferry's destination
-    counts its pauses: the pause may be over before we look).  No
-    pmemsave meanwhile: it would block the monitor the tool needs for
-    migrate-recover."""
+    counts its pauses: the pause may be over before we look).  The second
+    sweep waits for this, so that its faults are requests, not reads
+    stuck until the recovery (which, before pmemsave had its own thread,
+    also blocked the monitor the tool recovers through)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         info = mon.cmd("query-migrate")
