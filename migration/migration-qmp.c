@@ -256,6 +256,28 @@ static JsonArray *listen_socket_address(MigrationListener *listener)
     return a;
 }
 
+/*
+ * x-postcopy-recent-faults: the destination's last faults (at most
+ * POSTCOPY_FAULT_RING) for a poller to place on address and time axes.
+ * "total" numbers the faults since postcopy began, so that a poller can
+ * tell the new ones from those it saw at its last look; two arrays rather
+ * than one object per fault keep a full ring's reply small.
+ */
+static JsonObject *recent_faults_json(const PostcopyStatsInfo *info)
+{
+    JsonObject *o = json_object_new();
+    JsonArray *offs = json_array_new(), *ages = json_array_new();
+
+    for (guint i = 0; i < info->recent_count; i++) {
+        json_array_add_int_element(offs, info->recent_offset[i]);
+        json_array_add_int_element(ages, info->recent_age_us[i]);
+    }
+    json_object_set_int_member(o, "total", info->faults);
+    json_object_set_array_member(o, "offsets", offs);
+    json_object_set_array_member(o, "ages-us", ages);
+    return o;
+}
+
 static void fill_postcopy_info(JsonObject *o, MigrationIncomingState *mis)
 {
     PostcopyStatsInfo info;
@@ -284,6 +306,8 @@ static void fill_postcopy_info(JsonObject *o, MigrationIncomingState *mis)
                                    info.latency_p50_us);
         json_object_set_int_member(o, "postcopy-latency-p99-us",
                                    info.latency_p99_us);
+        json_object_set_object_member(o, "x-postcopy-recent-faults",
+                                      recent_faults_json(&info));
     }
     postcopy_stats_info_clear(&info);
 }

@@ -49,11 +49,24 @@ typedef struct PostcopyBlock {
     bool zeropage;              /* UFFDIO_ZEROPAGE works (not hugetlbfs) */
 } PostcopyBlock;
 
+/* One entry of the recent-faults ring (x-postcopy-recent-faults). */
+typedef struct PostcopyFaultRecord {
+    uint64_t offset;            /* host page's offset in its RAMBlock */
+    int64_t time;               /* now_us() of the request */
+} PostcopyFaultRecord;
+
 typedef struct PostcopyStats {
     QemuMutex lock;
     bool did_postcopy;
     uint64_t faults;            /* page requests sent */
     uint64_t hist[POSTCOPY_LATENCY_BUCKETS];
+    /*
+     * The last POSTCOPY_FAULT_RING faults, oldest overwritten: a poller
+     * (ferry-migrate --report) sees where and when faults hit without the
+     * destination keeping one record per page of a large guest.  Entry
+     * faults % POSTCOPY_FAULT_RING is the next to write.
+     */
+    PostcopyFaultRecord ring[POSTCOPY_FAULT_RING];
     GArray *latencies;          /* uint32 us per placed requested page */
     uint64_t max_latency;
     /* blocktime (postcopy-blocktime): one slot per vCPU */
@@ -377,6 +390,7 @@ static void stats_reset(PostcopyIncomingState *pis)
     st->did_postcopy = false;
     st->faults = 0;
     memset(st->hist, 0, sizeof(st->hist));
+    memset(st->ring, 0, sizeof(st->ring));
     if (st->latencies) {
         g_array_set_size(st->latencies, 0);
     } else {
@@ -422,6 +436,19 @@ static void stats_latency(PostcopyIncomingState *pis, int64_t us)
     st->hist[bucket]++;
     g_array_append_val(st->latencies, v);
     st->max_latency = MAX(st->max_latency, v);
+    qemu_mutex_unlock(&st->lock);
+}
+
+/* A page request goes out for the host page at offset (in its block). */
+static void stats_fault(PostcopyIncomingState *pis, ram_addr_t offset,
+                        int64_t t)
+{
+    PostcopyStats *st = &pis->stats;
+
+    qemu_mutex_lock(&st->lock);
+    st->ring[st->faults % POSTCOPY_FAULT_RING] =
+        (PostcopyFaultRecord) { .offset = offset, .time = t };
+    st->faults++;
     qemu_mutex_unlock(&st->lock);
 }
 
@@ -484,6 +511,28 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/*
+ * Copy the ring oldest first, with ages rather than times: now_us() is
+ * this host's monotonic clock, meaningless to a poller elsewhere.  The
+ * caller holds st->lock.
+ */
+static void recent_faults_get(PostcopyStats *st, PostcopyStatsInfo *out)
+{
+    guint n = MIN(st->faults, POSTCOPY_FAULT_RING);
+    int64_t now = now_us();
+
+    out->recent_count = n;
+    out->recent_offset = g_new(uint64_t, n);
+    out->recent_age_us = g_new(int64_t, n);
+    for (guint i = 0; i < n; i++) {
+        const PostcopyFaultRecord *f =
+            &st->ring[(st->faults - n + i) % POSTCOPY_FAULT_RING];
+
+        out->recent_offset[i] = f->offset;
+        out->recent_age_us[i] = MAX(now - f->time, 0);
+    }
+}
+
 void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
 {
     PostcopyStats *st = &mis->postcopy->stats;
@@ -513,6 +562,7 @@ void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
     out->faults = st->faults;
     out->latency_max_us = st->max_latency;
     memcpy(out->histogram, st->hist, sizeof(out->histogram));
+    recent_faults_get(st, out);
     qemu_mutex_unlock(&st->lock);
 
     /* Sorting outside the lock: the listen thread keeps placing pages. */
@@ -527,6 +577,8 @@ void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out)
 void postcopy_stats_info_clear(PostcopyStatsInfo *info)
 {
     g_clear_pointer(&info->vcpu_blocktime_ms, g_free);
+    g_clear_pointer(&info->recent_offset, g_free);
+    g_clear_pointer(&info->recent_age_us, g_free);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -726,9 +778,7 @@ static bool handle_fault(MigrationIncomingState *mis, uintptr_t addr,
     }
     t = now_us();
     qatomic_mb_set(&b->fault_time[hp_off / rb->page_size], t);
-    qemu_mutex_lock(&pis->stats.lock);
-    pis->stats.faults++;
-    qemu_mutex_unlock(&pis->stats.lock);
+    stats_fault(pis, hp_off, t);
     if (map && test_bit_atomic(hp_off >> TARGET_PAGE_BITS, map)) {
         /*
          * Placed between the look above and the mark: nothing to ask

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <json-glib/json-glib.h>
 #include "qmp-client.h"
+#include "migrate-report.h"
 
 enum { EXIT_OK = 0, EXIT_MIGRATION_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -55,6 +56,7 @@ typedef struct Options {
     int timeout;
     SwitchPolicy policy;
     char *recover, *recover_uri;
+    char *report;               /* --report FILE.html */
     bool recover_auto;
     int recover_retries, recover_delay_ms, recover_timeout;
 } Options;
@@ -95,6 +97,7 @@ typedef struct Migration {
     int recover_seq;            /* recovery URIs derived so far */
     char *recover_uri;          /* the last one the source was given */
     gint64 unanswered_resume_us; /* a tcp resume that never connected */
+    MigrateReport *rep;         /* samples and faults for --report/--json */
 } Migration;
 
 static volatile sig_atomic_t got_sigint;
@@ -332,6 +335,9 @@ static bool parse_options(int argc, char **argv, Options *o, GError **errp)
         { "recover-uri", 0, 0, G_OPTION_ARG_STRING, &o->recover_uri,
           "Where the destination listens to recover (default: derived "
           "from the migration URI)", "URI" },
+        { "report", 0, 0, G_OPTION_ARG_FILENAME, &o->report,
+          "Write an HTML report (charts, fault latencies) to FILE",
+          "FILE" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &o->json,
           "Print the result as one JSON object on stdout", NULL },
         { "quiet", 'q', 0, G_OPTION_ARG_NONE, &o->quiet,
@@ -784,6 +790,7 @@ static void start_postcopy(Migration *m)
 
     m->postcopy_requested = true;
     m->postcopy_at_us = g_get_monotonic_time();
+    mreport_set_postcopy(m->rep, (m->postcopy_at_us - m->start_us) / 1e6);
     if (!qmpc_execute(m->src, "migrate-start-postcopy", NULL, NULL, &err)) {
         /* Precopy may simply have finished first; the status will say. */
         if (!m->opts->quiet && !m->opts->json) {
@@ -795,6 +802,48 @@ static void start_postcopy(Migration *m)
 
 
 /* ---- watching the monitors ---- */
+
+static double since_start(Migration *m)
+{
+    return (g_get_monotonic_time() - m->start_us) / 1e6;
+}
+
+/* A new source query-migrate reply: keep it for the summary and series. */
+static void set_src_info(Migration *m, JsonObject *info)
+{
+    if (m->src_info) {
+        json_object_unref(m->src_info);
+    }
+    m->src_info = info;
+    mreport_add_sample(m->rep, since_start(m), info);
+}
+
+/*
+ * In postcopy, and only when a report or JSON wants them, the faults the
+ * destination placed since the last look (ferry's recent-faults ring); a
+ * destination without the ring (QEMU) is asked once.
+ */
+static void poll_dst_faults(Migration *m, bool *no_ring)
+{
+    g_autoptr(JsonObject) info = NULL;
+    GError *err = NULL;
+
+    if (!m->dst || *no_ring || (!m->opts->report && !m->opts->json) ||
+        !g_str_has_prefix(status_of(m->src_info), "postcopy")) {
+        return;
+    }
+    info = qmpc_execute_obj(m->dst, "query-migrate", NULL, &err);
+    if (!info) {
+        /* as lose_dst_if_gone: the source will say what went wrong */
+        m->dst_lost = g_strdup(err->message);
+        g_error_free(err);
+        qmpc_free(m->dst);
+        m->dst = NULL;
+        return;
+    }
+    *no_ring = !mreport_add_faults(m->rep, since_start(m), info) &&
+               !strcmp(status_of(info), "postcopy-active");
+}
 
 static void drain_events(Migration *m)
 {
@@ -889,10 +938,7 @@ static bool query_states(Migration *m, SideStates *s, GError **errp)
         g_prefix_error(errp, "source: ");
         return false;
     }
-    if (m->src_info) {
-        json_object_unref(m->src_info);
-    }
-    m->src_info = info;         /* the summary wants the latest */
+    set_src_info(m, info);      /* the summary wants the latest */
     g_strlcpy(s->src, status_of(info), sizeof(s->src));
     info = qmpc_execute_obj(m->dst, "query-migrate", NULL, errp);
     if (!info) {
@@ -1164,6 +1210,8 @@ static bool recover(Migration *m, const char *noticed_by, GError **errp)
         error_setg(errp, "migration paused in postcopy (the %s noticed a "
                    "broken link) and --recover=off; %s", noticed_by, hint);
         g_array_append_val(m->pauses, rec);
+        mreport_add_pause(m->rep, (t0 - m->start_us) / 1e6, 0, noticed_by,
+                          false);
         return false;
     }
     notice(m, "postcopy paused (pause %u, noticed by the %s): recovering",
@@ -1186,6 +1234,8 @@ static bool recover(Migration *m, const char *noticed_by, GError **errp)
     }
     rec.paused_us = g_get_monotonic_time() - t0;
     rec.recovered = r == STEP_OK;
+    mreport_add_pause(m->rep, (t0 - m->start_us) / 1e6, rec.paused_us / 1e6,
+                      noticed_by, rec.recovered);
     forget_dst_events(m);
     g_array_append_val(m->pauses, rec);
     if (!rec.recovered) {
@@ -1208,6 +1258,7 @@ static bool wait_for_completion(Migration *m, GError **errp)
 {
     gint64 deadline = m->opts->timeout ?
         m->start_us + (gint64)m->opts->timeout * G_USEC_PER_SEC : 0;
+    bool no_ring = false;
 
     for (;;) {
         JsonObject *info;
@@ -1221,10 +1272,8 @@ static bool wait_for_completion(Migration *m, GError **errp)
         if (!info) {
             return false;
         }
-        if (m->src_info) {
-            json_object_unref(m->src_info);
-        }
-        m->src_info = info;
+        set_src_info(m, info);
+        poll_dst_faults(m, &no_ring);
         drain_events(m);
         m->pass = MAX(m->pass, jo_int(jo_obj(info, "ram"),
                                       "dirty-sync-count", 0));
@@ -1287,6 +1336,7 @@ static void fetch_dst_info(Migration *m)
             json_object_unref(m->dst_info);
         }
         m->dst_info = info;
+        mreport_add_faults(m->rep, since_start(m), info);
         if (status_is_final(status_of(info)) ||
             g_get_monotonic_time() > deadline) {
             return;
@@ -1470,6 +1520,30 @@ static void print_summary(Migration *m)
     print_pauses(m);
 }
 
+static JsonObject *report_json(Migration *m)
+{
+    return mreport_to_json(m->rep, m->src_info, m->dst_info,
+                           m->start_us ? since_start(m) : 0);
+}
+
+/* --report: the same object --json prints under "report", as a page. */
+static bool write_report(Migration *m)
+{
+    g_autoptr(JsonObject) rep = NULL;
+    g_autoptr(GError) err = NULL;
+
+    if (!m->opts->report) {
+        return true;
+    }
+    rep = report_json(m);
+    if (!mreport_write_html(rep, m->opts->report, &err)) {
+        report("%s", err->message);
+        return false;
+    }
+    notice(m, "report written to %s", m->opts->report);
+    return true;
+}
+
 static void print_json(Migration *m, const char *error)
 {
     g_autoptr(JsonObject) o = json_object_new();
@@ -1513,6 +1587,7 @@ static void print_json(Migration *m, const char *error)
     json_object_set_int_member(d, "paused-ms", paused_total_us(m) / 1000);
     json_object_set_array_member(d, "recoveries", pauses_json(m));
     json_object_set_object_member(o, "derived", d);
+    json_object_set_object_member(o, "report", report_json(m));
     json_node_set_object(root, o);
     text = json_to_string(root, TRUE);
     printf("%s\n", text);
@@ -1573,7 +1648,8 @@ static int run(Migration *m)
         } else if (!o->quiet) {
             print_summary(m);
         }
-        return EXIT_OK;
+        /* the migration went well: only the report's path was wrong */
+        return write_report(m) ? EXIT_OK : EXIT_USAGE;
     }
     if (m->timed_out) {
         g_set_error(&err, FERRY_ERROR, 0, "timed out after %d s; migration "
@@ -1602,6 +1678,7 @@ failed:
                status_is_final(status_of(m->src_info))) {
         print_summary(m);
     }
+    write_report(m);
     kill_destination(m);
     return EXIT_MIGRATION_FAILED;
 
@@ -1624,6 +1701,7 @@ static void options_free(Options *o)
     g_free(o->switch_policy);
     g_free(o->recover);
     g_free(o->recover_uri);
+    g_free(o->report);
     g_strfreev(o->caps);
 }
 
@@ -1631,7 +1709,8 @@ int main(int argc, char **argv)
 {
     Options opts = { 0 };
     Migration m = { .opts = &opts, .best_remaining = -1,
-                    .pauses = g_array_new(FALSE, TRUE, sizeof(PauseRecord)) };
+                    .pauses = g_array_new(FALSE, TRUE, sizeof(PauseRecord)),
+                    .rep = mreport_new() };
     struct sigaction sa = { .sa_handler = on_sigint };
     g_autoptr(GError) err = NULL;
     int ret;
@@ -1669,6 +1748,7 @@ int main(int argc, char **argv)
     g_free(m.uri);
     g_free(m.recover_uri);
     g_array_free(m.pauses, TRUE);
+    mreport_free(m.rep);
     options_free(&opts);
     return ret;
 }

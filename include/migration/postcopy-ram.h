@@ -118,6 +118,8 @@ bool postcopy_incoming_listen_sync(LoadVMContext *ctx, GError **errp);
 
 /* Latency histogram buckets: [2^N, 2^(N+1)) us, N = 0..23 */
 #define POSTCOPY_LATENCY_BUCKETS 24
+/* Faults kept for x-postcopy-recent-faults (docs/postcopy.md) */
+#define POSTCOPY_FAULT_RING 4096
 
 /* The destination's fault statistics, for query-migrate. */
 typedef struct PostcopyStatsInfo {
@@ -131,6 +133,10 @@ typedef struct PostcopyStatsInfo {
     uint64_t latency_p50_us;
     uint64_t latency_p99_us;
     uint64_t histogram[POSTCOPY_LATENCY_BUCKETS];
+    /* the last recent_count faults, oldest first (ring, <= 4096) */
+    guint recent_count;
+    uint64_t *recent_offset;        /* host page offset in its RAMBlock */
+    int64_t *recent_age_us;         /* how long before this snapshot */
 } PostcopyStatsInfo;
 
 void postcopy_stats_get(MigrationIncomingState *mis, PostcopyStatsInfo *out);
