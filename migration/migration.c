@@ -475,6 +475,36 @@ static void close_return_path(MigrationState *s)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Source: the channels */
+
+/* Blocked writes and reads on both channels return at once. */
+static void migration_shutdown_channels(MigrationState *s)
+{
+    qemu_mutex_lock(&s->qemu_file_lock);
+    if (s->to_dst_file) {
+        qemu_file_shutdown(s->to_dst_file);
+    }
+    if (s->postcopy_qemufile_src) {
+        qemu_file_shutdown(s->postcopy_qemufile_src);
+    }
+    qemu_mutex_unlock(&s->qemu_file_lock);
+}
+
+/* Close the main channel (the migration thread's, at its end or a pause). */
+static void migration_close_main_channel(MigrationState *s)
+{
+    QEMUFile *f;
+
+    qemu_mutex_lock(&s->qemu_file_lock);
+    f = s->to_dst_file;
+    s->to_dst_file = NULL;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    if (f) {
+        qemu_fclose(f);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
 /* Source: the migration thread */
 
 typedef struct MigrationThreadArgs {
@@ -963,25 +993,10 @@ void migration_source_pause_stats(MigrationState *s, uint64_t *pauses,
 /* Drop the channel and the return-path thread; the RAM state stays. */
 static void postcopy_drop_channel(MigrationState *s)
 {
-    QEMUFile *f;
-
-    qemu_mutex_lock(&s->qemu_file_lock);
-    if (s->to_dst_file) {
-        qemu_file_shutdown(s->to_dst_file);
-    }
-    if (s->postcopy_qemufile_src) {
-        qemu_file_shutdown(s->postcopy_qemufile_src);
-    }
-    qemu_mutex_unlock(&s->qemu_file_lock);
+    migration_shutdown_channels(s);
     close_return_path(s);
     postcopy_preempt_close(s);
-    qemu_mutex_lock(&s->qemu_file_lock);
-    f = s->to_dst_file;
-    s->to_dst_file = NULL;
-    qemu_mutex_unlock(&s->qemu_file_lock);
-    if (f) {
-        qemu_fclose(f);
-    }
+    migration_close_main_channel(s);
     qemu_mutex_lock(&s->error_lock);
     g_clear_error(&s->rp_error);
     s->rp_error_io = false;
@@ -1359,23 +1374,13 @@ static void restore_vm(MigrationState *s)
 
 static void migration_cleanup(MigrationState *s, bool ok)
 {
-    QEMUFile *f;
-
     trace_migrate_fd_cleanup(ok);
     qemu_savevm_state_cleanup();
-    if (s->to_dst_file) {
-        /* Wake a return-path reader blocked on the socket. */
-        qemu_file_shutdown(s->to_dst_file);
-    }
+    /* Wake a return-path reader blocked on the socket. */
+    migration_shutdown_channels(s);
     close_return_path(s);
     postcopy_preempt_close(s);
-    qemu_mutex_lock(&s->qemu_file_lock);
-    f = s->to_dst_file;
-    s->to_dst_file = NULL;
-    qemu_mutex_unlock(&s->qemu_file_lock);
-    if (f) {
-        qemu_fclose(f);
-    }
+    migration_close_main_channel(s);
     if (ok) {
         runstate_set(RUN_STATE_POSTMIGRATE);
     } else {
@@ -1638,15 +1643,7 @@ bool migrate_cancel(GError **errp)
     } while (!migrate_set_state(&s->status, cur,
                                 MIGRATION_STATUS_CANCELLING));
 
-    /* Blocked writes and reads return at once after a shutdown. */
-    qemu_mutex_lock(&s->qemu_file_lock);
-    if (s->to_dst_file) {
-        qemu_file_shutdown(s->to_dst_file);
-    }
-    if (s->postcopy_qemufile_src) {
-        qemu_file_shutdown(s->postcopy_qemufile_src);
-    }
-    qemu_mutex_unlock(&s->qemu_file_lock);
+    migration_shutdown_channels(s);
     qemu_mutex_lock(&s->pause_lock);
     qemu_cond_broadcast(&s->pause_cond);
     qemu_mutex_unlock(&s->pause_lock);

@@ -3,15 +3,12 @@
  * header, configuration, sections, commands (PACKAGED included), the
  * VMDESCRIPTION trailer, and the return-path message reader.
  *
- * With -fsanitize=fuzzer this is a libFuzzer target.  Built with
- * -DFUZZ_STANDALONE it has a main() that runs each file (or each file of a
- * directory) given on the command line, so a corpus can be replayed
- * without libFuzzer; "--seed DIR" writes a few valid streams there.
+ * "--seed DIR" (fuzz-main.c) writes a few valid streams there.
  */
 #include "qemu/osdep.h"
 #include "migration/savevm.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A live handler that reads a bounded, self-described payload. */
 static int fuzz_load_state(QEMUFile *f, void *opaque, int version_id)
@@ -105,23 +102,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-#ifdef FUZZ_STANDALONE
-static int run_file(const char *path)
-{
-    gchar *data;
-    gsize len;
-    GError *err = NULL;
-
-    if (!g_file_get_contents(path, &data, &len, &err)) {
-        fprintf(stderr, "%s: %s\n", path, err->message);
-        g_error_free(err);
-        return 1;
-    }
-    LLVMFuzzerTestOneInput((const uint8_t *)data, len);
-    g_free(data);
-    return 0;
-}
-
 static void write_seed(const char *dir, const char *name, QIOChannel *ioc)
 {
     size_t len;
@@ -146,7 +126,7 @@ static void seed_done(const char *dir, const char *name, QEMUFile *f,
     qio_channel_unref(ioc);
 }
 
-static void write_seeds(const char *dir)
+void fuzz_write_seeds(const char *dir)
 {
     QIOChannel *ioc, *pioc;
     QEMUFile *f, *pkg;
@@ -161,7 +141,6 @@ static void write_seeds(const char *dir)
         0, 1, 0, 4, 0, 0, 0, 0,                             /* SHUT 0 */
     };
 
-    g_mkdir_with_parents(dir, 0755);
     fuzz_init();
     global_state_store_runstate(RUN_STATE_RUNNING);
 
@@ -191,30 +170,3 @@ static void write_seeds(const char *dir)
     qemu_put_buffer(f, rp, sizeof(rp));
     seed_done(dir, "return-path", f, ioc);
 }
-
-int main(int argc, char **argv)
-{
-    int failures = 0;
-
-    if (argc == 3 && !strcmp(argv[1], "--seed")) {
-        write_seeds(argv[2]);
-        return 0;
-    }
-    for (int i = 1; i < argc; i++) {
-        GDir *dir = g_dir_open(argv[i], 0, NULL);
-        const char *name;
-
-        if (!dir) {
-            failures += run_file(argv[i]);
-            continue;
-        }
-        while ((name = g_dir_read_name(dir))) {
-            g_autofree char *path = g_build_filename(argv[i], name, NULL);
-
-            failures += run_file(path);
-        }
-        g_dir_close(dir);
-    }
-    return failures ? 1 : 0;
-}
-#endif

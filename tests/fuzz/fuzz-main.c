@@ -2,7 +2,8 @@
  * Replay driver for the fuzz targets when libFuzzer is not linked in:
  * runs LLVMFuzzerTestOneInput() once per file given, or per file of each
  * directory given.  A crash or sanitizer report fails the run, which is
- * what the 'fuzz' test suite checks on every build.
+ * what the 'fuzz' test suite checks on every build.  "--seed DIR" writes
+ * valid inputs there, for targets that define fuzz_write_seeds().
  */
 #include "qemu/osdep.h"
 #include "fuzz.h"
@@ -48,6 +49,11 @@ int main(int argc, char **argv)
     unsigned count = 0;
     int failures = 0;
 
+    if (argc == 3 && !strcmp(argv[1], "--seed") && fuzz_write_seeds) {
+        g_mkdir_with_parents(argv[2], 0755);
+        fuzz_write_seeds(argv[2]);
+        return 0;
+    }
     if (argc < 2) {
         fprintf(stderr, "usage: %s FILE|DIR...\n", argv[0]);
         return 2;

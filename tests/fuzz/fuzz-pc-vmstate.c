@@ -5,9 +5,8 @@
  * it runs anywhere.  The stream is what a ferry-pc source sends after
  * its RAM: configuration "ferry-pc", then the FULL sections.
  *
- * Built with -DFUZZ_STANDALONE it has its own main(): files or corpus
- * directories to replay, or "--seed DIR" to write valid streams saved
- * through the same sections.
+ * "--seed DIR" (fuzz-main.c) writes a valid stream saved through the
+ * same sections.
  */
 #include "qemu/osdep.h"
 #include "hw/pc-vmstate.h"
@@ -119,8 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-#ifdef FUZZ_STANDALONE
-static void write_seeds(const char *dir)
+void fuzz_write_seeds(const char *dir)
 {
     QIOChannel *ioc = qio_channel_new_buffer();
     QEMUFile *f = qemu_file_new_output(ioc);
@@ -128,7 +126,6 @@ static void write_seeds(const char *dir)
     const uint8_t *data;
     size_t len;
 
-    g_mkdir_with_parents(dir, 0755);
     fuzz_init();
     global_state_store_runstate(RUN_STATE_RUNNING);
     qemu_savevm_state_header(f);
@@ -139,49 +136,3 @@ static void write_seeds(const char *dir)
     qemu_fclose(f);
     qio_channel_unref(ioc);
 }
-
-static int run_file(const char *path)
-{
-    gchar *data;
-    gsize len;
-    GError *err = NULL;
-
-    if (!g_file_get_contents(path, &data, &len, &err)) {
-        fprintf(stderr, "%s: %s\n", path, err->message);
-        g_error_free(err);
-        return 1;
-    }
-    LLVMFuzzerTestOneInput((const uint8_t *)data, MIN(len, FUZZ_MAX_INPUT));
-    g_free(data);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int failures = 0, runs = 0;
-
-    if (argc == 3 && !strcmp(argv[1], "--seed")) {
-        write_seeds(argv[2]);
-        return 0;
-    }
-    for (int i = 1; i < argc; i++) {
-        GDir *dir = g_dir_open(argv[i], 0, NULL);
-        const char *name;
-
-        if (!dir) {
-            failures += run_file(argv[i]);
-            runs++;
-            continue;
-        }
-        while ((name = g_dir_read_name(dir))) {
-            g_autofree char *path = g_build_filename(argv[i], name, NULL);
-
-            failures += run_file(path);
-            runs++;
-        }
-        g_dir_close(dir);
-    }
-    printf("%d inputs replayed, %d unreadable\n", runs, failures);
-    return failures ? 1 : 0;
-}
-#endif

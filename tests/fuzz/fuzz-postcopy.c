@@ -21,7 +21,6 @@
 #include "migration/savevm.h"
 #include "fuzz.h"
 
-#include <sys/mman.h>
 
 #define FUZZ_RAM_SIZE (1u << 20)
 
@@ -47,21 +46,6 @@ static const PostcopyPlacementOps fake_placement = {
     .place = fake_place,
 };
 
-/* Guest RAM between two inaccessible pages: a stray write faults. */
-static void guard_pages(RAMBlock *rb)
-{
-    size_t pg = sysconf(_SC_PAGESIZE);
-    uint8_t *area = mmap(NULL, rb->max_length + 2 * pg, PROT_NONE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    void *moved;
-
-    g_assert(area != MAP_FAILED);
-    moved = mremap(rb->host, rb->max_length, rb->max_length,
-                   MREMAP_MAYMOVE | MREMAP_FIXED, area + pg);
-    g_assert(moved == area + pg);
-    rb->host = moved;
-}
-
 static void fuzz_init(void)
 {
     static bool done;
@@ -79,7 +63,7 @@ static void fuzz_init(void)
     if (!rb) {
         g_error("fuzz-postcopy: %s", err->message);
     }
-    guard_pages(rb);
+    fuzz_guard_ram(rb);
     ram_mig_init();
     postcopy_ram_init();
     postcopy_incoming_set_placement(migration_incoming_get_current(),

@@ -12,7 +12,6 @@
 #include "migration/savevm.h"
 #include "fuzz.h"
 
-#include <sys/mman.h>
 
 #define FUZZ_RAM_SIZE (1u << 20)
 
@@ -47,25 +46,6 @@ static const LoadvmPostcopyOps fuzz_postcopy_ops = {
     .run = fuzz_hook,
 };
 
-/*
- * Guest RAM is mmap'ed, out of the sanitizers' sight: move it between two
- * inaccessible pages, so that a write outside the block faults.  Nothing
- * has used the block's host address yet when this runs.
- */
-static void guard_pages(RAMBlock *rb)
-{
-    size_t pg = sysconf(_SC_PAGESIZE);
-    uint8_t *area = mmap(NULL, rb->max_length + 2 * pg, PROT_NONE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    void *moved;
-
-    g_assert(area != MAP_FAILED);
-    moved = mremap(rb->host, rb->max_length, rb->max_length,
-                   MREMAP_MAYMOVE | MREMAP_FIXED, area + pg);
-    g_assert(moved == area + pg);
-    rb->host = moved;
-}
-
 static void fuzz_init(void)
 {
     static bool done;
@@ -83,7 +63,7 @@ static void fuzz_init(void)
     if (!rb) {
         g_error("fuzz-ram-load: %s", err->message);
     }
-    guard_pages(rb);
+    fuzz_guard_ram(rb);
     ram_mig_init();
     loadvm_register_postcopy_ops(&fuzz_postcopy_ops);
 }

@@ -11,6 +11,17 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Optional: write a target's valid seed inputs into dir (--seed DIR). */
+void fuzz_write_seeds(const char *dir) __attribute__((weak));
+
+/*
+ * Guest RAM is mmap'ed, out of the sanitizers' sight: move the block
+ * between two inaccessible pages, so that a write outside it faults
+ * (before anything used its host address).  fuzz-ram.c.
+ */
+typedef struct RAMBlock RAMBlock;
+void fuzz_guard_ram(RAMBlock *rb);
+
 /* Inputs bigger than this are cut: the parsers' limits are far below. */
 #define FUZZ_MAX_INPUT (1u << 20)
 
