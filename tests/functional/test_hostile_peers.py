@@ -158,9 +158,25 @@ def test_req_pages_flood():
         fail(f"unclear error: {st}")
     if rss_after - rss_before > 32 << 10:
         fail(f"source RSS grew by {rss_after - rss_before} KiB")
-    if src.qmp.cmd("query-status")["status"] not in ("finish-migrate",
-                                                      "postmigrate", "paused"):
-        log(f"source runstate {src.qmp.cmd('query-status')}")
+    # The destination ran the guest after RUN: this copy is stale now.
+    rs = src.qmp.cmd("query-status")["status"]
+    if rs != "postmigrate":
+        fail(f"source runstate {rs} after a failed postcopy, want "
+             "postmigrate")
+    try:
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{free_port()}")
+        fail("a source whose postcopy failed accepted a new migrate")
+    except ft.QMPError as e:
+        if "stale" not in e.desc or "'cont'" not in e.desc:
+            fail(f"unclear refusal of a new migrate: {e.desc!r}")
+        log(f"new migrate refused: {e.desc}")
+    # cont: the operator declares this copy the live one; migrate is
+    # allowed again (to nobody here: it fails, the source keeps running).
+    src.qmp.cmd("cont")
+    src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{free_port()}")
+    wait_status(src, ("failed",), timeout=30)
+    if src.qmp.cmd("query-status")["status"] != "running":
+        fail("the source stopped after a failed precopy following cont")
     conn.close()
     lsock.close()
 
