@@ -429,4 +429,4 @@ if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
              test_tcp_monitor, test_migration_options,
              test_partial_request_flood, test_client_slots,
-             test_deferred_and_oob], timeout=120)
+             test_deferred_and_oob], timeout=280)
