@@ -1704,8 +1704,27 @@ bool migrate_continue(MigrationStatus state, GError **errp)
  * migration, in the main loop: as QEMU does, a destination whose load
  * failed has nothing to run, and exits.
  */
+/* How long the exit waits for a loader thread that is about to return. */
+#define INCOMING_FATAL_JOIN_WAIT_US (G_USEC_PER_SEC)
+
 static gboolean incoming_fatal_bh(gpointer opaque)
 {
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    int64_t deadline = g_get_monotonic_time() + INCOMING_FATAL_JOIN_WAIT_US;
+
+    /*
+     * The loader thread that failed returns right after saying so: join
+     * it rather than leave it behind.  One blocked elsewhere (a failed
+     * fault thread leaves it waiting for the stream) is not waited for.
+     */
+    while (mis->thread_running && !qatomic_read(&mis->thread_finished) &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+    }
+    if (mis->thread_running && qatomic_read(&mis->thread_finished)) {
+        qemu_thread_join(&mis->thread);
+        mis->thread_running = false;
+    }
     error_report("exiting: the incoming migration failed");
     exit(1);
     return G_SOURCE_REMOVE;
@@ -1862,9 +1881,8 @@ static gboolean incoming_thread_reap_bh(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-static void *incoming_thread(void *opaque)
+static void incoming_thread_run(MigrationIncomingState *mis)
 {
-    MigrationIncomingState *mis = opaque;
     LoadVMContext ctx;
     GError *err = NULL;
     int ret;
@@ -1880,7 +1898,7 @@ static void *incoming_thread(void *opaque)
         g_clear_error(&err);
         incoming_cancelled(mis, &ctx);
         g_idle_add(incoming_thread_reap_bh, mis);
-        return NULL;
+        return;
     }
     if (ret < 0) {
         if (!err) {
@@ -1892,7 +1910,7 @@ static void *incoming_thread(void *opaque)
          * use ctx and the file, so leave them as they are.
          */
         migration_incoming_fail(&ctx, err);
-        return NULL;
+        return;
     }
     if (ctx.postcopy_listening) {
         /* The listen thread finishes the job (SHUT, completed). */
@@ -1903,13 +1921,13 @@ static void *incoming_thread(void *opaque)
         qemu_fclose(mis->from_src_file);
         mis->from_src_file = NULL;
         g_idle_add(incoming_thread_reap_bh, mis);
-        return NULL;
+        return;
     }
     /* The point of no return: a cancel from here on is refused. */
     if (!migration_incoming_close_cancel_gate(mis)) {
         incoming_cancelled(mis, &ctx);
         g_idle_add(incoming_thread_reap_bh, mis);
-        return NULL;
+        return;
     }
     postcopy_incoming_preempt_close(mis);
     incoming_start_vm();
@@ -1922,6 +1940,16 @@ static void *incoming_thread(void *opaque)
     qemu_fclose(mis->from_src_file);
     mis->from_src_file = NULL;
     g_idle_add(incoming_thread_reap_bh, mis);
+    return;
+}
+
+static void *incoming_thread(void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+
+    incoming_thread_run(mis);
+    /* A failed load exits from the main loop, which joins us first. */
+    qatomic_set(&mis->thread_finished, true);
     return NULL;
 }
 
@@ -1954,6 +1982,7 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     }
     migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
                       MIGRATION_STATUS_ACTIVE);
+    qatomic_set(&mis->thread_finished, false);
     if (!qemu_thread_create(&mis->thread, "mig/dst/main", incoming_thread,
                             mis, &err)) {
         migration_incoming_fail(NULL, err);

@@ -150,6 +150,7 @@ typedef struct MigrationIncomingState {
     QEMUFile *to_src_file;              /* return path */
     QemuThread thread;
     bool thread_running;
+    bool thread_finished;               /* atomic: the loader returned */
     bool deferred;                      /* -incoming defer */
     bool have_listen;                   /* migrate-incoming used once */
     char *listen_uri;                   /* for query-migrate socket-address */
