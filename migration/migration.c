@@ -1725,7 +1725,7 @@ static gboolean incoming_fatal_bh(gpointer opaque)
         qemu_thread_join(&mis->thread);
         mis->thread_running = false;
     }
-    error_report("exiting: the incoming migration failed");
+    /* The failure was reported once already (migration_incoming_fail). */
     exit(1);
     return G_SOURCE_REMOVE;
 }
