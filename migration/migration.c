@@ -1905,11 +1905,18 @@ static void incoming_thread_run(MigrationIncomingState *mis)
             error_setg(&err, "load failed");
         }
         migration_explain_net_timeout(mis->from_src_file, &err);
-        /*
-         * The process exits from the main loop; a listen thread may still
-         * use ctx and the file, so leave them as they are.
-         */
+        /* The process exits from the main loop (incoming_fatal_bh). */
         migration_incoming_fail(&ctx, err);
+        if (ctx.postcopy_listening) {
+            /* The listen thread uses ctx (our stack): outlive it. */
+            postcopy_incoming_main_done(mis);
+            postcopy_incoming_wait(mis);
+        }
+        loadvm_context_destroy(&ctx);
+        qemu_mutex_lock(&mis->file_lock);
+        qemu_fclose(mis->from_src_file);
+        mis->from_src_file = NULL;
+        qemu_mutex_unlock(&mis->file_lock);
         return;
     }
     if (ctx.postcopy_listening) {
