@@ -537,6 +537,12 @@ void migration_listener_cancel(MigrationListener *l)
     if (l->fd >= 0) {
         close(l->fd);
         l->fd = -1;
+        /* As QEMU: the socket file goes once nobody more may connect. */
+        if (l->addr && l->addr->type == SOCKET_ADDRESS_TYPE_UNIX &&
+            l->addr->path && unlink(l->addr->path) < 0 && errno != ENOENT) {
+            warn_report("migration: cannot remove '%s': %s", l->addr->path,
+                        g_strerror(errno));
+        }
     }
     qio_channel_unref(l->ready);
     l->ready = NULL;

@@ -5,6 +5,7 @@ tools can connect to it."""
 
 import os
 import socket
+import time
 
 import ferrytest as ft
 
@@ -45,6 +46,19 @@ def test_deferred_unix():
         ft.fail("a second migrate-incoming was accepted")
     except ft.QMPError as e:
         ft.log(f"second migrate-incoming refused: {e}")
+    # Once the source is in, nobody else may connect: the file goes (as
+    # QEMU does), also when the load then fails.
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    deadline = time.time() + 10
+    while os.path.exists(path):
+        if time.time() > deadline:
+            ft.fail(f"{path} still exists after the accept")
+        time.sleep(0.05)
+    c.close()
+    vm.wait_exit(10)
+    if os.path.exists(path):
+        ft.fail(f"{path} came back")
     vm.kill()
 
 
