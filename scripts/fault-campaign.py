@@ -270,6 +270,14 @@ def processes_naming(text):
     return pids
 
 
+def load_error(lines):
+    """The line saying why the load failed, else the last one."""
+    for l in lines:
+        if "load of migration failed" in l:
+            return l
+    return lines[-1] if lines else ""
+
+
 def stderr_tail(vm, n=4):
     return [l for l in vm.stderr().splitlines() if l.strip()][-n:]
 
@@ -514,7 +522,7 @@ class Precopy(Campaign):
 
     def summary(self):
         s = super().summary()
-        recs = [r for r in self.records if r["ok"]]
+        recs = self.records
         s["faults"] = count(self.records, "fault")
         s["outcomes"] = count(recs, "outcome")
         s["by_fault"] = {f: count([r for r in recs if r.get("fault") == f], "outcome")
@@ -621,18 +629,18 @@ class Incoming(Precopy):
         if "exit" in rec:
             s += f" status {rec['exit']} in {rec['exit_latency']:.2f}s"
         if rec.get("stderr"):
-            s += f": {rec['stderr'][-1]}"
+            s += f": {load_error(rec['stderr'])}"
         return s
 
     def summary(self):
         s = Campaign.summary(self)
-        recs = [r for r in self.records if r["ok"]]
+        recs = self.records
         s["transports"] = count(self.records, "transport")
         s["outcomes"] = count(recs, "outcome")
         s["exit_status"] = count(recs, "exit")
         s["exit_latency"] = stats([r.get("exit_latency") for r in recs])
-        s["stderr_last_line"] = count([{"e": norm(r["stderr"][-1])} for r in recs
-                                       if r.get("stderr")], "e")
+        s["load_error"] = count([{"e": norm(load_error(r["stderr"]))}
+                                 for r in recs if r.get("stderr")], "e")
         s["qmp_socket_left"] = count(recs, "qmp_socket_left")
         return s
 
@@ -641,7 +649,7 @@ class Incoming(Precopy):
                 ("transports", s["transports"]), ("outcomes", s["outcomes"]),
                 ("exit status", s["exit_status"]),
                 ("kill -> exit", fmt_stats(s["exit_latency"])),
-                ("stderr last line", s["stderr_last_line"]),
+                ("load error on stderr", s["load_error"]),
                 ("QMP socket file left (info)", s["qmp_socket_left"])]
 
 
@@ -893,10 +901,13 @@ def main(argv=None):
         for k, v in c.table(s):
             say(f"   {k:36} {v}")
     if violations:
-        say(f"{len(violations)} VIOLATION(S):")
+        say(f"{len(violations)} VIOLATION(S), seed {args.seed}:")
+        kinds = {}
         for v in violations:
-            say(f"   {v['campaign']} run {v['run']} (seed {v['seed']}): "
-                f"{v['what'].splitlines()[0]}")
+            k = (v["campaign"], norm(v["what"].splitlines()[0]))
+            kinds.setdefault(k, []).append(v["run"])
+        for (camp, what), runs in kinds.items():
+            say(f"   {camp} runs {', '.join(map(str, runs))}: {what}")
     else:
         say("no violations")
     if args.out:
