@@ -17,12 +17,17 @@ that expected duration.
 Campaigns (--campaign, default all):
 
 precopy (default 100 runs)
-    source -> relay -> destination at --bandwidth (64 MiB/s: ~1-2 s).  At a
+    source -> relay -> destination at --bandwidth (64 MiB/s: ~1-2 s), with
+    the return-path capability on both sides in half of the runs.  At a
     random moment, reset the link or kill -9 the destination (chosen at
     random).  Checked each run: the source reports "failed" with an
-    error-desc within 30 s (or "completed" if the fault came too late:
-    counted as "late", the source must then be in postmigrate), its run
-    state is again "running", it answers QMP, its RAM equals the pattern.
+    error-desc within 30 s, its run state is again "running", it answers
+    QMP, its RAM equals the pattern.  A source that reports "completed"
+    (the fault came too late: "late") must be in postmigrate, and a reset
+    destination must run with the pattern; a killed one must have been
+    completed when killed if the return path was on (the source waits for
+    its SHUT(0)); without it the source, like QEMU's, completes once the
+    stream is flushed, unconfirmed ("late-unconfirmed", not a violation).
     Every --follow-every runs (10) a new migration to a fresh destination
     (no relay, no bandwidth cap) must complete with the destination
     running and its RAM equal to the pattern (if that run was late, the
@@ -145,11 +150,14 @@ def start_source(ctx, name="src"):
     return src
 
 
-def start_destination(ctx, name="dst", env=None, params=None, uri=None):
+def start_destination(ctx, name="dst", env=None, params=None, uri=None,
+                      caps=None):
     """A -incoming defer destination, set up and listening on uri (default
     a free tcp port on 127.0.0.1).  Returns (vm, uri)."""
     dst = ft.VM(vm_args(ctx, "-incoming", "defer"), name=name, serial=False,
                 env=env).launch()
+    if caps:
+        set_caps(dst, **caps)
     if params:
         dst.qmp.cmd_args("migrate-set-parameters", params)
     uri = uri or f"tcp:127.0.0.1:{ft.free_tcp_port()}"
@@ -429,10 +437,12 @@ class Precopy(Campaign):
         ctx = self.ctx
         fault = rng.choice(("reset", "kill-dst"))
         at = rng.uniform(0, self.calibration)
-        rec.update(fault=fault, at=round(at, 3))
+        rp = rng.random() < 0.5
+        rec.update(fault=fault, at=round(at, 3), return_path=rp)
         src = start_source(ctx)
         before = src.query_status()
-        dst, uri = start_destination(ctx)
+        dst, uri = start_destination(ctx, caps={"return-path": rp})
+        set_caps(src, return_path=rp)
         rel, t0 = self.migrate_through_relay(src, uri)
         sleep_until(t0 + at)
         rec["src_status_at_fault"] = mig(src).get("status")
@@ -475,14 +485,20 @@ class Precopy(Campaign):
     follow_pending = False
 
     def check_late(self, rec, dst):
-        """The source says completed: the destination must have had the
-        whole stream.  A reset one is alive: it must run with the pattern.
-        A killed one must have been completed already when it was killed
-        (its status was read just before the kill)."""
+        """The source says completed.  A reset destination is alive: it
+        must have had the whole stream, run, and hold the pattern.  For a
+        killed one: without the return-path capability the source, like
+        QEMU's, completes once the stream is flushed to the socket, with no
+        word from the destination (counted as "late-unconfirmed"); with it,
+        the source waits for SHUT(0), so the destination must have been
+        completed when it was killed (its status was read just before)."""
         if rec["fault"] == "reset":
             wait_mig(dst, ("completed",), 10, bad=("failed", "cancelled"))
             wait_runstate(dst, "running")
             check_ram(self.ctx, dst, "destination of a late reset")
+        elif not rec["return_path"]:
+            if rec["dst_status_at_fault"] != "completed":
+                rec["outcome"] = "late-unconfirmed"
         elif rec["dst_status_at_fault"] != "completed":
             ft.fail("the source reports completed, but the destination was "
                     "killed in status "
@@ -511,7 +527,8 @@ class Precopy(Campaign):
         check_ram(self.ctx, dst, "follow-up destination")
 
     def describe(self, rec):
-        s = f"{rec.get('fault')} at {rec.get('at', 0):.2f}s -> {rec.get('outcome', '?')}"
+        s = (f"{rec.get('fault')}{' +rp' if rec.get('return_path') else ''} "
+             f"at {rec.get('at', 0):.2f}s -> {rec.get('outcome', '?')}")
         if "fail_latency" in rec:
             s += f" in {rec['fail_latency']:.2f}s"
         if "dst_exit" in rec:
@@ -525,8 +542,10 @@ class Precopy(Campaign):
         recs = self.records
         s["faults"] = count(self.records, "fault")
         s["outcomes"] = count(recs, "outcome")
-        s["by_fault"] = {f: count([r for r in recs if r.get("fault") == f], "outcome")
-                         for f in ("reset", "kill-dst")}
+        s["by_fault"] = {f"{f}{'+rp' if rp else ''}":
+                         count([r for r in recs if r.get("fault") == f and
+                                r.get("return_path") == rp], "outcome")
+                         for f in ("reset", "kill-dst") for rp in (False, True)}
         s["fail_latency"] = stats([r.get("fail_latency") for r in recs
                                    if r.get("outcome") == "failed"])
         s["follow_ups"] = sum("follow_up" in r for r in recs)
@@ -537,7 +556,7 @@ class Precopy(Campaign):
     def table(self, s):
         return [("runs", s["runs"]), ("ok", s["ok"]), ("violations", s["violations"]),
                 ("faults", s["faults"]), ("outcomes", s["outcomes"]),
-                ("by fault", s["by_fault"]),
+                ("by fault (+rp: return-path on)", s["by_fault"]),
                 ("fault -> failed", fmt_stats(s["fail_latency"])),
                 ("follow-up migrations ok", s["follow_ups"]),
                 ("dst exit after reset", s["dst_exit_after_reset"]),
@@ -778,8 +797,6 @@ class Postcopy(Campaign):
         recs = self.records
         breaks = [b for r in recs for b in r.get("breaks", [])]
         done = [b for b in breaks if "recovery_s" in b]
-        s["breaks"] = len([b for b in breaks if not b.get("late") and
-                           ("recovery_s" in b or "pause_s" in b)])
         s["breaks_late"] = sum(bool(b.get("late")) for b in breaks)
         s["recovered"] = len(done)
         s["attempted"] = len([b for b in breaks if not b.get("late")])
@@ -863,6 +880,9 @@ def main(argv=None):
     ft, relay = ferrytest, relay_mod
     ft.log = runlog
     ft.require_file(ft.FERRY, "ferry")
+    # SIGTERM: unwind, so that ferrytest's atexit kills the VMs and
+    # removes the directories
+    signal.signal(signal.SIGTERM, lambda n, f: sys.exit(143))
 
     names = CAMPAIGNS if args.campaign == "all" else (args.campaign,)
     started = time.time()
