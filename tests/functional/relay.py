@@ -15,6 +15,8 @@ the other).  A test can then, at the moment it chooses:
 - retarget(port): forward connections accepted from now on to another
   destination port (migrate-recover listens on a new address).
 
+A peer's own reset (or death) is passed on as a reset of the other side,
+as the network would; a peer's clean EOF is passed on as an EOF.
 Connections accepted after a reset or a black hole are relayed normally.
 Standard library only; stop() (or the test's exit) closes everything.
 """
@@ -182,10 +184,12 @@ class Relay:
         return True
 
     def _pump(self, c, src, dst, direction):
+        broken = False
         while not c.closed:
             try:
                 chunk = src.recv(1 << 16)
             except OSError:
+                broken = True
                 break
             if not chunk:
                 break
@@ -197,7 +201,16 @@ class Relay:
             try:
                 dst.sendall(chunk)
             except OSError:
+                broken = True
                 break
+        if broken and not c.closed and not c.blackholed:
+            # A peer reset its side, or died (its kernel answers data
+            # with an RST).  Without a relay the other peer would get
+            # that RST; a half-close would instead leave it writing into
+            # a socket nobody reads any more.  Pass the reset on.
+            ft.log(f"relay: connection {c.index}: {direction} side broken, "
+                   "resetting the other side too")
+            c.reset()
         if c.closed:
             src.close()     # this pump is src's only reader: RST now
             return
