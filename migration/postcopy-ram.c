@@ -1485,6 +1485,9 @@ static bool postcopy_pause_incoming(MigrationIncomingState *mis,
     trace_postcopy_pause_incoming(why->message);
     warn_report("postcopy paused: %s; the guest keeps running, waiting for "
                 "migrate-recover", why->message);
+    /* Paused first: the fault thread stops sending before we close. */
+    migrate_set_state(&mis->status, cur, MIGRATION_STATUS_POSTCOPY_PAUSED);
+    pause_stats(mis, true);
     /* The main loader is done with the stream once it saw RUN. */
     qemu_mutex_lock(&pis->lock);
     while (!pis->main_done) {
@@ -1492,8 +1495,6 @@ static bool postcopy_pause_incoming(MigrationIncomingState *mis,
     }
     qemu_mutex_unlock(&pis->lock);
     drop_channel(mis, ctx);
-    migrate_set_state(&mis->status, cur, MIGRATION_STATUS_POSTCOPY_PAUSED);
-    pause_stats(mis, true);
     for (;;) {
         f = wait_recover_channel(pis);
         rp = qemu_file_get_return_path(f);
