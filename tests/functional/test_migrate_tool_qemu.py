@@ -278,9 +278,13 @@ def test_recover_off():
                      "migrate-pause", "tcp:127.0.0.1:PORT"):
             if text not in err:
                 fail(f"hint lacks '{text}'")
-        st = mon.cmd("query-migrate")["status"]
-        if st != "postcopy-paused":
-            fail(f"source {st}, expected postcopy-paused")
+        # The tool stops at the first side to pause; a QEMU source notices
+        # the reset only at its next write (after a rate-limit sleep).
+        deadline = time.time() + 15
+        while (st := mon.cmd("query-migrate")["status"]) != "postcopy-paused":
+            if time.time() > deadline:
+                fail(f"source {st}, expected postcopy-paused")
+            time.sleep(0.05)
     finally:
         relay.stop_all()
 
