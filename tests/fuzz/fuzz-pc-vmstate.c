@@ -95,26 +95,8 @@ static void fuzz_init(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    QIOChannel *ioc;
-    QEMUFile *f;
-    LoadVMContext ctx;
-    g_autoptr(GError) err = NULL;
-    int ret;
-
     fuzz_init();
-    ioc = qio_channel_new_from_bytes(data, size);
-    f = qemu_file_new_input(ioc);
-    qio_channel_unref(ioc);
-    loadvm_context_init(&ctx, f);
-    ret = qemu_loadvm_state(f, &ctx, &err);
-    /* Success and failure are both fine; a failure must say why. */
-    g_assert(ret == 0 || (ret < 0 && err && *err->message));
-    if (getenv("FUZZ_VERBOSE")) {
-        fprintf(stderr, "load: %d %s\n", ret, err ? err->message : "ok");
-    }
-    loadvm_context_destroy(&ctx);
-    qemu_fclose(f);
-    global_state_reset_received();
+    fuzz_load_stream(data, size);
     return 0;
 }
 

@@ -49,22 +49,12 @@ static const PostcopyPlacementOps fake_placement = {
 static void fuzz_init(void)
 {
     static bool done;
-    g_autoptr(GError) err = NULL;
-    RAMBlock *rb;
 
     if (done) {
         return;
     }
     done = true;
-    rcu_register_thread();
-    savevm_machine_name = "none";
-    migration_register_core_sections();
-    rb = qemu_ram_alloc("ram", FUZZ_RAM_SIZE, NULL, &err);
-    if (!rb) {
-        g_error("fuzz-postcopy: %s", err->message);
-    }
-    fuzz_guard_ram(rb);
-    ram_mig_init();
+    fuzz_ram_setup("fuzz-postcopy", FUZZ_RAM_SIZE);
     postcopy_ram_init();
     postcopy_incoming_set_placement(migration_incoming_get_current(),
                                     &fake_placement);

@@ -6,12 +6,8 @@
  * `-M none -m 1M` ferry would.
  */
 #include "qemu/osdep.h"
-#include "qemu/rcu.h"
-#include "exec/ramblock.h"
-#include "migration/misc.h"
 #include "migration/savevm.h"
 #include "fuzz.h"
-
 
 #define FUZZ_RAM_SIZE (1u << 20)
 
@@ -49,46 +45,18 @@ static const LoadvmPostcopyOps fuzz_postcopy_ops = {
 static void fuzz_init(void)
 {
     static bool done;
-    g_autoptr(GError) err = NULL;
-    RAMBlock *rb;
 
     if (done) {
         return;
     }
     done = true;
-    rcu_register_thread();
-    savevm_machine_name = "none";
-    migration_register_core_sections();
-    rb = qemu_ram_alloc("ram", FUZZ_RAM_SIZE, NULL, &err);
-    if (!rb) {
-        g_error("fuzz-ram-load: %s", err->message);
-    }
-    fuzz_guard_ram(rb);
-    ram_mig_init();
+    fuzz_ram_setup("fuzz-ram-load", FUZZ_RAM_SIZE);
     loadvm_register_postcopy_ops(&fuzz_postcopy_ops);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    QIOChannel *ioc;
-    QEMUFile *f;
-    LoadVMContext ctx;
-    g_autoptr(GError) err = NULL;
-    int ret;
-
     fuzz_init();
-    ioc = qio_channel_new_from_bytes(data, size);
-    f = qemu_file_new_input(ioc);
-    qio_channel_unref(ioc);
-    loadvm_context_init(&ctx, f);
-    ret = qemu_loadvm_state(f, &ctx, &err);
-    /* Success and failure are both fine; a failure must say why. */
-    g_assert(ret == 0 || (ret < 0 && err && *err->message));
-    if (getenv("FUZZ_VERBOSE")) {
-        fprintf(stderr, "load: %d %s\n", ret, err ? err->message : "ok");
-    }
-    loadvm_context_destroy(&ctx);
-    qemu_fclose(f);
-    global_state_reset_received();
+    fuzz_load_stream(data, size);
     return 0;
 }

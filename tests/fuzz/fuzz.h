@@ -21,6 +21,13 @@ void fuzz_write_seeds(const char *dir) __attribute__((weak));
  */
 typedef struct RAMBlock RAMBlock;
 void fuzz_guard_ram(RAMBlock *rb);
+/*
+ * The destination of `-M none -m SIZE`: machine "none", the core
+ * sections, one guarded RAMBlock "ram", the RAM section (fuzz-ram.c).
+ */
+RAMBlock *fuzz_ram_setup(const char *target, size_t size);
+/* qemu_loadvm_state over data; asserts that a failure says why. */
+int fuzz_load_stream(const uint8_t *data, size_t size);
 
 /* Inputs bigger than this are cut: the parsers' limits are far below. */
 #define FUZZ_MAX_INPUT (1u << 20)
