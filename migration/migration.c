@@ -1438,6 +1438,11 @@ static void *migration_thread(void *opaque)
         s->stats.total_time = now_ms() - s->stats.start_time;
         qemu_mutex_unlock(&s->stats_lock);
     }
+    /*
+     * Clean up first (the VM runs again, or sits in postmigrate), then
+     * say "failed": whoever sees that status sees the VM as it stays.
+     */
+    migration_cleanup(s, ok);
     if (!ok && err) {
         migrate_fail(s, err);
     } else if (!ok && !status_is(s, MIGRATION_STATUS_CANCELLING) &&
@@ -1448,7 +1453,6 @@ static void *migration_thread(void *opaque)
         migrate_fail(s, e);
         g_error_free(e);
     }
-    migration_cleanup(s, ok);
     /* Last: once cancelled/completed shows, a new migrate may start. */
     migrate_set_state(&s->status, MIGRATION_STATUS_CANCELLING,
                       MIGRATION_STATUS_CANCELLED);
