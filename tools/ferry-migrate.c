@@ -1708,9 +1708,7 @@ static void options_free(Options *o)
 int main(int argc, char **argv)
 {
     Options opts = { 0 };
-    Migration m = { .opts = &opts, .best_remaining = -1,
-                    .pauses = g_array_new(FALSE, TRUE, sizeof(PauseRecord)),
-                    .rep = mreport_new() };
+    Migration m = { .opts = &opts, .best_remaining = -1 };
     struct sigaction sa = { .sa_handler = on_sigint };
     g_autoptr(GError) err = NULL;
     int ret;
@@ -1724,6 +1722,9 @@ int main(int argc, char **argv)
         options_free(&opts);
         return EXIT_USAGE;
     }
+    /* Only now: a usage error above must not leave them behind. */
+    m.pauses = g_array_new(FALSE, TRUE, sizeof(PauseRecord));
+    m.rep = mreport_new();
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

@@ -100,6 +100,11 @@ class QMP:
                     fail(f"cannot connect to QMP at {address}: {e}")
                 time.sleep(0.05)
         self.greeting = self.recv(timeout=10)
+        # QEMU 7.2 may put an event (MIGRATION "setup" of an -incoming
+        # exec:) ahead of the greeting: keep it, as any other event.
+        while "event" in self.greeting:
+            self.events.append(self.greeting)
+            self.greeting = self.recv(timeout=10)
         if "QMP" not in self.greeting:
             fail(f"bad QMP greeting: {self.greeting}")
         if negotiate:
