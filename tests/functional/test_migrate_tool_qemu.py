@@ -133,8 +133,11 @@ def test_precopy():
 def test_postcopy_json():
     setup()
     src, dst = qemu("src", "256M"), qemu("dst", "256M", incoming=True)
+    # Capped, so that the (all-zero) RAM cannot all go in precopy before
+    # migrate-start-postcopy arrives (it once did, in 80 ms).
     p = run_tool("--src", src.qmp_path, "--dst", dst.qmp_path, "--postcopy",
-                 "--cap", "postcopy-blocktime=on", "--json")
+                 "--max-bandwidth", "2M", "--cap", "postcopy-blocktime=on",
+                 "--json")
     if p.returncode != 0:
         fail(f"postcopy exit {p.returncode}")
     r = json.loads(p.stdout)
