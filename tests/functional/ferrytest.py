@@ -7,6 +7,7 @@ down at exit, whatever happens; a global alarm bounds each test's run time.
 """
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -65,6 +66,38 @@ def require_qemu():
 def require_file(path, what):
     if not os.path.exists(path):
         fail(f"{what} not built: {path} is missing")
+
+
+@contextlib.contextmanager
+def hugepages(extra):
+    """Reserve `extra` more 2 MiB huge pages for the body; yields False
+    (after logging SKIPPED and why) when the kernel will not, and always
+    kills the body's VMs, then gives the pages back."""
+    path = "/proc/sys/vm/nr_hugepages"
+    try:
+        with open(path) as f:
+            old = int(f.read())
+    except OSError as e:
+        log(f"SKIPPED hugetlb: cannot read {path}: {e}")
+        yield False
+        return
+    need = old + extra
+    try:
+        try:
+            with open(path, "w") as f:
+                f.write(str(need))
+            with open(path) as f:
+                got = int(f.read())
+        except OSError as e:
+            log(f"SKIPPED hugetlb: cannot reserve huge pages: {e}")
+            got = old
+        if got < need:
+            log(f"SKIPPED hugetlb: the kernel gave {got} huge pages of {need}")
+        yield got >= need
+    finally:
+        _cleanup_vms()
+        with open(path, "w") as f:
+            f.write(str(old))
 
 
 def make_tmpdir(prefix="ferrytest-"):

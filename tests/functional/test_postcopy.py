@@ -175,24 +175,8 @@ def test_file_shared():
 
 def test_hugetlb():
     mem = 64 << 20
-    path = "/proc/sys/vm/nr_hugepages"
-    try:
-        with open(path) as f:
-            old = int(f.read())
-    except OSError as e:
-        ft.skip(f"cannot read {path}: {e}")
-    need = old + 2 * (mem >> 21) + 4
-    try:
-        try:
-            with open(path, "w") as f:
-                f.write(str(need))
-            with open(path) as f:
-                got = int(f.read())
-        except OSError as e:
-            log(f"SKIPPED hugetlb: cannot reserve huge pages: {e}")
-            return
-        if got < need:
-            log(f"SKIPPED hugetlb: the kernel gave {got} huge pages of {need}")
+    with ft.hugepages(2 * (mem >> 21) + 4) as ok:
+        if not ok:
             return
         src, dst, uri = pair(backend=["-object",
                                       f"memory-backend-memfd,id=mem0,size={mem >> 20}M,"
@@ -200,10 +184,6 @@ def test_hugetlb():
         postcopy_and_compare(src, dst, uri, mem=mem)
         src.shutdown()
         dst.shutdown()
-    finally:
-        ft._cleanup_vms()
-        with open(path, "w") as f:
-            f.write(str(old))
 
 
 def test_destination_killed():

@@ -283,26 +283,8 @@ def test_c_paused_destination_and_locality():
 
 def test_d_hugetlb():
     mem = "256M"
-    path = "/proc/sys/vm/nr_hugepages"
-    want = 2 * (ft.parse_size(mem) >> 21) + 8
-    try:
-        with open(path) as f:
-            old = int(f.read())
-    except OSError as e:
-        log(f"SKIPPED hugetlb: cannot read {path}: {e}")
-        return
-    try:
-        try:
-            with open(path, "w") as f:
-                f.write(str(old + want))
-            with open(path) as f:
-                got = int(f.read())
-        except OSError as e:
-            log(f"SKIPPED hugetlb: cannot reserve huge pages: {e}")
-            return
-        if got < old + want:
-            log(f"SKIPPED hugetlb: the kernel gave {got} huge pages, "
-                f"wanted {old + want}")
+    with ft.hugepages(2 * (ft.parse_size(mem) >> 21) + 8) as ok:
+        if not ok:
             return
         backend = "memory-backend-memfd,hugetlb=on,hugetlbsize=2M"
         src, dst, uri = start_pair("d", mem, 0xd4, backend=backend)
@@ -311,10 +293,6 @@ def test_d_hugetlb():
         if sinfo["ram"]["postcopy-requests"] <= 0:
             fail("no page requested in postcopy")
         finish_and_check(src, dst, mem, base)
-    finally:
-        ft._cleanup_vms()
-        with open(path, "w") as f:
-            f.write(str(old))
 
 
 def test_e_memfd_shared():

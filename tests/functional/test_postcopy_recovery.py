@@ -731,49 +731,30 @@ def hugepages_used():
 def test_g_hugetlb():
     """2 MiB hugetlbfs RAM (memfd hugetlb=on), one reset and recovery."""
     mem = 64 * MiB
-    path = "/proc/sys/vm/nr_hugepages"
-    try:
-        with open(path) as f:
-            old = int(f.read())
-    except OSError as e:
-        log(f"SKIPPED hugetlb: cannot read {path}: {e}")
-        return
-    need = old + 2 * (mem >> 21) + 4
-    try:
+    with ft.hugepages(2 * (mem >> 21) + 4) as ok:
+        if not ok:
+            return
         try:
-            with open(path, "w") as f:
-                f.write(str(need))
-            with open(path) as f:
-                got = int(f.read())
-        except OSError as e:
-            log(f"SKIPPED hugetlb: cannot reserve huge pages: {e}")
-            return
-        if got < need:
-            log(f"SKIPPED hugetlb: the kernel gave {got} huge pages of {need}")
-            return
-        # 2 MB/s: 32 MiB of pattern last long enough to break
-        m = Mig(mem=mem, pattern=32 * MiB, bw=4_000_000, backend=[
-            "-object", f"memory-backend-memfd,id=mem0,size={mem >> 20}M,"
-            "hugetlb=on,hugetlbsize=2M"])
-        m.start_postcopy()
-        used = hugepages_used()
-        if used < (32 * MiB) >> 21:
-            fail(f"{used} huge pages in use, the source's pattern alone "
-                 f"needs {(32 * MiB) >> 21}: RAM is not on hugetlbfs")
-        log(f"{used} huge pages in use")
-        time.sleep(0.5)
-        m.break_link("reset")
-        time.sleep(0.3)
-        m.recover()
-        m.finish()
-        m.check_events(["postcopy-paused", "postcopy-recover",
-                        "postcopy-active"])
-        m.close()
-    finally:
-        rl.stop_all()
-        ft._cleanup_vms()
-        with open(path, "w") as f:
-            f.write(str(old))
+            # 2 MB/s: 32 MiB of pattern last long enough to break
+            m = Mig(mem=mem, pattern=32 * MiB, bw=4_000_000, backend=[
+                "-object", f"memory-backend-memfd,id=mem0,size={mem >> 20}M,"
+                "hugetlb=on,hugetlbsize=2M"])
+            m.start_postcopy()
+            used = hugepages_used()
+            if used < (32 * MiB) >> 21:
+                fail(f"{used} huge pages in use, the source's pattern alone "
+                     f"needs {(32 * MiB) >> 21}: RAM is not on hugetlbfs")
+            log(f"{used} huge pages in use")
+            time.sleep(0.5)
+            m.break_link("reset")
+            time.sleep(0.3)
+            m.recover()
+            m.finish()
+            m.check_events(["postcopy-paused", "postcopy-recover",
+                            "postcopy-active"])
+            m.close()
+        finally:
+            rl.stop_all()
 
 
 TESTS = [test_a_reset_recover, test_b_blackhole_pause_recover,
