@@ -47,11 +47,26 @@ static const MachineClass none_machine_class = {
     .reset = none_machine_reset,
 };
 
+/*
+ * "none" under a name libvirt will offer: libvirt hides the machine called
+ * none (it probes with it), so a RAM-only domain names this one.  Same
+ * stream as none, so either side may be a plain -M none or QEMU's.
+ */
+static const MachineClass x_ram_machine_class = {
+    .name = "x-ram",
+    .desc = "RAM only, no vCPUs (machine none under a name libvirt accepts)",
+    .default_ram_id = "ram",
+    .needs_vcpus = false,
+    .init = none_machine_init,
+    .reset = none_machine_reset,
+};
+
 static const MachineClass *const machine_classes[] = {
 #ifdef HAVE_PC_MACHINE
     &pc_machine_class,
 #endif
     &none_machine_class,
+    &x_ram_machine_class,
 };
 
 const MachineClass *machine_find_class(const char *name)

@@ -88,9 +88,10 @@ static bool pc_check_config(MachineState *ms, GError **errp)
                    kerr->message);
         return false;
     }
-    if (!ms->kernel_filename) {
+    if (!ms->kernel_filename && !ms->incoming) {
         error_setg(errp, "machine 'pc' has no firmware: give a Multiboot "
-                   "kernel with -kernel");
+                   "kernel with -kernel (or -incoming, to run what a "
+                   "migration brings)");
         return false;
     }
     if (!ms->ram || ms->ram->used_length < ms->ram_size) {
@@ -143,6 +144,10 @@ static bool pc_load_kernel(MachineState *ms, MultibootBoot *boot,
 {
     uint64_t low = pc_low_ram(ms);
 
+    if (!ms->kernel_filename) {
+        error_setg(errp, "machine 'pc' has no -kernel to boot");
+        return false;
+    }
     return multiboot_load_file(ms->kernel_filename, ms->kernel_cmdline,
                                ms->ram->host, low, ms->ram_size - low, boot,
                                errp);
@@ -162,14 +167,20 @@ static bool pc_init(MachineState *ms, GError **errp)
         !pc_map_ram(ms, errp) || !pc_init_devices(ms, errp)) {
         return false;
     }
-    /* Load before the vCPUs exist, so a bad image fails early. */
-    if (!pc_load_kernel(ms, &boot, errp) || !kvm_init_vcpus(ms, errp)) {
+    /*
+     * Load before the vCPUs exist, so a bad image fails early.  A
+     * destination without -kernel gets RAM and vCPU state from the stream.
+     */
+    if (ms->kernel_filename && !pc_load_kernel(ms, &boot, errp)) {
+        return false;
+    }
+    if (!kvm_init_vcpus(ms, errp)) {
         return false;
     }
     /* Not QEMU's pc-i440fx-*: each side refuses the other's pc stream. */
     savevm_machine_name = PC_MACHINE_MIGRATION_NAME;
     return pc_vmstate_register(ms->smp_cpus, &pc_serial, errp) &&
-           pc_point_bsp(&boot, errp);
+           (!ms->kernel_filename || pc_point_bsp(&boot, errp));
 }
 
 /* With the vCPUs paused: everything back as right after init. */

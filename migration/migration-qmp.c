@@ -356,12 +356,19 @@ static bool qmp_query_migrate(JsonObject *args, JsonNode **ret,
                               GError **errp)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
+    MigrationState *s = migrate_get_current();
     JsonObject *o = json_object_new();
 
-    if (migrate_get_state(&mis->status) != MIGRATION_STATUS_NONE) {
+    /*
+     * A VM started by an incoming migration may migrate on: from then on
+     * its outgoing migration is what management asks about (libvirt waits
+     * on it), as in QEMU.
+     */
+    if (migrate_get_state(&s->status) == MIGRATION_STATUS_NONE &&
+        migrate_get_state(&mis->status) != MIGRATION_STATUS_NONE) {
         fill_destination_info(o, mis);
     } else {
-        fill_source_info(o, migrate_get_current());
+        fill_source_info(o, s);
     }
     *ret = json_node_init_object(json_node_alloc(), o);
     json_object_unref(o);

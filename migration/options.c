@@ -64,8 +64,9 @@ static const MigrationCapabilityInfo capability_table[] = {
         "postcopy-blocktime", true, "3.0",
         "destination measures how long vCPUs wait on page faults" },
     [MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE] = {
-        "late-block-activate", false, "3.0",
-        "destination leaves disks inactive until the VM is started" },
+        "late-block-activate", true, "3.0",
+        "destination leaves disks inactive until the VM is started "
+        "(there are no disks: accepted, nothing to activate)" },
     [MIGRATION_CAPABILITY_X_IGNORE_SHARED] = {
         "x-ignore-shared", false, "4.0",
         "skip shared RAM the destination can map itself" },

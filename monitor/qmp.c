@@ -16,6 +16,7 @@
 #include "monitor/qmp.h"
 #include "migration/channel.h"
 #include "qemu/sockets.h"
+#include "qemu/cutils.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -1308,7 +1309,36 @@ static bool qmp_check_options(const SocketAddress *addr, GError **errp)
     return true;
 }
 
-/* "unix:PATH,server=on,wait=off", "tcp:HOST:PORT,server,nowait"... */
+/* "fd:N": a listening socket inherited from the parent (libvirt). */
+static bool qmp_server_start_fd(const char *num, GError **errp)
+{
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    uint64_t n;
+    int fd;
+
+    if (!qemu_strtou64(num, &n, NULL) || n > INT_MAX) {
+        error_setg(errp, "QMP: invalid descriptor number '%s'", num);
+        return false;
+    }
+    fd = (int)n;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+        !listening) {
+        error_setg(errp, "QMP: descriptor %d is not a listening socket", fd);
+        return false;
+    }
+    if (!socket_set_cloexec(fd, errp) ||
+        !socket_set_nonblocking(fd, true, errp)) {
+        return false;
+    }
+    qmp_listener_add(fd, NULL);
+    return true;
+}
+
+/*
+ * "unix:PATH,server=on,wait=off", "tcp:HOST:PORT,server,nowait"..., or
+ * "fd:N" for an inherited listening socket.
+ */
 bool qmp_server_start(const char *spec, GError **errp)
 {
     g_autoptr(SocketAddress) addr = NULL;
@@ -1319,6 +1349,9 @@ bool qmp_server_start(const char *spec, GError **errp)
     if (!qmp_listeners) {
         qmp_listeners = g_ptr_array_new();
         qmp_clients = g_ptr_array_new();
+    }
+    if (g_str_has_prefix(spec, "fd:")) {
+        return qmp_server_start_fd(spec + 3, errp);
     }
     addr = socket_address_parse(spec, SOCKET_PARSE_OPTIONS, errp);
     if (!addr) {

@@ -11,6 +11,7 @@
 #include "monitor/qmp.h"
 #include "migration/misc.h"
 #include "qemu/trace.h"
+#include "chardev/char.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 
@@ -224,10 +225,18 @@ int main(int argc, char **argv)
         return 1;
     }
     qemu_apply_options(&opts);
+    error_set_timestamps(opts.msg_timestamp);
     if (!apply_trace_options(&opts, &err)) {
         fatal(err);
     }
     autostart = !opts.start_paused;
+    no_shutdown = opts.no_shutdown;
+    if (mc->needs_vcpus && ms->accel_tcg && !ms->accel_kvm) {
+        error_report("machine '%s' needs KVM: ferry has no instruction "
+                     "emulator, so -accel tcg only runs machines without "
+                     "vCPUs (none, x-ram)", mc->name);
+        return 1;
+    }
     if (mc->needs_vcpus) {
         ms->accel_kvm = true;
     }
@@ -248,6 +257,7 @@ int main(int argc, char **argv)
     }
     qemu_init_signal_handlers();
     qmp_register_core_commands();
+    chardev_register_qmp();
     migration_register_qmp();
     ram_mig_init();
     if (!start_qmp(&opts, &err)) {

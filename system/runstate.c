@@ -15,6 +15,7 @@
 #include "monitor/qmp.h"
 
 bool autostart = true;
+bool no_shutdown;
 
 static RunState current_runstate = RUN_STATE_PRELAUNCH;
 /* Serialises vm_stop, vm_start and resets against each other. */
@@ -193,11 +194,24 @@ static JsonObject *cause_event_data(ShutdownCause cause)
     return data;
 }
 
+/* Set by the first shutdown request until it has been carried out. */
+static gint shutdown_requested;
+
 static gboolean shutdown_cb(gpointer opaque)
 {
     ShutdownCause cause = GPOINTER_TO_INT(opaque);
 
     qmp_event_emit("SHUTDOWN", cause_event_data(cause));
+    /*
+     * -no-shutdown, as QEMU: the guest powering off only stops it, so the
+     * management can still collect it; the host's own requests (quit, a
+     * signal) end the process.
+     */
+    if (no_shutdown && cause == SHUTDOWN_CAUSE_GUEST_SHUTDOWN) {
+        vm_stop(RUN_STATE_SHUTDOWN);
+        qatomic_set(&shutdown_requested, 0);
+        return G_SOURCE_REMOVE;
+    }
     /* As QEMU on exit: vCPUs stop without a STOP event. */
     do_vm_stop(RUN_STATE_SHUTDOWN, false);
     qemu_main_loop_quit();
@@ -206,10 +220,8 @@ static gboolean shutdown_cb(gpointer opaque)
 
 void qemu_system_shutdown_request(ShutdownCause cause)
 {
-    static gint requested;
-
     /* Only the first request counts; later ones would emit duplicates. */
-    if (!(qatomic_cmpxchg(&requested, 0, 1) == 0)) {
+    if (!(qatomic_cmpxchg(&shutdown_requested, 0, 1) == 0)) {
         return;
     }
     /* An idle source, never a direct call: a QMP reply must go out first. */
@@ -237,6 +249,11 @@ static gboolean reset_cb(gpointer opaque)
     }
     if (running) {
         resume_all_vcpus();
+    } else if (runstate_get() == RUN_STATE_SHUTDOWN ||
+               runstate_get() == RUN_STATE_INTERNAL_ERROR ||
+               runstate_get() == RUN_STATE_GUEST_PANICKED) {
+        /* As QEMU: a reset is what makes such a VM startable again. */
+        runstate_set(RUN_STATE_PRELAUNCH);
     }
     qemu_mutex_unlock(&vm_lock);
     qmp_event_emit("RESET", cause_event_data(cause));

@@ -7,18 +7,24 @@
 #include "qemu/osdep.h"
 #include "qemu/cutils.h"
 #include "sysemu/sysemu.h"
+#include "chardev/char.h"
+#include <fcntl.h>
+#include <json-glib/json-glib.h>
 
 #define DEFAULT_RAM_SIZE (128ULL << 20)
 #define MAX_CPUS 255
 
 const char *incoming_uri;
 const char *qemu_name;
+const char *qemu_uuid;
 
 /* State that lives only while parsing. */
 typedef struct ParseCtx {
     GHashTable *machine_kv;     /* all -machine options, merged */
     bool serial_given;
     bool nographic;
+    GPtrArray *mon_chardevs;    /* chardev ids of -mon mode=control */
+    char *serial_chardev;       /* -device isa-serial,chardev=ID */
 } ParseCtx;
 
 typedef bool (*OptHandler)(VMOptions *opts, ParseCtx *ctx, const char *arg,
@@ -228,26 +234,28 @@ static bool opt_smp(VMOptions *opts, ParseCtx *ctx, const char *arg,
     return true;
 }
 
-/* "kvm", "tcg", or a QEMU-style fallback list "kvm:tcg". */
+/*
+ * "kvm", "tcg", or a QEMU-style fallback list "kvm:tcg".  ferry has no
+ * instruction emulator: "tcg" only stands for "no KVM", which a machine
+ * without vCPUs (none, x-ram) can run with; main() refuses it for pc.
+ */
 static bool select_accel(VMOptions *opts, const char *list, GError **errp)
 {
     g_auto(GStrv) names = g_strsplit(list, ":", -1);
     int i;
 
     for (i = 0; names[i]; i++) {
-        if (!strcmp(names[i], "kvm")) {
-            opts->machine.accel_kvm = true;
-            return true;
-        }
-    }
-    for (i = 0; names[i]; i++) {
-        if (strcmp(names[i], "tcg") && strcmp(names[i], "qtest")) {
-            error_setg(errp, "invalid accelerator '%s'", names[i]);
+        if (strcmp(names[i], "kvm") && strcmp(names[i], "tcg")) {
+            error_setg(errp, "accelerator '%s' is not supported (use kvm, "
+                       "or tcg for a machine without vCPUs)", names[i]);
             return false;
         }
     }
-    error_setg(errp, "accelerator '%s' is not supported (use kvm)", list);
-    return false;
+    opts->machine.accel_kvm = g_strv_contains((const char *const *)names,
+                                              "kvm");
+    opts->machine.accel_tcg = g_strv_contains((const char *const *)names,
+                                              "tcg");
+    return true;
 }
 
 static bool opt_accel(VMOptions *opts, ParseCtx *ctx, const char *arg,
@@ -354,6 +362,47 @@ static bool backend_check_keys(GHashTable *h, RAMBackendType type,
                               errp);
 }
 
+/* -object secret: read and checked, as QEMU does; ferry has no TLS. */
+static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
+{
+    static const char *const known[] = {
+        "qom-type", "id", "format", "file", "data", "keyid", "iv", NULL
+    };
+    const char *id = g_hash_table_lookup(h, "id");
+    const char *format = g_hash_table_lookup(h, "format");
+    const char *file = g_hash_table_lookup(h, "file");
+    g_autofree char *data = NULL;
+
+    if (!keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    if (!id || !*id) {
+        error_setg(errp, "parameter 'id' is missing");
+        return false;
+    }
+    if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
+        error_setg(errp, "secret '%s': invalid format '%s' (raw or base64)",
+                   id, format);
+        return false;
+    }
+    if (!file == !g_hash_table_contains(h, "data")) {
+        error_setg(errp, "secret '%s': exactly one of 'file' and 'data' is "
+                   "needed", id);
+        return false;
+    }
+    if (file && !g_file_get_contents(file, &data, NULL, errp)) {
+        g_prefix_error(errp, "secret '%s': ", id);
+        return false;
+    }
+    if (g_hash_table_contains(h, "keyid")) {
+        error_setg(errp, "secret '%s': encrypted secrets (keyid) are not "
+                   "supported", id);
+        return false;
+    }
+    g_ptr_array_add(opts->secret_ids, g_strdup(id));
+    return true;
+}
+
 static bool opt_object(VMOptions *opts, ParseCtx *ctx, const char *arg,
                        GError **errp)
 {
@@ -366,10 +415,13 @@ static bool opt_object(VMOptions *opts, ParseCtx *ctx, const char *arg,
         return false;
     }
     qom_type = g_hash_table_lookup(h, "qom-type");
+    if (qom_type && !strcmp(qom_type, "secret")) {
+        return secret_object(opts, h, errp);
+    }
     if (!qom_type || !backend_type_parse(qom_type, &type)) {
         error_setg(errp, "unsupported object type '%s' (use "
-                   "memory-backend-ram, memory-backend-memfd or "
-                   "memory-backend-file)", qom_type ? qom_type : "");
+                   "memory-backend-ram, memory-backend-memfd, "
+                   "memory-backend-file or secret)", qom_type ? qom_type : "");
         return false;
     }
     if (!backend_check_keys(h, type, errp)) {
@@ -428,6 +480,36 @@ static void loader_free(gpointer p)
     g_free(ld);
 }
 
+/* The pc machine's one UART, on a -chardev. */
+static bool isa_serial_device(VMOptions *opts, ParseCtx *ctx, GHashTable *h,
+                              GError **errp)
+{
+    static const char *const known[] = {
+        "driver", "id", "chardev", "index", NULL
+    };
+    const char *chardev = g_hash_table_lookup(h, "chardev");
+    const char *index = g_hash_table_lookup(h, "index");
+
+    if (!keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    if (!chardev || !*chardev) {
+        error_setg(errp, "isa-serial: parameter 'chardev' is missing");
+        return false;
+    }
+    if (index && strcmp(index, "0")) {
+        error_setg(errp, "isa-serial: only index 0 (COM1) exists");
+        return false;
+    }
+    if (ctx->serial_given) {
+        error_setg(errp, "only one serial port is supported");
+        return false;
+    }
+    ctx->serial_given = true;
+    ctx->serial_chardev = g_strdup(chardev);
+    return true;
+}
+
 static bool opt_device(VMOptions *opts, ParseCtx *ctx, const char *arg,
                        GError **errp)
 {
@@ -444,9 +526,12 @@ static bool opt_device(VMOptions *opts, ParseCtx *ctx, const char *arg,
         return false;
     }
     driver = g_hash_table_lookup(h, "driver");
+    if (driver && !strcmp(driver, "isa-serial")) {
+        return isa_serial_device(opts, ctx, h, errp);
+    }
     if (!driver || strcmp(driver, "loader")) {
-        error_setg(errp, "device '%s' is not supported (only 'loader')",
-                   driver ? driver : "");
+        error_setg(errp, "device '%s' is not supported (only 'loader' and "
+                   "'isa-serial')", driver ? driver : "");
         return false;
     }
     if (!keyval_check_known(h, known, errp) ||
@@ -614,6 +699,367 @@ static bool opt_trace(VMOptions *opts, ParseCtx *ctx, const char *arg,
     return true;
 }
 
+/* --- what libvirt emits ----------------------------------------------- */
+
+static Chardev *find_chardev(VMOptions *opts, const char *id)
+{
+    for (guint i = 0; i < opts->chardevs->len; i++) {
+        Chardev *c = g_ptr_array_index(opts->chardevs, i);
+
+        if (!strcmp(c->id, id)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* server=on,wait=off and a path or an inherited listening descriptor. */
+static bool chardev_socket(Chardev *c, GHashTable *h, GError **errp)
+{
+    static const char *const known[] = {
+        "backend", "id", "path", "fd", "server", "wait", NULL
+    };
+    const char *path = g_hash_table_lookup(h, "path");
+    const char *fd = g_hash_table_lookup(h, "fd");
+    bool server = false, wait = true;
+    uint64_t n;
+
+    if (!keyval_check_known(h, known, errp) ||
+        !keyval_bool(h, "server", &server, errp) ||
+        !keyval_bool(h, "wait", &wait, errp)) {
+        return false;
+    }
+    if (!server || wait) {
+        error_setg(errp, "socket chardev '%s' must be a listening server "
+                   "that does not wait: add server=on,wait=off", c->id);
+        return false;
+    }
+    if (!path == !fd || (path && !*path)) {
+        error_setg(errp, "socket chardev '%s' needs exactly one of 'path' "
+                   "and 'fd'", c->id);
+        return false;
+    }
+    if (path) {
+        c->path = g_strdup(path);
+        return true;
+    }
+    if (!qemu_strtou64(fd, &n, errp)) {
+        g_prefix_error(errp, "socket chardev '%s': parameter 'fd': ", c->id);
+        return false;
+    }
+    if (n > INT_MAX || fcntl((int)n, F_GETFD) < 0) {
+        error_setg(errp, "socket chardev '%s': fd %s is not an open "
+                   "descriptor", c->id, fd);
+        return false;
+    }
+    c->fd = (int)n;
+    return true;
+}
+
+static bool chardev_file(Chardev *c, GHashTable *h, GError **errp)
+{
+    static const char *const known[] = {
+        "backend", "id", "path", "append", NULL
+    };
+    const char *path = g_hash_table_lookup(h, "path");
+    bool append = false;
+
+    if (!keyval_check_known(h, known, errp) ||
+        !keyval_bool(h, "append", &append, errp)) {
+        return false;
+    }
+    if (!path || !*path) {
+        error_setg(errp, "file chardev '%s': parameter 'path' is missing",
+                   c->id);
+        return false;
+    }
+    if (append) {
+        error_setg(errp, "file chardev '%s': append=on is not supported",
+                   c->id);
+        return false;
+    }
+    c->path = g_strdup(path);
+    return true;
+}
+
+static bool opt_chardev(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    static const char *const plain[] = { "backend", "id", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    const char *backend, *id;
+    Chardev *c;
+    bool ok;
+
+    if (!keyval_parse(arg, "backend", h, errp)) {
+        return false;
+    }
+    backend = g_hash_table_lookup(h, "backend");
+    id = g_hash_table_lookup(h, "id");
+    if (!backend || !*backend) {
+        error_setg(errp, "missing chardev backend in '%s'", arg);
+        return false;
+    }
+    if (!id || !*id) {
+        error_setg(errp, "parameter 'id' is missing");
+        return false;
+    }
+    if (find_chardev(opts, id)) {
+        error_setg(errp, "duplicate chardev id '%s'", id);
+        return false;
+    }
+    c = g_new0(Chardev, 1);
+    c->id = g_strdup(id);
+    c->fd = -1;
+    if (!strcmp(backend, "socket")) {
+        c->kind = CHARDEV_SOCKET;
+        ok = chardev_socket(c, h, errp);
+    } else if (!strcmp(backend, "file")) {
+        c->kind = CHARDEV_FILE;
+        ok = chardev_file(c, h, errp);
+    } else if (!strcmp(backend, "stdio") || !strcmp(backend, "null")) {
+        c->kind = !strcmp(backend, "stdio") ? CHARDEV_STDIO : CHARDEV_NULL;
+        ok = keyval_check_known(h, plain, errp);
+    } else {
+        error_setg(errp, "chardev backend '%s' is not supported (use "
+                   "socket, file, stdio or null)", backend);
+        ok = false;
+    }
+    if (!ok) {
+        chardev_free(c);
+        return false;
+    }
+    g_ptr_array_add(opts->chardevs, c);
+    return true;
+}
+
+static bool opt_mon(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                    GError **errp)
+{
+    static const char *const known[] = { "chardev", "id", "mode", "pretty",
+                                         NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    const char *chardev, *mode;
+    bool pretty = false;
+
+    if (!keyval_parse(arg, "chardev", h, errp) ||
+        !keyval_check_known(h, known, errp) ||
+        !keyval_bool(h, "pretty", &pretty, errp)) {
+        return false;
+    }
+    chardev = g_hash_table_lookup(h, "chardev");
+    mode = g_hash_table_lookup(h, "mode");
+    if (!chardev || !*chardev) {
+        error_setg(errp, "parameter 'chardev' is missing");
+        return false;
+    }
+    if (!mode || strcmp(mode, "control")) {
+        error_setg(errp, "monitor mode '%s' is not supported: only "
+                   "mode=control (QMP)", mode ? mode : "readline");
+        return false;
+    }
+    g_ptr_array_add(ctx->mon_chardevs, g_strdup(chardev));
+    return true;
+}
+
+/* Options that describe hardware or files ferry does not have. */
+static bool opt_no_effect(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                          GError **errp)
+{
+    return true;
+}
+
+static bool opt_overcommit(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                           GError **errp)
+{
+    static const char *const known[] = { "mem-lock", "cpu-pm", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    bool mem_lock = false, cpu_pm = false;
+
+    if (!keyval_parse(arg, NULL, h, errp) ||
+        !keyval_check_known(h, known, errp) ||
+        !keyval_bool(h, "mem-lock", &mem_lock, errp) ||
+        !keyval_bool(h, "cpu-pm", &cpu_pm, errp)) {
+        return false;
+    }
+    if (mem_lock || cpu_pm) {
+        error_setg(errp, "%s=on is not supported",
+                   mem_lock ? "mem-lock" : "cpu-pm");
+        return false;
+    }
+    return true;
+}
+
+static bool opt_uuid(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                     GError **errp)
+{
+    if (!g_uuid_string_is_valid(arg)) {
+        error_setg(errp, "invalid UUID '%s'", arg);
+        return false;
+    }
+    g_free(opts->uuid);
+    opts->uuid = g_ascii_strdown(arg, -1);
+    return true;
+}
+
+static bool rtc_base_valid(const char *base)
+{
+    struct tm tm;
+    const char *end;
+
+    if (!strcmp(base, "utc") || !strcmp(base, "localtime")) {
+        return true;
+    }
+    end = strptime(base, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end) {
+        end = strptime(base, "%Y-%m-%d", &tm);
+    }
+    return end && !*end;
+}
+
+/* There is no RTC device: checked like QEMU, then without effect. */
+static bool opt_rtc(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                    GError **errp)
+{
+    static const char *const known[] = { "base", "clock", "driftfix", NULL };
+    static const char *const clocks[] = { "host", "rt", "vm", NULL };
+    static const char *const driftfix[] = { "none", "slew", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    const char *v;
+
+    if (!keyval_parse(arg, NULL, h, errp) ||
+        !keyval_check_known(h, known, errp)) {
+        return false;
+    }
+    v = g_hash_table_lookup(h, "base");
+    if (v && !rtc_base_valid(v)) {
+        error_setg(errp, "invalid RTC base '%s'", v);
+        return false;
+    }
+    v = g_hash_table_lookup(h, "clock");
+    if (v && !g_strv_contains(clocks, v)) {
+        error_setg(errp, "invalid RTC clock '%s'", v);
+        return false;
+    }
+    v = g_hash_table_lookup(h, "driftfix");
+    if (v && !g_strv_contains(driftfix, v)) {
+        error_setg(errp, "invalid RTC driftfix '%s'", v);
+        return false;
+    }
+    return true;
+}
+
+static bool opt_no_shutdown(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                            GError **errp)
+{
+    opts->no_shutdown = true;
+    return true;
+}
+
+/* No firmware, so no boot order or menu: checked, then without effect. */
+static bool opt_boot(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                     GError **errp)
+{
+    static const char *const known[] = {
+        "order", "once", "menu", "splash", "splash-time", "reboot-timeout",
+        "strict", NULL
+    };
+    g_autoptr(GHashTable) h = keyval_new();
+    bool b;
+
+    return keyval_parse(arg, "order", h, errp) &&
+           keyval_check_known(h, known, errp) &&
+           keyval_bool(h, "menu", &b, errp) &&
+           keyval_bool(h, "strict", &b, errp);
+}
+
+/* No sound device exists, so only the "none" back end means anything. */
+static bool audiodev_driver(const char *arg, char **driver, GError **errp)
+{
+    g_autoptr(JsonParser) parser = NULL;
+    g_autoptr(GHashTable) h = NULL;
+    JsonObject *o;
+    JsonNode *root;
+
+    if (arg[0] != '{') {
+        h = keyval_new();
+        if (!keyval_parse(arg, "driver", h, errp)) {
+            return false;
+        }
+        *driver = g_strdup(g_hash_table_lookup(h, "driver"));
+        return true;
+    }
+    parser = json_parser_new();
+    if (!json_parser_load_from_data(parser, arg, -1, errp)) {
+        return false;
+    }
+    root = json_parser_get_root(parser);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        error_setg(errp, "expected a JSON object");
+        return false;
+    }
+    o = json_node_get_object(root);
+    if (json_object_has_member(o, "driver") &&
+        json_node_get_value_type(json_object_get_member(o, "driver")) ==
+        G_TYPE_STRING) {
+        *driver = g_strdup(json_object_get_string_member(o, "driver"));
+    }
+    return true;
+}
+
+static bool opt_audiodev(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                         GError **errp)
+{
+    g_autofree char *driver = NULL;
+
+    if (!audiodev_driver(arg, &driver, errp)) {
+        return false;
+    }
+    if (!driver || strcmp(driver, "none")) {
+        error_setg(errp, "audio driver '%s' is not supported: ferry has no "
+                   "sound device (use driver none)", driver ? driver : "");
+        return false;
+    }
+    return true;
+}
+
+static bool opt_msg(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                    GError **errp)
+{
+    static const char *const known[] = { "timestamp", "guest-name", NULL };
+    g_autoptr(GHashTable) h = keyval_new();
+    bool guest_name = false;
+
+    return keyval_parse(arg, NULL, h, errp) &&
+           keyval_check_known(h, known, errp) &&
+           keyval_bool(h, "timestamp", &opts->msg_timestamp, errp) &&
+           keyval_bool(h, "guest-name", &guest_name, errp);
+}
+
+/* There is no seccomp filter: on would be a promise not kept. */
+static bool opt_sandbox(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                        GError **errp)
+{
+    static const char *const known[] = {
+        "enable", "obsolete", "elevateprivileges", "spawn",
+        "resourcecontrol", NULL
+    };
+    g_autoptr(GHashTable) h = keyval_new();
+    bool enable = false;
+
+    if (!keyval_parse(arg, "enable", h, errp) ||
+        !keyval_check_known(h, known, errp) ||
+        !keyval_bool(h, "enable", &enable, errp)) {
+        return false;
+    }
+    if (enable) {
+        error_setg(errp, "'on' is not supported: ferry has no seccomp "
+                   "filter");
+        return false;
+    }
+    return true;
+}
+
 static bool opt_version(VMOptions *opts, ParseCtx *ctx, const char *arg,
                         GError **errp)
 {
@@ -651,6 +1097,18 @@ static const VLOption vl_options[] = {
     { "pidfile", true, opt_pidfile },
     { "trace", true, opt_trace },
     { "version", false, opt_version },
+    { "chardev", true, opt_chardev },
+    { "mon", true, opt_mon },
+    { "no-user-config", false, opt_no_effect },
+    { "no-acpi", false, opt_no_effect },
+    { "overcommit", true, opt_overcommit },
+    { "uuid", true, opt_uuid },
+    { "rtc", true, opt_rtc },
+    { "no-shutdown", false, opt_no_shutdown },
+    { "boot", true, opt_boot },
+    { "audiodev", true, opt_audiodev },
+    { "msg", true, opt_msg },
+    { "sandbox", true, opt_sandbox },
     { "h", false, opt_help },
     { "help", false, opt_help },
 };
@@ -736,6 +1194,53 @@ static bool resolve_memory_backend(VMOptions *opts, GError **errp)
     return true;
 }
 
+/* A chardev is given to one front end: the QMP server or the UART. */
+static Chardev *claim_chardev(VMOptions *opts, const char *id,
+                              const char *frontend, GError **errp)
+{
+    Chardev *c = find_chardev(opts, id);
+
+    if (!c) {
+        error_setg(errp, "%s: chardev '%s' not found", frontend, id);
+        return NULL;
+    }
+    if (c->frontend) {
+        error_setg(errp, "%s: chardev '%s' is already used by the %s",
+                   frontend, id, c->frontend);
+        return NULL;
+    }
+    c->frontend = frontend;
+    return c;
+}
+
+static bool resolve_chardevs(VMOptions *opts, ParseCtx *ctx, GError **errp)
+{
+    Chardev *c;
+
+    for (guint i = 0; i < ctx->mon_chardevs->len; i++) {
+        c = claim_chardev(opts, g_ptr_array_index(ctx->mon_chardevs, i),
+                          "monitor", errp);
+        if (!c) {
+            return false;
+        }
+        if (c->kind != CHARDEV_SOCKET) {
+            error_setg(errp, "monitor: chardev '%s' is not a socket (QMP "
+                       "needs a listening socket)", c->id);
+            return false;
+        }
+        g_ptr_array_add(opts->qmp_specs, chardev_qmp_spec(c));
+    }
+    if (ctx->serial_chardev) {
+        c = claim_chardev(opts, ctx->serial_chardev, "serial", errp);
+        if (!c) {
+            return false;
+        }
+        opts->machine.serial = chardev_serial_spec(c, errp);
+        return opts->machine.serial != NULL;
+    }
+    return true;
+}
+
 static bool finish_options(VMOptions *opts, ParseCtx *ctx, GError **errp)
 {
     MachineState *ms = &opts->machine;
@@ -743,10 +1248,16 @@ static bool finish_options(VMOptions *opts, ParseCtx *ctx, GError **errp)
     if (!machine_apply_kv(opts, ctx->machine_kv, errp)) {
         return false;
     }
+    if (!resolve_chardevs(opts, ctx, errp)) {
+        return false;
+    }
     if (!ms->serial) {
-        /* No display: QEMU's default serial goes nowhere; -nographic: stdio */
-        ms->serial = g_strdup(ctx->nographic ? "stdio" :
-                              opts->nodefaults ? "none" : "null");
+        /*
+         * QEMU's defaults: no display puts the serial port nowhere,
+         * -nographic on stdio; -nodefaults has none, -nographic or not.
+         */
+        ms->serial = g_strdup(opts->nodefaults ? "none" :
+                              ctx->nographic ? "stdio" : "null");
     }
     if (opts->daemonize && !strcmp(ms->serial, "stdio")) {
         error_setg(errp, "-daemonize cannot be used with the serial port "
@@ -766,13 +1277,18 @@ static void options_init(VMOptions *opts)
         memory_backend_free);
     opts->machine.loaders = g_ptr_array_new_with_free_func(loader_free);
     opts->qmp_specs = g_ptr_array_new_with_free_func(g_free);
+    opts->chardevs = g_ptr_array_new_with_free_func(chardev_free);
+    opts->secret_ids = g_ptr_array_new_with_free_func(g_free);
     opts->trace_patterns = g_ptr_array_new_with_free_func(g_free);
 }
 
 bool qemu_parse_options(int argc, char **argv, VMOptions *opts,
                         GError **errp)
 {
-    ParseCtx ctx = { .machine_kv = keyval_new() };
+    ParseCtx ctx = {
+        .machine_kv = keyval_new(),
+        .mon_chardevs = g_ptr_array_new_with_free_func(g_free),
+    };
     bool ok = false;
     int i;
 
@@ -807,6 +1323,8 @@ bool qemu_parse_options(int argc, char **argv, VMOptions *opts,
     ok = finish_options(opts, &ctx, errp);
 out:
     g_hash_table_destroy(ctx.machine_kv);
+    g_ptr_array_unref(ctx.mon_chardevs);
+    g_free(ctx.serial_chardev);
     return ok;
 }
 
@@ -822,6 +1340,9 @@ void qemu_free_options(VMOptions *opts)
     g_clear_pointer(&ms->backends, g_ptr_array_unref);
     g_clear_pointer(&ms->loaders, g_ptr_array_unref);
     g_clear_pointer(&opts->qmp_specs, g_ptr_array_unref);
+    g_clear_pointer(&opts->chardevs, g_ptr_array_unref);
+    g_clear_pointer(&opts->secret_ids, g_ptr_array_unref);
+    g_free(opts->uuid);
     g_clear_pointer(&opts->trace_patterns, g_ptr_array_unref);
     g_free(opts->trace_file);
     g_free(opts->incoming);
@@ -833,6 +1354,9 @@ void qemu_apply_options(VMOptions *opts)
 {
     incoming_uri = opts->incoming;
     qemu_name = opts->machine.name;
+    qemu_uuid = opts->uuid;
+    qemu_chardevs = opts->chardevs;
+    opts->machine.incoming = opts->incoming != NULL;
 }
 
 void qemu_print_version(FILE *out)

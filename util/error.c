@@ -52,11 +52,26 @@ void error_setg_errno(GError **errp, int errnum, const char *fmt, ...)
                 g_strerror(errnum));
 }
 
+/* Set once from the command line, before any thread exists. */
+static bool report_timestamps;
+
+void error_set_timestamps(bool on)
+{
+    report_timestamps = on;
+}
+
 static void vreport(const char *kind, const char *fmt, va_list ap)
 {
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    g_autofree char *stamp = NULL;
 
-    fprintf(stderr, "ferry: %s%s\n", kind, msg);
+    if (report_timestamps) {
+        g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+
+        stamp = g_date_time_format_iso8601(now);
+    }
+    fprintf(stderr, "%s%sferry: %s%s\n", stamp ? stamp : "",
+            stamp ? " " : "", kind, msg);
 }
 
 void error_report(const char *fmt, ...)

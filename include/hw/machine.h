@@ -31,6 +31,8 @@ struct MachineState {
     uint64_t ram_size;
     int smp_cpus;
     bool accel_kvm;             /* -accel kvm (pc always needs it) */
+    bool accel_tcg;             /* -accel tcg: no KVM; vCPU-less only */
+    bool incoming;              /* -incoming: state comes from a stream */
     char *kernel_filename;
     char *kernel_cmdline;
     char *memory_backend;       /* -machine memory-backend=ID */

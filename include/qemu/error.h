@@ -35,6 +35,8 @@ void error_setg_errno(GError **errp, int errnum, const char *fmt, ...)
 void error_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
 void warn_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
 void info_report(const char *fmt, ...) G_GNUC_PRINTF_ATTR(1, 2);
+/* -msg timestamp=on: prefix every report with the UTC time, as QEMU. */
+void error_set_timestamps(bool on);
 /* Report err (if set) with an optional prefix and free it. */
 void error_report_err(GError *err);
 

@@ -47,6 +47,8 @@ void runstate_set(RunState s);
 
 /* false with -S: the VM starts paused (prelaunch) until "cont". */
 extern bool autostart;
+/* -no-shutdown: a guest power-off stops the VM instead of ending ferry. */
+extern bool no_shutdown;
 
 /*
  * Stop the vCPUs synchronously and enter state s; emits STOP if the VM was

@@ -158,7 +158,7 @@ QEMU72_CAPABILITIES = [
 # postcopy-preempt needs postcopy-ram, which comes first in the list.
 SUPPORTED_CAPABILITIES = {"events", "return-path", "pause-before-switchover",
                           "postcopy-ram", "postcopy-blocktime",
-                          "postcopy-preempt"}
+                          "late-block-activate", "postcopy-preempt"}
 QEMU72_PARAMETERS = {
     "announce-initial": 50, "announce-max": 550, "announce-rounds": 5,
     "announce-step": 100, "compress-level": 1, "compress-threads": 8,

@@ -23,6 +23,7 @@ static bool cap_ferry_supports(MigrationCapability c)
            c == MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER ||
            c == MIGRATION_CAPABILITY_POSTCOPY_RAM ||
            c == MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME ||
+           c == MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE ||
            c == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT;
 }
 

@@ -119,6 +119,36 @@ static gpointer request_shutdown(gpointer opaque)
     return NULL;
 }
 
+static gboolean stop_loop(gpointer opaque)
+{
+    qemu_main_loop_quit();
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * -no-shutdown: a guest power-off stops the VM in "shutdown" and ferry
+ * lives on; a reset makes it startable again, and a second power-off is
+ * honoured too.  (The host's own requests still end it: test_shutdown.)
+ */
+static void test_no_shutdown(void)
+{
+    no_shutdown = true;
+    for (int round = 0; round < 2; round++) {
+        vm_start();
+        g_assert_true(runstate_is_running());
+        qemu_system_shutdown_request(SHUTDOWN_CAUSE_GUEST_SHUTDOWN);
+        /* The loop must still be there to run this: nothing quit it. */
+        g_timeout_add(100, stop_loop, NULL);
+        qemu_main_loop_run();
+        g_assert_cmpint(runstate_get(), ==, RUN_STATE_SHUTDOWN);
+        qemu_system_reset_request(SHUTDOWN_CAUSE_HOST_QMP_SYSTEM_RESET);
+        while (g_main_context_iteration(NULL, FALSE)) {
+        }
+        g_assert_cmpint(runstate_get(), ==, RUN_STATE_PRELAUNCH);
+    }
+    no_shutdown = false;
+}
+
 /* A request from another thread makes the main loop return. */
 static void test_shutdown(void)
 {
@@ -139,6 +169,7 @@ int main(int argc, char **argv)
     g_test_add_func("/runstate/names", test_names);
     g_test_add_func("/runstate/start-stop", test_start_stop);
     g_test_add_func("/runstate/reset", test_reset);
+    g_test_add_func("/runstate/no-shutdown", test_no_shutdown);
     g_test_add_func("/runstate/shutdown", test_shutdown);
     return g_test_run();
 }
