@@ -26,6 +26,12 @@ static bool none_machine_init(MachineState *ms, GError **errp)
         return false;
     }
     savevm_machine_name = "none";
+    if (ms->isa_serial) {
+        /* As QEMU's none: the device is refused, not silently dropped. */
+        error_setg(errp, "-device isa-serial: machine '%s' has no ISA bus "
+                   "(the UART exists on machine pc)", ms->type);
+        return false;
+    }
     if (!ms->ram) {
         error_setg(errp, "machine 'none' has no RAM");
         return false;

@@ -507,6 +507,7 @@ static bool isa_serial_device(VMOptions *opts, ParseCtx *ctx, GHashTable *h,
     }
     ctx->serial_given = true;
     ctx->serial_chardev = g_strdup(chardev);
+    opts->machine.isa_serial = true;
     return true;
 }
 

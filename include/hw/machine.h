@@ -40,6 +40,7 @@ struct MachineState {
     GPtrArray *backends;        /* MemoryBackend * */
     GPtrArray *loaders;         /* LoaderDevice * */
     char *serial;               /* -serial spec: file:PATH, stdio, null, none */
+    bool isa_serial;            /* the spec came from -device isa-serial */
     RAMBlock *ram;              /* main guest RAM, mapped at gpa 0 */
 };
 
