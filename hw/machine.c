@@ -87,6 +87,11 @@ const MachineClass *machine_find_class(const char *name)
     return NULL;
 }
 
+const MachineClass *machine_class_nth(size_t i)
+{
+    return i < ARRAY_SIZE(machine_classes) ? machine_classes[i] : NULL;
+}
+
 void machine_print_types(FILE *out)
 {
     size_t i;
@@ -95,6 +100,7 @@ void machine_print_types(FILE *out)
     for (i = 0; i < ARRAY_SIZE(machine_classes); i++) {
         fprintf(out, "%-20s %s%s\n", machine_classes[i]->name,
                 machine_classes[i]->desc,
-                !strcmp(machine_classes[i]->name, "pc") ? " (default)" : "");
+                !strcmp(machine_classes[i]->name, MACHINE_DEFAULT_TYPE) ?
+                " (default)" : "");
     }
 }

@@ -337,4 +337,5 @@ void qmp_register_core_commands(void)
     qmp_register_command("query-name", qmp_query_name);
     qmp_register_command("query-cpus-fast", qmp_query_cpus_fast);
     qmp_register_command("pmemsave", qmp_pmemsave);
+    qmp_register_introspect_commands();
 }

@@ -54,10 +54,15 @@ typedef struct MachineClass {
     void (*reset)(MachineState *ms);
 } MachineClass;
 
+/* What runs without -machine (system/vl.c). */
+#define MACHINE_DEFAULT_TYPE "pc"
+
 extern MachineState *current_machine;
 extern const MachineClass *current_machine_class;
 
 const MachineClass *machine_find_class(const char *name);
+/* The i-th registered machine class, NULL past the last (QMP listing). */
+const MachineClass *machine_class_nth(size_t i);
 void machine_print_types(FILE *out);
 
 #endif

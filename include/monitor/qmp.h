@@ -68,7 +68,8 @@ bool qmp_args_check_known(JsonObject *args, const char *const *known,
 
 /*
  * Register the VM commands of monitor/qmp-cmds.c (query-status, stop, cont,
- * system_reset, quit, query-name, query-cpus-fast, pmemsave).  main() calls
+ * system_reset, quit, query-name, query-cpus-fast, pmemsave) and the
+ * introspection ones below.  main() calls
  * it once.  qmp_capabilities, query-version, query-commands, getfd and
  * closefd are always there without it.
  *
@@ -77,5 +78,12 @@ bool qmp_args_check_known(JsonObject *args, const char *const *known,
  * migration's fd:NAME URIs take with monitor_get_fd() (migration/channel.h).
  */
 void qmp_register_core_commands(void);
+
+/*
+ * The introspection commands of monitor/qmp-introspect.c, which libvirt
+ * probes and uses (query-target, query-kvm, query-machines, qom-list-types,
+ * qom-list, ...); qmp_register_core_commands() registers them.
+ */
+void qmp_register_introspect_commands(void);
 
 #endif

@@ -425,8 +425,194 @@ def test_deferred_and_oob():
     vm.kill()
 
 
+INTROSPECTION_COMMANDS = (
+    "query-target", "query-kvm", "query-qmp-schema", "qom-list-types",
+    "query-machines", "query-command-line-options", "device-list-properties",
+    "qom-list-properties", "qom-list", "query-block",
+    "query-named-block-nodes")
+
+
+def check_kvm_answer(q, enabled):
+    kvm = q.cmd("query-kvm")
+    if set(kvm) != {"enabled", "present"}:
+        ft.fail(f"query-kvm members {kvm}")
+    if kvm["present"] is not ft.kvm_usable():
+        ft.fail(f"query-kvm present {kvm['present']}, but /dev/kvm "
+                f"usable is {ft.kvm_usable()}")
+    if kvm["enabled"] is not enabled:
+        ft.fail(f"query-kvm enabled {kvm['enabled']}, expected {enabled}")
+
+
+def test_libvirt_probe():
+    """What libvirt 9.0 sends when it probes a binary (with -S and
+    -machine none; -no-user-config and -nodefaults come later), then
+    during a domain's start: every answer must describe ferry."""
+    d = ft.make_tmpdir()
+    blob = os.path.join(d, "blob.bin")
+    with open(blob, "wb") as f:
+        f.write(b"\x90" * 16)
+    vm = ft.VM(["-S", "-M", "none", "-m", "16",
+                "-object", "memory-backend-memfd,id=mem0,size=2M",
+                "-device", f"loader,file={blob},addr=0x1000"],
+               name="probe").launch()
+    q = vm.qmp
+    names = {c["name"] for c in q.cmd("query-commands")}
+    for n in INTROSPECTION_COMMANDS:
+        if n not in names:
+            ft.fail(f"query-commands lacks {n}")
+    if q.cmd("query-target").get("arch") != "x86_64":
+        ft.fail("query-target arch")
+    if q.cmd("query-qmp-schema") != []:
+        ft.fail("query-qmp-schema must stay empty (classic command line)")
+    check_kvm_answer(q, enabled=False)
+    if q.cmd("query-command-line-options") != []:
+        ft.fail("query-command-line-options")
+    if q.cmd_args("query-command-line-options", {"option": "machine"}) != []:
+        ft.fail("query-command-line-options option=machine")
+
+    # query-machines: every machine class, pc the default
+    machines = {m["name"]: m for m in q.cmd("query-machines")}
+    if not {"pc", "none"} <= set(machines):
+        ft.fail(f"query-machines lacks pc or none: {sorted(machines)}")
+    pc, none = machines["pc"], machines["none"]
+    if pc.get("is-default") is not True or pc.get("default-ram-id") != "pc.ram":
+        ft.fail(f"query-machines pc {pc}")
+    if pc.get("cpu-max") != 255 or none.get("cpu-max") != 1:
+        ft.fail(f"cpu-max: pc {pc}, none {none}")
+    if none.get("default-ram-id") != "ram":
+        ft.fail(f"query-machines none {none}")
+    defaults = [m for m in machines.values() if m.get("is-default")]
+    if len(defaults) != 1:
+        ft.fail(f"{len(defaults)} default machines")
+    for m in machines.values():
+        for k, v in (("hotpluggable-cpus", False), ("deprecated", False),
+                     ("numa-mem-supported", False), ("acpi", False)):
+            if m.get(k) is not v:
+                ft.fail(f"query-machines {m['name']} {k}: {m}")
+
+    # qom-list-types: ferry's types only
+    types = {t["name"]: t for t in q.cmd("qom-list-types")}
+    for name, parent in (("kvm-accel", "accel"), ("tcg-accel", "accel"),
+                         ("loader", "device"),
+                         ("memory-backend-ram", "memory-backend"),
+                         ("memory-backend-file", "memory-backend"),
+                         ("memory-backend-memfd", "memory-backend"),
+                         ("pc-machine", "machine"),
+                         ("none-machine", "machine")):
+        if types.get(name, {}).get("parent") != parent:
+            ft.fail(f"qom-list-types {name}: {types.get(name)}")
+    for absent in ("virtio-blk-pci", "e1000", "machine", "device"):
+        if absent in types:
+            ft.fail(f"qom-list-types lists {absent}")
+    m_types = {t["name"] for t in
+               q.cmd_args("qom-list-types", {"implements": "machine"})}
+    if m_types != {f"{n}-machine" for n in machines}:
+        ft.fail(f"qom-list-types implements=machine: {m_types}")
+    m_abs = {t["name"]: t for t in q.cmd_args(
+        "qom-list-types", {"implements": "machine", "abstract": True})}
+    if m_abs.get("machine", {}).get("abstract") is not True:
+        ft.fail(f"abstract machine type missing: {m_abs}")
+    if q.cmd_args("qom-list-types", {"implements": "no-such-type"}) != []:
+        ft.fail("qom-list-types of an unknown interface")
+    expect_error(q, {"execute": "qom-list-types",
+                     "arguments": {"implements": 1}},
+                 "GenericError", ["implements", "string"])
+    expect_error(q, {"execute": "qom-list-types",
+                     "arguments": {"abstract": "yes"}},
+                 "GenericError", ["abstract", "boolean"])
+
+    # device-list-properties / qom-list-properties
+    expect_error(q, {"execute": "device-list-properties",
+                     "arguments": {"typename": "virtio-balloon-pci"}},
+                 "DeviceNotFound", ["Device 'virtio-balloon-pci' not found"])
+    expect_error(q, {"execute": "device-list-properties",
+                     "arguments": {"typename": "memory-backend-ram"}},
+                 "GenericError", ["device"])
+    expect_error(q, {"execute": "device-list-properties", "arguments": {}},
+                 "GenericError", ["typename"])
+    props = {p["name"]: p["type"] for p in q.cmd_args(
+        "device-list-properties", {"typename": "loader"})}
+    if props != {"file": "str", "addr": "uint64", "force-raw": "bool"}:
+        ft.fail(f"loader properties {props}")
+    for t in ("no-such-type", "virtio-blk-pci", "machine", "kvm-accel"):
+        r = q.cmd_args("qom-list-properties", {"typename": t})
+        if r != []:
+            ft.fail(f"qom-list-properties {t}: {r}")
+    file_props = {p["name"]: p["type"] for p in q.cmd_args(
+        "qom-list-properties", {"typename": "memory-backend-file"})}
+    for k, v in (("size", "int"), ("mem-path", "string"), ("share", "bool"),
+                 ("prealloc", "bool")):
+        if file_props.get(k) != v:
+            ft.fail(f"memory-backend-file properties {file_props}")
+    memfd_props = {p["name"] for p in q.cmd_args(
+        "qom-list-properties", {"typename": "memory-backend-memfd"})}
+    if "hugetlb" not in memfd_props or "mem-path" in memfd_props:
+        ft.fail(f"memory-backend-memfd properties {memfd_props}")
+    if "memory-backend" not in {p["name"] for p in q.cmd_args(
+            "qom-list-properties", {"typename": "none-machine"})}:
+        ft.fail("none-machine lacks the memory-backend property")
+
+    # qom-list: the tree, consistent with query-cpus-fast
+    def children(path):
+        return {e["name"]: e["type"]
+                for e in q.cmd_args("qom-list", {"path": path})
+                if e["type"].startswith("child<")}
+    if children("/") != {"machine": "child<none-machine>",
+                         "objects": "child<container>"}:
+        ft.fail(f"qom-list / {children('/')}")
+    if set(children("/machine")) != {"peripheral", "peripheral-anon",
+                                     "unattached"}:
+        ft.fail(f"qom-list /machine {children('/machine')}")
+    if children("/machine/peripheral") != {}:
+        ft.fail("qom-list /machine/peripheral")
+    if children("/machine/peripheral-anon") != {"device[0]": "child<loader>"}:
+        ft.fail(f"peripheral-anon {children('/machine/peripheral-anon')}")
+    cpus = q.cmd("query-cpus-fast")
+    want = {c["qom-path"].rsplit("/", 1)[1] for c in cpus}
+    if set(children("/machine/unattached")) != want or want:
+        ft.fail(f"qom-list /machine/unattached on machine none "
+                f"{children('/machine/unattached')}")
+    if children("/objects") != {"mem0": "child<memory-backend-memfd>"}:
+        ft.fail(f"qom-list /objects {children('/objects')}")
+    if {"name": "type", "type": "string"} not in q.cmd_args(
+            "qom-list", {"path": "/objects/mem0"}):
+        ft.fail("qom-list /objects/mem0")
+    for bad in ("/nope", "/machine/unattached/device[0]", "/objects/mem1",
+                "machine", ""):
+        expect_error(q, {"execute": "qom-list", "arguments": {"path": bad}},
+                     "GenericError", [f"Device '{bad}' not found"])
+    expect_error(q, {"execute": "qom-list", "arguments": {"path": ["/"]}},
+                 "GenericError", ["path", "string"])
+    expect_error(q, {"execute": "qom-list", "arguments": {"path": "/",
+                                                          "depth": 1}},
+                 "GenericError", ["depth"])
+
+    # no block devices
+    if q.cmd("query-block") != []:
+        ft.fail("query-block")
+    if q.cmd_args("query-named-block-nodes", {"flat": True}) != []:
+        ft.fail("query-named-block-nodes")
+    expect_error(q, {"execute": "query-named-block-nodes",
+                     "arguments": {"flat": "true"}},
+                 "GenericError", ["flat", "boolean"])
+    expect_error(q, {"execute": "query-target", "arguments": {"x": 1}},
+                 "GenericError", ["'x'"])
+    if q.cmd("query-status")["status"] != "prelaunch":
+        ft.fail("the probe changed the run state")
+    vm.shutdown()
+
+    if ft.kvm_usable():
+        # -M none creates a KVM VM when asked to: enabled must say so.
+        vm = ft.VM(["-S", "-M", "none", "-m", "16", "-accel", "kvm"],
+                   name="probe-kvm").launch()
+        check_kvm_answer(vm.qmp, enabled=True)
+        vm.shutdown()
+    else:
+        ft.log("SKIPPED query-kvm enabled=true: /dev/kvm is not usable")
+
+
 if __name__ == "__main__":
     ft.main([test_negotiation_and_queries, test_clients_and_shutdown,
              test_tcp_monitor, test_migration_options,
              test_partial_request_flood, test_client_slots,
-             test_deferred_and_oob], timeout=280)
+             test_deferred_and_oob, test_libvirt_probe], timeout=280)
