@@ -597,8 +597,13 @@ void migration_stats_get(MigrationState *s, MigrationStats *out)
     qemu_mutex_unlock(&s->stats_lock);
 }
 
-/* pause-before-switchover: wait for migrate-continue (or a cancel). */
-static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur)
+/*
+ * pause-before-switchover: with the VM stopped, wait in pre-switchover
+ * for migrate-continue (or a cancel), then go on in state next.  Both the
+ * end of precopy and the switch to postcopy pause here, as in QEMU.
+ */
+static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur,
+                                MigrationStatus next)
 {
     if (!migrate_pause_before_switchover()) {
         return true;
@@ -614,10 +619,10 @@ static bool wait_pre_switchover(MigrationState *s, MigrationStatus *cur)
     s->pause_released = false;
     qemu_mutex_unlock(&s->pause_lock);
     if (!migrate_set_state(&s->status, MIGRATION_STATUS_PRE_SWITCHOVER,
-                           MIGRATION_STATUS_DEVICE)) {
+                           next)) {
         return false;
     }
-    *cur = MIGRATION_STATUS_DEVICE;
+    *cur = next;
     return true;
 }
 
@@ -635,7 +640,7 @@ static bool migration_completion(MigrationState *s, GError **errp)
     s->vm_stopped_by_us = true;
     trace_migration_completion_vm_stop();
 
-    if (!wait_pre_switchover(s, &cur)) {
+    if (!wait_pre_switchover(s, &cur, MIGRATION_STATUS_DEVICE)) {
         return false;
     }
     ram_set_downtime_phase(s->ram, true);
@@ -826,8 +831,12 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     QEMUFile *f = s->to_dst_file;
     int64_t stop_start = now_ms();
 
+    MigrationStatus cur = MIGRATION_STATUS_ACTIVE;
+
     trace_postcopy_start();
-    if (!migrate_set_state(&s->status, MIGRATION_STATUS_ACTIVE,
+    /* With a pause, postcopy-active comes after migrate-continue. */
+    if (!migrate_pause_before_switchover() &&
+        !migrate_set_state(&s->status, MIGRATION_STATUS_ACTIVE,
                            MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         return false;
     }
@@ -836,6 +845,10 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     s->vm_was_running = runstate_is_running();
     vm_stop(RUN_STATE_FINISH_MIGRATE);
     s->vm_stopped_by_us = true;
+    if (migrate_pause_before_switchover() &&
+        !wait_pre_switchover(s, &cur, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+        return false;
+    }
     ram_set_downtime_phase(s->ram, true);
 
     if (qemu_savevm_state_complete_precopy_iterable(f, true) < 0) {
