@@ -51,12 +51,16 @@ static bool serial_open_backend(SerialState *s, const char *spec,
         s->out_fd = STDOUT_FILENO;
         return true;
     }
-    if (g_str_has_prefix(spec, "file:") && spec[5]) {
-        s->out_fd = open(spec + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                         0644);
+    if ((g_str_has_prefix(spec, "file:") && spec[5]) ||
+        (g_str_has_prefix(spec, "file-append:") && spec[12])) {
+        bool append = spec[4] == '-';
+        const char *path = append ? spec + 12 : spec + 5;
+
+        s->out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC |
+                         (append ? O_APPEND : O_TRUNC), 0644);
         if (s->out_fd < 0) {
             error_setg_errno(errp, errno, "-serial %s: cannot open '%s'",
-                             spec, spec + 5);
+                             spec, path);
             return false;
         }
         s->close_fd = true;

@@ -44,7 +44,8 @@ char *chardev_serial_spec(const Chardev *c, GError **errp)
 {
     switch (c->kind) {
     case CHARDEV_FILE:
-        return g_strdup_printf("file:%s", c->path);
+        return g_strdup_printf("%s:%s", c->append ? "file-append" : "file",
+                               c->path);
     case CHARDEV_STDIO:
         return g_strdup("stdio");
     case CHARDEV_NULL:

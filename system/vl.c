@@ -774,11 +774,7 @@ static bool chardev_file(Chardev *c, GHashTable *h, GError **errp)
                    c->id);
         return false;
     }
-    if (append) {
-        error_setg(errp, "file chardev '%s': append=on is not supported",
-                   c->id);
-        return false;
-    }
+    c->append = append;
     c->path = g_strdup(path);
     return true;
 }

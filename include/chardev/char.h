@@ -20,6 +20,7 @@ typedef struct Chardev {
     ChardevKind kind;
     char *path;             /* socket path= or file path=; NULL for fd= */
     int fd;                 /* socket fd= (inherited, listening); else -1 */
+    bool append;            /* file append=on */
     const char *frontend;   /* "monitor", "serial"; NULL while unused */
 } Chardev;
 

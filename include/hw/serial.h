@@ -68,7 +68,8 @@ typedef struct SerialState {
 
 /*
  * Open the backend named by spec: "file:PATH" (created/truncated),
- * "stdio", "null" or "none" (no device at all).  NULL means "null".
+ * "file-append:PATH" (a -chardev file with append=on), "stdio", "null" or
+ * "none" (no device at all).  NULL means "null".
  */
 bool serial_init(SerialState *s, const char *spec, GError **errp);
 void serial_cleanup(SerialState *s);

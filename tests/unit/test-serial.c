@@ -157,6 +157,26 @@ static void test_file_backend(void)
     g_rmdir(dir);
 }
 
+/* -chardev file,append=on: a migration's destination on the same host
+ * must not wipe what the source wrote. */
+static void test_file_append(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("test-serial-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "out.txt", NULL);
+    g_autofree char *spec = g_strdup_printf("file-append:%s", path);
+    g_autofree char *data = NULL;
+    SerialState s;
+
+    g_assert_true(g_file_set_contents(path, "old ", -1, NULL));
+    g_assert_true(serial_init(&s, spec, NULL));
+    serial_ioport_write(&s, UART_THR, 'n');
+    g_assert_true(g_file_get_contents(path, &data, NULL, NULL));
+    g_assert_cmpstr(data, ==, "old n");
+    serial_cleanup(&s);
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
 static void test_backend_specs(void)
 {
     SerialState s;
@@ -183,6 +203,7 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/serial/registers", test_registers);
+    g_test_add_func("/serial/file-append", test_file_append);
     g_test_add_func("/serial/thr-interrupt", test_thr_interrupt);
     g_test_add_func("/serial/file-backend", test_file_backend);
     g_test_add_func("/serial/backend-specs", test_backend_specs);

@@ -407,6 +407,11 @@ static void test_libvirt_options(void)
     g_assert_cmpstr(c->frontend, ==, "serial");
     qemu_free_options(&o);
 
+    parse_ok(&o, "-chardev", "file,id=f,path=/tmp/s.log,append=on",
+             "-device", "isa-serial,chardev=f", NULL);
+    g_assert_cmpstr(o.machine.serial, ==, "file-append:/tmp/s.log");
+    qemu_free_options(&o);
+
     parse_ok(&o, "-chardev", "socket,id=m,path=/tmp/m.sock,server=on,wait=off",
              "-mon", "m,mode=control", "-audiodev", "none,id=a", NULL);
     g_assert_cmpstr(g_ptr_array_index(o.qmp_specs, 0), ==,
