@@ -281,4 +281,4 @@ def test_stop_cleans_up():
 if __name__ == "__main__":
     lv.require_libvirt()
     ft.main([test_lifecycle, test_paused_migrate, test_precopy_postcopy,
-             test_stop_cleans_up], timeout=900)
+             test_stop_cleans_up], timeout=360)
