@@ -17,19 +17,23 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_s
 # ThreadSanitizer builds run the unit and functional suites only (interop
 # drives QEMU, fuzz replays are single-threaded) and fail on any report:
 # exitcode makes a reporting ferry child exit non-zero too.
-suites=()
-if python3 - "$builddir" <<'PY'
+sanitize=$(python3 - "$builddir" <<'PY'
 import json, sys
 opts = json.load(open(sys.argv[1] + "/meson-info/intro-buildoptions.json"))
-sys.exit(0 if any(o["name"] == "b_sanitize" and o["value"] == "thread"
-                  for o in opts) else 1)
+print(next((o["value"] for o in opts if o["name"] == "b_sanitize"), "none"))
 PY
-then
+)
+suites=()
+if [ "$sanitize" = thread ]; then
     export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:exitcode=66:suppressions=$PWD/scripts/tsan.supp}"
     # GLib 2.74's slice allocator recycles blocks between threads under
     # its own futex locks: plain malloc lets TSan see who owns what.
     export G_SLICE=always-malloc
     suites=(--suite unit --suite functional)
+elif [ "$sanitize" != none ]; then
+    # The libvirt suite runs in the plain build only: libvirtd and QEMU
+    # are not instrumented, and it would start its daemons once more.
+    suites=(--no-suite libvirt)
 fi
 
 meson test -C "$builddir" --print-errorlogs "${suites[@]}" "$@"
