@@ -525,7 +525,10 @@ static bool qmp_qom_list(JsonObject *args, JsonNode **ret, GError **errp)
     list = json_array_new();
     if (!qom_list_path(path, list)) {
         /* QEMU's words, and its class, for a path that resolves to nothing. */
-        error_setg(errp, "Device '%s' not found", path);
+        /* The class matters: libvirt skips a vCPU path that is missing. */
+        g_set_error(errp, FERRY_ERROR, ERROR_CLASS_DEVICE_NOT_FOUND,
+                    "Device '%s' not found", path);
+        json_array_unref(list);
         return false;
     }
     *ret = node_take_array(g_steal_pointer(&list));

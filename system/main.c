@@ -231,6 +231,7 @@ int main(int argc, char **argv)
     }
     autostart = !opts.start_paused;
     no_shutdown = opts.no_shutdown;
+    no_reboot = opts.no_reboot;
     if (mc->needs_vcpus && ms->accel_tcg && !ms->accel_kvm) {
         error_report("machine '%s' needs KVM: ferry has no instruction "
                      "emulator, so -accel tcg only runs machines without "

@@ -16,6 +16,7 @@
 
 bool autostart = true;
 bool no_shutdown;
+bool no_reboot;
 
 static RunState current_runstate = RUN_STATE_PRELAUNCH;
 /* Serialises vm_stop, vm_start and resets against each other. */
@@ -203,11 +204,12 @@ static gboolean shutdown_cb(gpointer opaque)
 
     qmp_event_emit("SHUTDOWN", cause_event_data(cause));
     /*
-     * -no-shutdown, as QEMU: the guest powering off only stops it, so the
-     * management can still collect it; the host's own requests (quit, a
-     * signal) end the process.
+     * -no-shutdown, as QEMU: a power-off (or a reset turned into one by
+     * -no-reboot) only stops the VM, so the management can still collect
+     * it; the host's own requests (quit, a signal) end the process.
      */
-    if (no_shutdown && cause == SHUTDOWN_CAUSE_GUEST_SHUTDOWN) {
+    if (no_shutdown && cause != SHUTDOWN_CAUSE_HOST_QMP_QUIT &&
+        cause != SHUTDOWN_CAUSE_HOST_SIGNAL) {
         vm_stop(RUN_STATE_SHUTDOWN);
         qatomic_set(&shutdown_requested, 0);
         return G_SOURCE_REMOVE;
@@ -262,6 +264,11 @@ static gboolean reset_cb(gpointer opaque)
 
 void qemu_system_reset_request(ShutdownCause cause)
 {
+    if (no_reboot) {
+        /* -no-reboot: a reset ends the VM instead, reason kept. */
+        qemu_system_shutdown_request(cause);
+        return;
+    }
     if (!(qatomic_cmpxchg(&reset_pending, 0, 1) == 0)) {
         return;
     }

@@ -953,6 +953,13 @@ static bool opt_no_shutdown(VMOptions *opts, ParseCtx *ctx, const char *arg,
     return true;
 }
 
+static bool opt_no_reboot(VMOptions *opts, ParseCtx *ctx, const char *arg,
+                          GError **errp)
+{
+    opts->no_reboot = true;
+    return true;
+}
+
 /* No firmware, so no boot order or menu: checked, then without effect. */
 static bool opt_boot(VMOptions *opts, ParseCtx *ctx, const char *arg,
                      GError **errp)
@@ -1102,6 +1109,7 @@ static const VLOption vl_options[] = {
     { "uuid", true, opt_uuid },
     { "rtc", true, opt_rtc },
     { "no-shutdown", false, opt_no_shutdown },
+    { "no-reboot", false, opt_no_reboot },
     { "boot", true, opt_boot },
     { "audiodev", true, opt_audiodev },
     { "msg", true, opt_msg },

@@ -49,6 +49,8 @@ void runstate_set(RunState s);
 extern bool autostart;
 /* -no-shutdown: a guest power-off stops the VM instead of ending ferry. */
 extern bool no_shutdown;
+/* -no-reboot: a reset request becomes a shutdown request. */
+extern bool no_reboot;
 
 /*
  * Stop the vCPUs synchronously and enter state s; emits STOP if the VM was

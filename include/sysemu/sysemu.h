@@ -22,6 +22,7 @@ typedef struct VMOptions {
     GPtrArray *secret_ids;      /* char *, one per -object secret */
     char *uuid;                 /* -uuid, lower case; NULL if absent */
     bool no_shutdown;           /* -no-shutdown: pause instead of exiting */
+    bool no_reboot;             /* -no-reboot: a reset shuts down */
     bool msg_timestamp;         /* -msg timestamp=on */
     char *incoming;             /* -incoming URI or "defer"; NULL if absent */
     bool daemonize;

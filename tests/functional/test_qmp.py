@@ -580,7 +580,7 @@ def test_libvirt_probe():
     for bad in ("/nope", "/machine/unattached/device[0]", "/objects/mem1",
                 "machine", ""):
         expect_error(q, {"execute": "qom-list", "arguments": {"path": bad}},
-                     "GenericError", [f"Device '{bad}' not found"])
+                     "DeviceNotFound", [f"Device '{bad}' not found"])
     expect_error(q, {"execute": "qom-list", "arguments": {"path": ["/"]}},
                  "GenericError", ["path", "string"])
     expect_error(q, {"execute": "qom-list", "arguments": {"path": "/",

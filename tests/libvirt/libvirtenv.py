@@ -346,11 +346,13 @@ def _pdeathsig():
 
 
 def domain_xml(name, emulator, mem_mib, virt_type, machine, kernel=None,
-               cmdline=None, serial_path=None, extra_qemu_args=(), vcpus=1):
+               cmdline=None, serial_path=None, extra_qemu_args=(), vcpus=1,
+               uuid=None):
     """A diskless x86_64 domain: no USB, no balloon, no graphics or video,
     destroyed on poweroff/reboot/crash.  serial_path: COM1 appended to that
     file (append, so that the destination of a migration on the same host
-    does not truncate it).  extra_qemu_args: raw <qemu:commandline>."""
+    does not truncate it).  extra_qemu_args: raw <qemu:commandline>.
+    uuid: fixed, for a second XML of the same domain (migrate --xml)."""
     q = quoteattr
     os_parts = [f"    <type arch='x86_64' machine={q(machine)}>hvm</type>"]
     if kernel:
@@ -375,7 +377,7 @@ def domain_xml(name, emulator, mem_mib, virt_type, machine, kernel=None,
     nl = "\n"
     return f"""<domain type={q(virt_type)} xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{escape(name)}</name>
-  <memory unit='MiB'>{int(mem_mib)}</memory>
+{f"  <uuid>{escape(uuid)}</uuid>{nl}" if uuid else ""}  <memory unit='MiB'>{int(mem_mib)}</memory>
   <vcpu>{int(vcpus)}</vcpu>
   <os>
 {nl.join(os_parts)}

@@ -146,7 +146,19 @@ static void test_no_shutdown(void)
         }
         g_assert_cmpint(runstate_get(), ==, RUN_STATE_PRELAUNCH);
     }
+    /* -no-reboot as well: a reset request powers off, and so pauses. */
+    no_reboot = true;
+    vm_start();
+    qemu_system_reset_request(SHUTDOWN_CAUSE_GUEST_RESET);
+    g_timeout_add(100, stop_loop, NULL);
+    qemu_main_loop_run();
+    g_assert_cmpint(runstate_get(), ==, RUN_STATE_SHUTDOWN);
+    no_reboot = false;
     no_shutdown = false;
+    qemu_system_reset_request(SHUTDOWN_CAUSE_HOST_QMP_SYSTEM_RESET);
+    while (g_main_context_iteration(NULL, FALSE)) {
+    }
+    vm_start();
 }
 
 /* A request from another thread makes the main loop return. */

@@ -386,7 +386,8 @@ static void test_libvirt_options(void)
              "-display", "none", "-no-user-config", "-nodefaults",
              "-chardev", "socket,id=charmonitor,fd=0,server=on,wait=off",
              "-mon", "chardev=charmonitor,id=monitor,mode=control",
-             "-rtc", "base=utc,driftfix=slew", "-no-shutdown", "-no-acpi",
+             "-rtc", "base=utc,driftfix=slew", "-no-shutdown", "-no-reboot",
+             "-no-acpi",
              "-boot", "strict=on",
              "-chardev", "file,id=charserial0,path=/tmp/s.log",
              "-device", "isa-serial,chardev=charserial0,id=serial0,index=0",
@@ -396,6 +397,7 @@ static void test_libvirt_options(void)
     g_assert_cmpstr(o.machine.name, ==, "g");
     g_assert_cmpstr(o.uuid, ==, "3d3c9f3a-1b2c-4d5e-8f90-112233445566");
     g_assert_true(o.no_shutdown);
+    g_assert_true(o.no_reboot);
     g_assert_true(o.msg_timestamp);
     g_assert_cmpstr(o.machine.serial, ==, "file:/tmp/s.log");
     g_assert_cmpuint(o.qmp_specs->len, ==, 1);
