@@ -10,6 +10,11 @@ check: all
 demo: all
 	scripts/demo.sh $(BUILD)
 
+# libvirt 9.0 migrates a ferry domain with postcopy (docs/libvirt.md);
+# needs ./configure --install-deps --with-libvirt, root.
+libvirt-demo: all
+	python3 scripts/libvirt-demo.py $(BUILD)
+
 bench: all
 	bench/run.sh $(BUILD)
 
@@ -32,4 +37,4 @@ fuzz:
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo bench bench-none bench-recovery fuzz clean
+.PHONY: all check demo libvirt-demo bench bench-none bench-recovery fuzz clean

@@ -251,6 +251,21 @@ migration_port_max = {hi}
             fail(f"{self.name}: QMP {command} on {dom}: {reply['error']}")
         return reply.get("return")
 
+    def migrate_postcopy(self, dom, migration, timeout=30):
+        """`virsh migrate-postcopy DOM` once libvirt has set the migration
+        up (until then QEMU and ferry answer that postcopy-ram is not
+        enabled yet); migration is the running `virsh migrate` process."""
+        deadline = time.time() + timeout
+        while True:
+            rc, _, err = self.virsh("migrate-postcopy", dom, check=False,
+                                    want_rc=True, timeout=timeout)
+            if rc == 0:
+                return
+            if time.time() > deadline or migration.poll() is not None:
+                fail(f"{self.name}: virsh migrate-postcopy {dom}: "
+                     f"{err.strip()}")
+            time.sleep(0.2)
+
     def domain_log(self, dom):
         """The emulator's stderr and libvirt's notes on it."""
         return self._tail(os.path.join(self.dir, "var/log/libvirt/qemu",

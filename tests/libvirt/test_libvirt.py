@@ -352,15 +352,7 @@ def postcopy_touching_destination(src, dst, g):
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 30
-        while True:
-            rc, _, err = src.virsh("migrate-postcopy", g.name, check=False,
-                                   want_rc=True)
-            if rc == 0:
-                break
-            if time.time() > deadline or p.poll() is not None:
-                fail(f"virsh migrate-postcopy: {err.strip()}")
-            time.sleep(0.2)
+        src.migrate_postcopy(g.name, p)
         dst.wait_state(g.name, "running", timeout=60)
         # libvirt holds qemu-monitor-command back until its migration job
         # ends; ferry's monitor takes a second client on the same socket.
