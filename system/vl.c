@@ -9,7 +9,9 @@
 #include "sysemu/sysemu.h"
 #include "chardev/char.h"
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <json-glib/json-glib.h>
+#include "qemu/json-depth.h"
 
 #define DEFAULT_RAM_SIZE (128ULL << 20)
 #define MAX_CPUS 255
@@ -362,7 +364,32 @@ static bool backend_check_keys(GHashTable *h, RAMBackendType type,
                               errp);
 }
 
-/* -object secret: read and checked, as QEMU does; ferry has no TLS. */
+/* Secrets are small: a device or a huge file is a mistake, not a key. */
+#define SECRET_MAX_SIZE (64 * 1024)
+
+static bool secret_file_check(const char *id, const char *file,
+                              GError **errp)
+{
+    struct stat st;
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "secret '%s': cannot open '%s'", id,
+                         file);
+        return false;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        st.st_size > SECRET_MAX_SIZE) {
+        error_setg(errp, "secret '%s': '%s' is not a regular file of at "
+                   "most %d bytes", id, file, SECRET_MAX_SIZE);
+        close(fd);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+/* -object secret: checked, as QEMU reads it; ferry has no TLS to use it. */
 static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
 {
     static const char *const known[] = {
@@ -371,7 +398,6 @@ static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
     const char *id = g_hash_table_lookup(h, "id");
     const char *format = g_hash_table_lookup(h, "format");
     const char *file = g_hash_table_lookup(h, "file");
-    g_autofree char *data = NULL;
 
     if (!keyval_check_known(h, known, errp)) {
         return false;
@@ -390,8 +416,7 @@ static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
                    "needed", id);
         return false;
     }
-    if (file && !g_file_get_contents(file, &data, NULL, errp)) {
-        g_prefix_error(errp, "secret '%s': ", id);
+    if (file && !secret_file_check(id, file, errp)) {
         return false;
     }
     if (g_hash_table_contains(h, "keyid")) {
@@ -992,6 +1017,11 @@ static bool audiodev_driver(const char *arg, char **driver, GError **errp)
         }
         *driver = g_strdup(g_hash_table_lookup(h, "driver"));
         return true;
+    }
+    /* An -audiodev object is flat; anything deep is not one. */
+    if (json_too_deep(arg, strlen(arg), 4) >= 0) {
+        error_setg(errp, "JSON nested too deeply");
+        return false;
     }
     parser = json_parser_new();
     if (!json_parser_load_from_data(parser, arg, -1, errp)) {

@@ -173,6 +173,21 @@ def main():
         "memory-backend-memfd,id=mem0,size=64M,share=on", "-device",
         "loader,file=blob,addr=0x100000,force-raw=on", "-nodefaults"]))
     write("fuzz-cmdline", "errors", "-m\n-smp\n4,sockets=0\n-bogus")
+    # what libvirt 9.0 puts on a diskless domain's command line
+    write("fuzz-cmdline", "libvirt", nul.join([
+        "-name", "guest=g,debug-threads=on", "-S", "-object",
+        "secret,id=masterKey0,format=raw,data=abc", "-machine",
+        "x-ram,usb=off,dump-guest-core=off,memory-backend=ram", "-accel",
+        "tcg", "-m", "64", "-object", "memory-backend-ram,id=ram,size=64M",
+        "-overcommit", "mem-lock=off", "-uuid",
+        "0f0e0d0c-0b0a-4908-8706-050403020100", "-no-user-config",
+        "-nodefaults", "-chardev", "socket,id=charmonitor,fd=2,server=on,"
+        "wait=off", "-mon", "chardev=charmonitor,id=monitor,mode=control",
+        "-rtc", "base=utc", "-no-shutdown", "-no-reboot", "-no-acpi",
+        "-boot", "strict=on", "-chardev", "file,id=s0,path=s.log,append=on",
+        "-device", "isa-serial,chardev=s0,id=serial0", "-audiodev",
+        '{"id":"audio1","driver":"none"}', "-msg", "timestamp=on",
+        "-sandbox", "off"]))
 
     for i, arg in enumerate(["memory-backend-ram,id=m,size=1G",
                              "memory-backend-file,id=m,size=2M,mem-path=/dev/hugepages,share=on,prealloc=off",

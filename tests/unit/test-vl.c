@@ -454,6 +454,10 @@ static void test_libvirt_options(void)
     parse_bad(NULL, "does-not-exist", "-object",
               "secret,id=s,file=/does-not-exist", NULL);
     parse_bad(NULL, "keyid", "-object", "secret,id=s,data=x,keyid=k", NULL);
+    parse_bad(NULL, "not a regular file", "-object",
+              "secret,id=s,file=/dev/zero", NULL);
+    parse_bad(NULL, "nested too deeply", "-audiodev",
+              "{\"a\":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}", NULL);
 
     g_unlink(key);
     g_rmdir(dir);
