@@ -330,19 +330,32 @@ static bool qmp_query_command_line_options(JsonObject *args, JsonNode **ret,
     return true;
 }
 
+/* The one argument, {"typename": NAME}, and the type it names if any. */
+static bool qom_typename_arg(JsonObject *args, const char **name, QomType *t,
+                             char **buf, bool *found, GError **errp)
+{
+    static const char *const known[] = { "typename", NULL };
+
+    if (!qmp_args_check_known(args, known, errp) ||
+        !qmp_arg_str(args, "typename", true, name, errp)) {
+        return false;
+    }
+    *found = qom_type_find(*name, t, buf);
+    return true;
+}
+
 static bool qmp_device_list_properties(JsonObject *args, JsonNode **ret,
                                        GError **errp)
 {
-    static const char *const known[] = { "typename", NULL };
     g_autofree char *buf = NULL;
     const char *name;
     QomType t;
+    bool found;
 
-    if (!qmp_args_check_known(args, known, errp) ||
-        !qmp_arg_str(args, "typename", true, &name, errp)) {
+    if (!qom_typename_arg(args, &name, &t, &buf, &found, errp)) {
         return false;
     }
-    if (!qom_type_find(name, &t, &buf)) {
+    if (!found) {
         g_set_error(errp, FERRY_ERROR, ERROR_CLASS_DEVICE_NOT_FOUND,
                     "Device '%s' not found", name);
         return false;
@@ -365,16 +378,15 @@ static bool qmp_device_list_properties(JsonObject *args, JsonNode **ret,
 static bool qmp_qom_list_properties(JsonObject *args, JsonNode **ret,
                                     GError **errp)
 {
-    static const char *const known[] = { "typename", NULL };
     g_autofree char *buf = NULL;
     const char *name;
     QomType t;
+    bool found;
 
-    if (!qmp_args_check_known(args, known, errp) ||
-        !qmp_arg_str(args, "typename", true, &name, errp)) {
+    if (!qom_typename_arg(args, &name, &t, &buf, &found, errp)) {
         return false;
     }
-    if (qom_type_find(name, &t, &buf)) {
+    if (found) {
         *ret = node_take_array(props_list(t.props));
     } else {
         *ret = node_take_array(json_array_new());
@@ -383,18 +395,6 @@ static bool qmp_qom_list_properties(JsonObject *args, JsonNode **ret,
 }
 
 /* ---- qom-list: the object tree ----------------------------------------- */
-
-static const char *backend_type_name(RAMBackendType type)
-{
-    switch (type) {
-    case RAM_BACKEND_MEMFD:
-        return "memory-backend-memfd";
-    case RAM_BACKEND_FILE:
-        return "memory-backend-file";
-    default:
-        return "memory-backend-ram";
-    }
-}
 
 static void add_child(JsonArray *list, const char *name, const char *type)
 {
@@ -504,7 +504,7 @@ static bool qom_list_path(const char *path, JsonArray *list)
         for (guint i = 0; ms && ms->backends && i < ms->backends->len; i++) {
             const MemoryBackend *be = g_ptr_array_index(ms->backends, i);
 
-            add_child(list, be->id, backend_type_name(be->cfg.type));
+            add_child(list, be->id, ram_backend_type_name(be->cfg.type));
         }
     } else if (!vcpu_path(path) && !backend_path(path)) {
         return false;

@@ -25,7 +25,7 @@ RAMList ram_list = {
     .blocks = CDS_LIST_HEAD_INIT(ram_list.blocks),
 };
 
-static const char *backend_name(RAMBackendType type)
+const char *ram_backend_type_name(RAMBackendType type)
 {
     switch (type) {
     case RAM_BACKEND_MEMFD:
@@ -186,7 +186,7 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
     }
     if (!QEMU_IS_ALIGNED(rb->max_length, rb->page_size)) {
         error_setg(errp, "%s '%s': size %" PRIu64 " is not a multiple of "
-                   "the page size %zu", backend_name(cfg->type), name,
+                   "the page size %zu", ram_backend_type_name(cfg->type), name,
                    (uint64_t)rb->max_length, rb->page_size);
         return false;
     }
@@ -212,7 +212,7 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
     if (rb->host == MAP_FAILED) {
         rb->host = NULL;
         error_setg_errno(errp, errno, "%s '%s': cannot map %" PRIu64
-                         " bytes", backend_name(cfg->type), name,
+                         " bytes", ram_backend_type_name(cfg->type), name,
                          (uint64_t)rb->max_length);
         return false;
     }
@@ -264,7 +264,7 @@ RAMBlock *qemu_ram_alloc(const char *name, uint64_t size,
     }
     if (size == 0 || size > (UINT64_MAX >> 1)) {
         error_setg(errp, "%s '%s': invalid size %" PRIu64,
-                   backend_name(cfg->type), name, size);
+                   ram_backend_type_name(cfg->type), name, size);
         return NULL;
     }
     rb = g_new0(RAMBlock, 1);

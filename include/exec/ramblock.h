@@ -25,6 +25,9 @@ typedef enum RAMBackendType {
     RAM_BACKEND_FILE,   /* memory-backend-file */
 } RAMBackendType;
 
+/* The -object type that makes such a backend ("memory-backend-memfd"). */
+const char *ram_backend_type_name(RAMBackendType type);
+
 typedef struct RAMBackendConfig {
     RAMBackendType type;
     const char *mem_path;   /* FILE: file or directory (hugetlbfs mount) */
