@@ -50,7 +50,7 @@
 /* A tcp: server listens on every address family the host has. */
 #define QMP_MAX_LISTEN_FDS 8
 #define QMP_LISTEN_BACKLOG 16
-#define QMP_READ_CHUNK 65536
+#define QMP_READ_CHUNK 16384
 /* Descriptors a client may have in flight (received, not yet consumed). */
 #define QMP_MAX_CLIENT_FDS 16
 /* Room for one recvmsg; the kernel discards what does not fit. */

@@ -56,7 +56,12 @@ for t in $targets; do
     artifacts="$builddir/fuzz-artifacts/$t"
     mkdir -p "$corpus" "$artifacts"
     log="$builddir/fuzz-artifacts/$t.log"
-    "$builddir/tests/fuzz/$t" -max_total_time="$secs" -timeout=10 \
+    # fuzz-qmp warms GLib up before its first input (fuzz-qmp.c), so its
+    # leak check needs no stacks through GLib: the fast unwinder is 5x
+    # faster on its many small allocations.
+    asan=$ASAN_OPTIONS
+    [ "$t" = fuzz-qmp ] && asan=${asan/fast_unwind_on_malloc=0/fast_unwind_on_malloc=1}
+    ASAN_OPTIONS=$asan "$builddir/tests/fuzz/$t" -max_total_time="$secs" -timeout=10 \
         -rss_limit_mb=4096 -max_len="$max_len" -len_control=200 \
         -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "$corpus" "tests/fuzz/corpus/$t" \
