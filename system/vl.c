@@ -1375,6 +1375,9 @@ void qemu_free_options(VMOptions *opts)
     g_clear_pointer(&ms->backends, g_ptr_array_unref);
     g_clear_pointer(&ms->loaders, g_ptr_array_unref);
     g_clear_pointer(&opts->qmp_specs, g_ptr_array_unref);
+    if (qemu_chardevs == opts->chardevs) {
+        qemu_chardevs = NULL;
+    }
     g_clear_pointer(&opts->chardevs, g_ptr_array_unref);
     g_clear_pointer(&opts->secret_ids, g_ptr_array_unref);
     g_free(opts->uuid);
