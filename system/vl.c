@@ -18,7 +18,6 @@
 
 const char *incoming_uri;
 const char *qemu_name;
-const char *qemu_uuid;
 
 /* State that lives only while parsing. */
 typedef struct ParseCtx {
@@ -390,7 +389,7 @@ static bool secret_file_check(const char *id, const char *file,
 }
 
 /* -object secret: checked, as QEMU reads it; ferry has no TLS to use it. */
-static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
+static bool secret_object(GHashTable *h, GError **errp)
 {
     static const char *const known[] = {
         "qom-type", "id", "format", "file", "data", "keyid", "iv", NULL
@@ -424,7 +423,6 @@ static bool secret_object(VMOptions *opts, GHashTable *h, GError **errp)
                    "supported", id);
         return false;
     }
-    g_ptr_array_add(opts->secret_ids, g_strdup(id));
     return true;
 }
 
@@ -441,7 +439,7 @@ static bool opt_object(VMOptions *opts, ParseCtx *ctx, const char *arg,
     }
     qom_type = g_hash_table_lookup(h, "qom-type");
     if (qom_type && !strcmp(qom_type, "secret")) {
-        return secret_object(opts, h, errp);
+        return secret_object(h, errp);
     }
     if (!qom_type || !backend_type_parse(qom_type, &type)) {
         error_setg(errp, "unsupported object type '%s' (use "
@@ -1191,7 +1189,7 @@ static bool machine_apply_kv(VMOptions *opts, GHashTable *h, GError **errp)
         error_setg(errp, "-machine: empty machine type");
         return false;
     }
-    opts->machine.type = g_intern_string(type ? type : "pc");
+    opts->machine.type = g_intern_string(type ? type : MACHINE_DEFAULT_TYPE);
     if (accel && !select_accel(opts, accel, errp)) {
         g_prefix_error(errp, "-machine accel=%s: ", accel);
         return false;
@@ -1307,13 +1305,12 @@ static void options_init(VMOptions *opts)
     memset(opts, 0, sizeof(*opts));
     opts->machine.smp_cpus = 1;
     opts->machine.ram_size = DEFAULT_RAM_SIZE;
-    opts->machine.type = "pc";
+    opts->machine.type = MACHINE_DEFAULT_TYPE;
     opts->machine.backends = g_ptr_array_new_with_free_func(
         memory_backend_free);
     opts->machine.loaders = g_ptr_array_new_with_free_func(loader_free);
     opts->qmp_specs = g_ptr_array_new_with_free_func(g_free);
     opts->chardevs = g_ptr_array_new_with_free_func(chardev_free);
-    opts->secret_ids = g_ptr_array_new_with_free_func(g_free);
     opts->trace_patterns = g_ptr_array_new_with_free_func(g_free);
 }
 
@@ -1379,7 +1376,6 @@ void qemu_free_options(VMOptions *opts)
         qemu_chardevs = NULL;
     }
     g_clear_pointer(&opts->chardevs, g_ptr_array_unref);
-    g_clear_pointer(&opts->secret_ids, g_ptr_array_unref);
     g_free(opts->uuid);
     g_clear_pointer(&opts->trace_patterns, g_ptr_array_unref);
     g_free(opts->trace_file);
@@ -1392,7 +1388,6 @@ void qemu_apply_options(VMOptions *opts)
 {
     incoming_uri = opts->incoming;
     qemu_name = opts->machine.name;
-    qemu_uuid = opts->uuid;
     qemu_chardevs = opts->chardevs;
     opts->machine.incoming = opts->incoming != NULL;
 }

@@ -19,7 +19,6 @@ typedef struct VMOptions {
     bool ram_size_given;        /* -m, or taken from the memory backend */
     GPtrArray *qmp_specs;       /* char *, one per -qmp or -mon */
     GPtrArray *chardevs;        /* Chardev *, one per -chardev */
-    GPtrArray *secret_ids;      /* char *, one per -object secret */
     char *uuid;                 /* -uuid, lower case; NULL if absent */
     bool no_shutdown;           /* -no-shutdown: pause instead of exiting */
     bool no_reboot;             /* -no-reboot: a reset shuts down */
@@ -56,7 +55,6 @@ void qemu_print_version(FILE *out);
  */
 extern const char *incoming_uri;
 extern const char *qemu_name;       /* -name, or NULL */
-extern const char *qemu_uuid;       /* -uuid, or NULL */
 
 /*
  * The main loop: the GLib default main context in the main thread.
