@@ -830,7 +830,6 @@ static bool postcopy_start(MigrationState *s, GError **errp)
 {
     QEMUFile *f = s->to_dst_file;
     int64_t stop_start = now_ms();
-
     MigrationStatus cur = MIGRATION_STATUS_ACTIVE;
 
     trace_postcopy_start();
@@ -845,8 +844,7 @@ static bool postcopy_start(MigrationState *s, GError **errp)
     s->vm_was_running = runstate_is_running();
     vm_stop(RUN_STATE_FINISH_MIGRATE);
     s->vm_stopped_by_us = true;
-    if (migrate_pause_before_switchover() &&
-        !wait_pre_switchover(s, &cur, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
+    if (!wait_pre_switchover(s, &cur, MIGRATION_STATUS_POSTCOPY_ACTIVE)) {
         return false;
     }
     ram_set_downtime_phase(s->ram, true);
