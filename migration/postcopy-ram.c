@@ -93,7 +93,6 @@ struct PostcopyIncomingState {
     QemuMutex blocks_lock;
     GHashTable *blocks;         /* RAMBlock * -> PostcopyBlock * */
     bool thp_disabled;
-    bool thp_was_on;
     /* The main loader returned (after RUN). */
     QemuMutex lock;
     QemuCond cond;
@@ -863,14 +862,6 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Transparent huge pages off while discarding (so discards really drop) */
 
-static bool thp_system_always(void)
-{
-    g_autofree char *s = NULL;
-
-    return g_file_get_contents("/sys/kernel/mm/transparent_hugepage/enabled",
-                               &s, NULL, NULL) && strstr(s, "[always]");
-}
-
 static void thp_set(bool on)
 {
     g_autoptr(GPtrArray) blocks = migratable_blocks();
@@ -889,7 +880,6 @@ static void thp_set(bool on)
 static void discard_prepare(PostcopyIncomingState *pis)
 {
     if (!pis->thp_disabled) {
-        pis->thp_was_on = thp_system_always();
         thp_set(false);
         pis->thp_disabled = true;
     }
@@ -1117,7 +1107,8 @@ static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
         close(pis->quit_fd);
         pis->quit_fd = -1;
     }
-    if (pis->thp_disabled && pis->thp_was_on) {
+    /* Guest RAM is advised huge from its creation (physmem.c): back to that. */
+    if (pis->thp_disabled) {
         thp_set(true);
     }
     pis->thp_disabled = false;

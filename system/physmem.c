@@ -13,6 +13,9 @@
 #include <linux/magic.h>
 #include <linux/falloc.h>
 
+/* The transparent huge page size of x86-64. */
+#define THP_SIZE (2 * 1024 * 1024)
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -159,6 +162,39 @@ static bool prealloc_range(uint8_t *host, uint64_t size, size_t page_size,
     return true;
 }
 
+/*
+ * Huge pages (transparent or hugetlbfs) can only back a range aligned to
+ * their size: reserve a little more address space than needed, then map
+ * over its aligned middle and give the slack back.
+ */
+static void *ram_mmap_aligned(size_t size, size_t align, int mflags, int fd)
+{
+    size_t total = size + align;
+    uint8_t *resv, *start;
+
+    resv = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
+                MAP_NORESERVE, -1, 0);
+    if (resv == MAP_FAILED) {
+        return NULL;
+    }
+    start = (uint8_t *)QEMU_ALIGN_UP((uintptr_t)resv, align);
+    if (mmap(start, size, PROT_READ | PROT_WRITE, mflags | MAP_FIXED, fd, 0)
+        == MAP_FAILED) {
+        int err = errno;
+
+        munmap(resv, total);
+        errno = err;
+        return NULL;
+    }
+    if (start > resv) {
+        munmap(resv, start - resv);
+    }
+    if (resv + total > start + size) {
+        munmap(start + size, resv + total - (start + size));
+    }
+    return start;
+}
+
 static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
                           GError **errp)
 {
@@ -207,14 +243,24 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
     if (rb->fd < 0) {
         mflags |= MAP_ANONYMOUS;
     }
-    rb->host = mmap(NULL, rb->max_length, PROT_READ | PROT_WRITE, mflags,
-                    rb->fd, 0);
-    if (rb->host == MAP_FAILED) {
-        rb->host = NULL;
+    rb->host = ram_mmap_aligned(rb->max_length, MAX(rb->page_size, THP_SIZE),
+                                mflags, rb->fd);
+    if (!rb->host) {
         error_setg_errno(errp, errno, "%s '%s': cannot map %" PRIu64
                          " bytes", ram_backend_type_name(cfg->type), name,
                          (uint64_t)rb->max_length);
         return false;
+    }
+    if (!hugetlb) {
+        /*
+         * Guest RAM in transparent huge pages: each first touch of guest
+         * memory (the loader, the guest, the migration thread reading a
+         * page to send, the destination writing one) then costs a TLB
+         * miss and a fault per 2 MiB instead of per 4 KiB. Advice only:
+         * the kernel may refuse it, which costs speed, not correctness.
+         * The postcopy destination turns it off while it discards.
+         */
+        madvise(rb->host, rb->max_length, MADV_HUGEPAGE);
     }
     if (cfg->prealloc) {
         rb->flags |= RAM_PREALLOC;
