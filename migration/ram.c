@@ -300,13 +300,13 @@ static void update_dirty_rate(RAMState *rs)
     rs->time_last_bitmap_sync = now;
 }
 
-bool migration_bitmap_sync(RAMState *rs, GError **errp)
+/* Pull the dirty log into the bitmaps; *found: pages newly dirty. */
+static bool bitmap_sync(RAMState *rs, uint64_t *found, GError **errp)
 {
     RAMBlock *rb;
-    uint64_t pass;
-    uint64_t found = 0;
     bool ok = true;
 
+    *found = 0;
     if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
@@ -326,11 +326,45 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
         }
         rs->migration_dirty_pages += newly;
         rs->num_dirty_pages_period += newly;
-        found += newly;
+        *found += newly;
     }
     rcu_read_unlock();
     qemu_mutex_unlock(&rs->bitmap_mutex);
-    if (!ok) {
+    return ok;
+}
+
+bool ram_dirty_sample(RAMState *rs, uint64_t *newly, uint64_t *clean_before,
+                      GError **errp)
+{
+    *clean_before = ram_total_pages(rs) - ram_dirty_pages(rs);
+    if (!bitmap_sync(rs, newly, errp)) {
+        return false;
+    }
+    trace_ram_dirty_sample(*newly, *clean_before);
+    return true;
+}
+
+uint64_t ram_total_pages(RAMState *rs)
+{
+    return ram_bytes_total() >> TARGET_PAGE_BITS;
+}
+
+uint64_t ram_dirty_pages(RAMState *rs)
+{
+    uint64_t n;
+
+    qemu_mutex_lock(&rs->bitmap_mutex);
+    n = rs->migration_dirty_pages;
+    qemu_mutex_unlock(&rs->bitmap_mutex);
+    return n;
+}
+
+bool migration_bitmap_sync(RAMState *rs, GError **errp)
+{
+    uint64_t pass;
+    uint64_t found;
+
+    if (!bitmap_sync(rs, &found, errp)) {
         return false;
     }
 
