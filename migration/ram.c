@@ -1608,7 +1608,15 @@ bool ram_load_setup(MigrationIncomingState *mis, GError **errp)
         RAMBlock *rb = blocks->pdata[i];
 
         bitmap_replace(&rb->receivedmap, bitmap_new(ramblock_pages(rb)));
+        bitmap_replace(&rb->zeromap, qemu_ram_untouched_map(rb));
     }
+    /*
+     * The load writes pages one at a time, all over RAM, and leaves the
+     * zero pages untouched: with huge pages every first write would
+     * allocate and clear 2 MiB, zero pages included (4x the destination's
+     * CPU for a mostly-zero guest on a nested host; docs/performance.md).
+     */
+    qemu_ram_advise_huge(false);
     g_ptr_array_free(blocks, true);
     return true;
 }
@@ -1622,7 +1630,10 @@ void ram_load_cleanup(MigrationIncomingState *mis)
         RAMBlock *rb = blocks->pdata[i];
 
         bitmap_replace(&rb->receivedmap, NULL);
+        bitmap_replace(&rb->zeromap, NULL);
     }
+    /* The guest runs on: khugepaged may merge its pages from now on. */
+    qemu_ram_advise_huge(true);
     g_ptr_array_free(blocks, true);
 }
 
@@ -1733,6 +1744,17 @@ static void mark_received(RAMBlock *rb, uint64_t offset)
     }
 }
 
+/* Untouched since the load began, and not received since: zero. */
+static bool page_known_zero(RAMBlock *rb, uint64_t offset)
+{
+    unsigned long *zero = rcu_dereference(rb->zeromap);
+    unsigned long *received = rcu_dereference(rb->receivedmap);
+    unsigned long page = offset >> TARGET_PAGE_BITS;
+
+    return zero && test_bit(page, zero) &&
+           !(received && test_bit_atomic(page, received));
+}
+
 static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
                       uint64_t offset, GError **errp)
 {
@@ -1750,8 +1772,12 @@ static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
         if (qemu_file_get_error_obj(f, errp)) {
             return false;
         }
-        /* Writing zeros to an untouched page would allocate it. */
-        if (fill != 0 || !buffer_is_zero(host, TARGET_PAGE_SIZE)) {
+        /*
+         * Writing zeros to an untouched page would allocate it, and even
+         * reading it faults in the zero page: skip the pages known zero.
+         */
+        if (fill != 0 || (!page_known_zero(rb, offset) &&
+                          !buffer_is_zero(host, TARGET_PAGE_SIZE))) {
             memset(host, fill, TARGET_PAGE_SIZE);
         }
     } else {
