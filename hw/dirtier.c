@@ -524,8 +524,11 @@ void dirtier_destroy(Dirtier *d)
     if (!d) {
         return;
     }
+    /*
+     * The memory ops stay registered: physmem reads them without a lock,
+     * and with current_dirtier cleared below they report nothing dirty.
+     */
     qemu_del_vm_change_state_handler(dirtier_vm_state_change, d);
-    memory_register_accel_ops(NULL);
     qemu_mutex_lock(&d->lock);
     d->run = false;
     d->quit = true;
