@@ -832,12 +832,10 @@ static void note_auto_switch(Migration *m)
     m->postcopy_requested = true;
     m->postcopy_at_us = m->start_us + jo_int(a, "time", 0) * 1000;
     mreport_set_postcopy(m->rep, (m->postcopy_at_us - m->start_us) / 1e6);
-    if (!m->opts->quiet && !m->opts->json) {
-        report("source switches to postcopy by itself: dirty rate %.0f "
-               "MB/s against %.0f MB/s of bandwidth",
-               jo_int(a, "dirty-rate", 0) / 1e6,
-               jo_int(a, "bandwidth", 0) / 1e6);
-    }
+    notice(m, "the source switches to postcopy by itself after %.1f s: "
+           "dirty rate %.0f MB/s against %.0f MB/s of bandwidth",
+           jo_int(a, "time", 0) / 1e3, jo_int(a, "dirty-rate", 0) / 1e6,
+           jo_int(a, "bandwidth", 0) / 1e6);
 }
 
 static void start_postcopy(Migration *m)
