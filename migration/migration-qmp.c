@@ -162,7 +162,7 @@ static JsonObject *ram_info(MigrationState *s, const MigrationStats *st)
     json_object_set_int_member(ram, "postcopy-requests",
                                c.postcopy_requests);
     json_object_set_int_member(ram, "page-size", TARGET_PAGE_SIZE);
-    json_object_set_int_member(ram, "multifd-bytes", 0);
+    json_object_set_int_member(ram, "multifd-bytes", c.multifd_bytes);
     json_object_set_int_member(ram, "pages-per-second", c.pages_per_second);
     json_object_set_int_member(ram, "precopy-bytes", c.precopy_bytes);
     json_object_set_int_member(ram, "downtime-bytes", c.downtime_bytes);

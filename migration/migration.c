@@ -19,6 +19,7 @@
 #include "qemu/atomic.h"
 #include "qemu/thread.h"
 #include "migration/migration.h"
+#include "migration/multifd.h"
 #include "migration/options.h"
 #include "migration/misc.h"
 #include "migration/ram.h"
@@ -128,6 +129,7 @@ void migration_incoming_state_free(MigrationIncomingState *mis)
         return;
     }
     postcopy_incoming_state_free(mis->postcopy);
+    multifd_recv_free(mis->multifd);
     ram_load_state_free(mis->ram_load);
     migration_listener_free(mis->listener);
     g_free(mis->listen_uri);
@@ -425,6 +427,7 @@ out:
             qatomic_mb_set(&s->rp_shut_stream, true);
             qemu_file_shutdown(s->to_dst_file);
         }
+        multifd_send_shutdown(s->multifd);
         qemu_mutex_unlock(&s->qemu_file_lock);
     }
     trace_source_return_path_thread_end();
@@ -487,7 +490,40 @@ static void migration_shutdown_channels(MigrationState *s)
     if (s->postcopy_qemufile_src) {
         qemu_file_shutdown(s->postcopy_qemufile_src);
     }
+    multifd_send_shutdown(s->multifd);
     qemu_mutex_unlock(&s->qemu_file_lock);
+}
+
+/* The multifd channels, after the last page (migration thread). */
+static bool multifd_connect(MigrationState *s, const char *uri,
+                            GError **errp)
+{
+    MultiFDSendState *m;
+
+    if (!migrate_multifd()) {
+        return true;
+    }
+    m = multifd_send_setup(uri, migrate_multifd_channels(), s->uuid, errp);
+    if (!m) {
+        return false;
+    }
+    qemu_mutex_lock(&s->qemu_file_lock);
+    s->multifd = m;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    ram_set_multifd(s->ram, m);
+    return true;
+}
+
+static void multifd_close(MigrationState *s)
+{
+    MultiFDSendState *m;
+
+    ram_set_multifd(s->ram, NULL);
+    qemu_mutex_lock(&s->qemu_file_lock);
+    m = s->multifd;
+    s->multifd = NULL;
+    qemu_mutex_unlock(&s->qemu_file_lock);
+    multifd_send_cleanup(m);
 }
 
 /* Close the main channel (the migration thread's, at its end or a pause). */
@@ -1327,6 +1363,7 @@ static bool migration_run(MigrationState *s, const char *uri, GError **errp)
     qemu_mutex_unlock(&s->qemu_file_lock);
     qio_channel_unref(ioc);
     if (!postcopy_preempt_connect(s, uri, errp) ||
+        !multifd_connect(s, uri, errp) ||
         !status_is(s, MIGRATION_STATUS_SETUP)) {
         return false;
     }
@@ -1391,6 +1428,7 @@ static void migration_cleanup(MigrationState *s, bool ok)
     migration_shutdown_channels(s);
     close_return_path(s);
     postcopy_preempt_close(s);
+    multifd_close(s);
     migration_close_main_channel(s);
     if (ok) {
         runstate_set(RUN_STATE_POSTMIGRATE);
@@ -1550,6 +1588,12 @@ static bool migrate_resume(MigrationState *s, const char *uri, GError **errp)
     return true;
 }
 
+void migration_set_uuid(const uint8_t uuid[16])
+{
+    memcpy(migrate_get_current()->uuid, uuid, 16);
+    memcpy(migration_incoming_get_current()->uuid, uuid, 16);
+}
+
 void migration_postcopy_failure_reset(void)
 {
     qatomic_mb_set(&migrate_get_current()->postcopy_failed, false);
@@ -1590,6 +1634,9 @@ bool migrate_start(const char *uri, bool resume, GError **errp)
     if (!uri_scheme_known(uri)) {
         error_setg(errp, "Parameter 'uri' expects a valid migration "
                    "protocol");
+        return false;
+    }
+    if (!migrate_multifd_check(errp)) {
         return false;
     }
     if (s->thread_running) {
@@ -1759,6 +1806,7 @@ void migration_incoming_fail(LoadVMContext *ctx, GError *err)
     if (ctx && ctx->to_src) {
         migrate_send_rp_shut(ctx, 1);
     }
+    multifd_recv_shutdown(mis->multifd);
     error_report("load of migration failed: %s", err->message);
     g_error_free(err);
     g_idle_add(incoming_fatal_bh, NULL);
@@ -1841,6 +1889,8 @@ static bool incoming_cancel(MigrationIncomingState *mis, GError **errp)
     if (mis->from_src_file) {
         qemu_file_shutdown(mis->from_src_file);
     }
+    /* A loader waiting at a RAM EOS for the channels gives up too. */
+    multifd_recv_shutdown(mis->multifd);
     qemu_mutex_unlock(&mis->file_lock);
     return true;
 }
@@ -1893,6 +1943,9 @@ static gboolean incoming_thread_reap_bh(gpointer opaque)
         qemu_thread_join(&mis->thread);
         mis->thread_running = false;
     }
+    /* Nobody waits on the channels any more. */
+    multifd_recv_free(mis->multifd);
+    mis->multifd = NULL;
     return G_SOURCE_REMOVE;
 }
 
@@ -1975,14 +2028,42 @@ static void *incoming_thread(void *opaque)
     return NULL;
 }
 
+/* Every channel is there: the loader thread reads the main stream. */
+static void incoming_start_loader(MigrationIncomingState *mis)
+{
+    GError *err = NULL;
+
+    migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
+                      MIGRATION_STATUS_ACTIVE);
+    qatomic_set(&mis->thread_finished, false);
+    if (!qemu_thread_create(&mis->thread, "mig/dst/main", incoming_thread,
+                            mis, &err)) {
+        migration_incoming_fail(NULL, err);
+        return;
+    }
+    mis->thread_running = true;
+}
+
 static void incoming_accept(QIOChannel *ioc, void *opaque)
 {
     MigrationIncomingState *mis = opaque;
     GError *err = NULL;
 
-    QEMUFile *f = qemu_file_new_input(ioc);
+    QEMUFile *f;
 
     trace_migration_incoming_accept(qio_channel_get_name(ioc));
+    if (mis->from_src_file && mis->multifd) {
+        /* After main, every connection is a multifd channel (QEMU 7.2). */
+        if (!multifd_recv_new_channel(mis->multifd, ioc, &err)) {
+            if (err) {
+                migration_incoming_fail(NULL, err);
+            }
+            return;
+        }
+        incoming_start_loader(mis);
+        return;
+    }
+    f = qemu_file_new_input(ioc);
     qio_channel_unref(ioc);
     if (!qemu_file_set_blocking(f, true, &err)) {
         qemu_fclose(f);
@@ -1996,33 +2077,37 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
         qemu_mutex_lock(&mis->file_lock);
         mis->from_src_file = f;
         qemu_mutex_unlock(&mis->file_lock);
-        if (migrate_postcopy_preempt()) {
-            return;     /* as QEMU 7.2: load once both channels exist */
+        if (migrate_postcopy_preempt() || mis->multifd) {
+            return;     /* as QEMU 7.2: load once all channels exist */
         }
         /* One channel only: nobody else may connect. */
         migration_listener_cancel(mis->listener);
     }
-    migrate_set_state(&mis->status, MIGRATION_STATUS_SETUP,
-                      MIGRATION_STATUS_ACTIVE);
-    qatomic_set(&mis->thread_finished, false);
-    if (!qemu_thread_create(&mis->thread, "mig/dst/main", incoming_thread,
-                            mis, &err)) {
-        migration_incoming_fail(NULL, err);
-        return;
-    }
-    mis->thread_running = true;
+    incoming_start_loader(mis);
 }
 
 static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
                             GError **errp)
 {
+    unsigned nconn = migration_channel_is_socket_uri(uri) ? 2 : 1;
+
+    if (!migrate_multifd_check(errp)) {
+        return false;
+    }
     migration_sections_init();
     postcopy_incoming_reset(mis);
     migration_listener_free(mis->listener);
+    multifd_recv_free(mis->multifd);
+    mis->multifd = NULL;
+    if (migrate_multifd()) {
+        /* main, then the channels; a non-socket URI is refused below */
+        nconn = 1 + migrate_multifd_channels();
+        mis->multifd = multifd_recv_new(migrate_multifd_channels(),
+                                        mis->uuid);
+    }
     /* A second connection is the preempt channel (if that is on by then). */
-    mis->listener = migration_channel_listen(
-        uri, migration_channel_is_socket_uri(uri) ? 2 : 1, incoming_accept,
-        mis, errp);
+    mis->listener = migration_channel_listen(uri, nconn, incoming_accept,
+                                             mis, errp);
     if (!mis->listener) {
         return false;
     }

@@ -55,7 +55,7 @@ static const MigrationCapabilityInfo capability_table[] = {
         "pause-before-switchover", true, "2.11",
         "stop in pre-switchover until migrate-continue" },
     [MIGRATION_CAPABILITY_MULTIFD] = {
-        "multifd", false, "4.0",
+        "multifd", true, "4.0",
         "send RAM over several parallel channels" },
     [MIGRATION_CAPABILITY_DIRTY_BITMAPS] = {
         "dirty-bitmaps", false, "2.12",
@@ -113,10 +113,9 @@ bool migration_capability_parse(const char *name, MigrationCapability *out)
 }
 
 /*
- * QEMU 7.2's rules between capabilities, in the order it checks them.
- * With ferry's supported set only postcopy-preempt's first rule can fire
- * today; the others are kept so that supporting one more capability
- * cannot silently skip its rule.
+ * QEMU 7.2's rules between capabilities, in the order it checks them, then
+ * ferry's own.  Rules of capabilities ferry does not support are kept so
+ * that supporting one more capability cannot silently skip its rule.
  */
 typedef struct CapabilityRule {
     MigrationCapability cap;
@@ -152,6 +151,10 @@ static const CapabilityRule capability_rules[] = {
       false, "Postcopy preempt not compatible with compress" },
     { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_COMPRESS,
       false, "Multifd is not compatible with compress" },
+    /* ferry's own: its multifd is precopy only (QEMU 7.2 allows both) */
+    { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_POSTCOPY_RAM,
+      false, "multifd together with postcopy-ram is not supported by this "
+      "VMM" },
 };
 
 static bool rule_broken(const CapabilityRule *r, const bool *caps)
@@ -173,6 +176,17 @@ bool migrate_caps_check(const bool *caps, GError **errp)
             error_setg(errp, "Background-snapshot is not compatible with %s",
                        MigrationCapability_str(r->other));
         }
+        return false;
+    }
+    return true;
+}
+
+bool migrate_multifd_check(GError **errp)
+{
+    if (migrate_multifd() &&
+        !g_str_equal(migrate_multifd_compression(), "none")) {
+        error_setg(errp, "multifd-compression '%s' is not supported by this "
+                   "VMM (only 'none')", migrate_multifd_compression());
         return false;
     }
     return true;

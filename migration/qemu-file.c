@@ -31,6 +31,7 @@ struct QEMUFile {
     uint64_t pending;       /* bytes queued in iov */
     uint64_t flushed;       /* bytes written to the channel */
     uint64_t read_total;    /* bytes read from the channel */
+    uint64_t other_channels; /* bytes of this stream sent elsewhere (multifd) */
 
     /* rate limiting, in bytes per BUFFER_DELAY_MS slice */
     uint64_t rate_limit_max;
@@ -344,7 +345,13 @@ void qemu_put_counted_string(QEMUFile *f, const char *s)
 
 uint64_t qemu_file_transferred(QEMUFile *f)
 {
-    return f->flushed + f->pending;
+    return f->flushed + f->pending + f->other_channels;
+}
+
+void qemu_file_acct_other_channel(QEMUFile *f, uint64_t len)
+{
+    f->other_channels += len;
+    f->rate_limit_used += len;
 }
 
 /* ---- input ---- */

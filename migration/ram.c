@@ -26,6 +26,7 @@
 #include "migration/ram.h"
 #include "migration/savevm.h"
 #include "migration/postcopy-ram.h"
+#include "migration/multifd.h"
 #include "trace/trace-migration.h"
 
 /* An iteration stops after this long even if the rate limit allows more. */
@@ -78,6 +79,11 @@ struct RAMState {
      */
     QEMUFile *preempt_file;
     bool on_preempt;
+    /*
+     * multifd: full pages of precopy go to these channels (set by the
+     * migration thread before ram_save_setup, NULL otherwise).
+     */
+    MultiFDSendState *multifd;
 
     /* Postcopy: page requests (RAMRequest) from the return-path thread. */
     QemuMutex req_lock;
@@ -691,6 +697,30 @@ static bool ram_clear_dirty(RAMState *rs, RAMBlock *rb, unsigned long page)
     return was_dirty;
 }
 
+/* A full page on a multifd channel; false (and f failed) if they failed. */
+static bool ram_save_multifd_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
+                                  ram_addr_t offset)
+{
+    uint64_t bytes = multifd_queue_page(rs->multifd, rb, offset);
+
+    if (!bytes) {
+        GError *err = NULL;
+        uint64_t ignored;
+
+        /* The sync reports the channels' error. */
+        multifd_send_sync(rs->multifd, &ignored, &err);
+        qemu_file_set_error_obj(f, -EIO, err);
+        return false;
+    }
+    qemu_file_acct_other_channel(f, bytes);
+    qemu_mutex_lock(&rs->counters_lock);
+    rs->counters.multifd_bytes += bytes;
+    rs->counters.normal++;
+    counters_add_phase_bytes(rs, bytes);
+    qemu_mutex_unlock(&rs->counters_lock);
+    return true;
+}
+
 static void ram_save_target_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
                                  unsigned long page)
 {
@@ -705,6 +735,11 @@ static void ram_save_target_page(RAMState *rs, QEMUFile *f, RAMBlock *rb,
         bytes = save_page_header(rs, f, rb, offset | RAM_SAVE_FLAG_ZERO);
         qemu_put_byte(f, 0);
         bytes += 1;
+    } else if (rs->multifd && !rs->in_postcopy) {
+        if (ram_save_multifd_page(rs, f, rb, offset) && unsent) {
+            clear_bit_atomic(page, unsent);
+        }
+        return;
     } else {
         bytes = save_page_header(rs, f, rb, offset | RAM_SAVE_FLAG_PAGE);
         /* Guest memory goes straight into the iovec: no copy. */
@@ -805,10 +840,48 @@ static uint64_t ram_channels_transferred(RAMState *rs, QEMUFile *f)
            (rs->preempt_file ? qemu_file_transferred(rs->preempt_file) : 0);
 }
 
+/*
+ * multifd: everything queued, then a SYNC on every channel, before each
+ * RAM EOS; the destination waits for those at the EOS.  Pages being read
+ * by the channels stay under the caller's RCU read lock until this returns.
+ */
+static void ram_multifd_sync(RAMState *rs, QEMUFile *f)
+{
+    GError *err = NULL;
+    uint64_t bytes;
+
+    if (!rs->multifd || qemu_file_get_error(f)) {
+        return;
+    }
+    if (!multifd_send_sync(rs->multifd, &bytes, &err)) {
+        qemu_file_set_error_obj(f, -EIO, err);
+        return;
+    }
+    qemu_file_acct_other_channel(f, bytes);
+    qemu_mutex_lock(&rs->counters_lock);
+    rs->counters.multifd_bytes += bytes;
+    counters_add_phase_bytes(rs, bytes);
+    qemu_mutex_unlock(&rs->counters_lock);
+}
+
+void ram_set_multifd(RAMState *rs, MultiFDSendState *multifd)
+{
+    rs->multifd = multifd;
+}
+
 static void put_eos(RAMState *rs, QEMUFile *f)
 {
+    ram_multifd_sync(rs, f);
     qemu_put_be64(f, RAM_SAVE_FLAG_EOS);
     counters_add_bytes(rs, 8);
+    if (rs->multifd) {
+        /*
+         * The destination's channels wait at their SYNC until its loader
+         * reads this EOS: held back in our buffer, it would leave the next
+         * pages blocked on full channel sockets for good.
+         */
+        qemu_fflush(f);
+    }
 }
 
 /* Forget everything of a previous migration but the object itself. */
@@ -1065,8 +1138,8 @@ int ram_save_iterate(RAMState *rs, QEMUFile *f, GError **errp)
             break;
         }
     }
-    rcu_read_unlock();
     put_eos(rs, f);
+    rcu_read_unlock();
     if (qemu_file_get_error_obj(f, errp)) {
         return -1;
     }
@@ -1095,9 +1168,9 @@ bool ram_save_complete(RAMState *rs, QEMUFile *f, GError **errp)
             break;
         }
     }
-    rcu_read_unlock();
     ram_channel_for(rs, f, false);
     put_eos(rs, f);
+    rcu_read_unlock();
     if (rs->preempt_file && qemu_fflush(rs->preempt_file) < 0) {
         qemu_file_get_error_obj(rs->preempt_file, errp);
         return false;
@@ -1898,6 +1971,9 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
                 error_setg(errp, "RAM EOS record with offset 0x%" PRIx64,
                            offset);
                 ok = false;
+            } else if (mis->multifd) {
+                /* Everything sent before this EOS is in place after it. */
+                ok = multifd_recv_sync(mis->multifd, errp);
             }
             goto out;
         default:

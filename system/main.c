@@ -260,6 +260,7 @@ int main(int argc, char **argv)
     qmp_register_core_commands();
     chardev_register_qmp();
     migration_register_qmp();
+    migration_set_uuid(opts.uuid_bytes);
     ram_mig_init();
     if (!start_qmp(&opts, &err)) {
         fatal(err);

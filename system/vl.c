@@ -6,6 +6,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/cutils.h"
+#include "qemu/uuid.h"
 #include "sysemu/sysemu.h"
 #include "chardev/char.h"
 #include <fcntl.h>
@@ -913,7 +914,7 @@ static bool opt_overcommit(VMOptions *opts, ParseCtx *ctx, const char *arg,
 static bool opt_uuid(VMOptions *opts, ParseCtx *ctx, const char *arg,
                      GError **errp)
 {
-    if (!g_uuid_string_is_valid(arg)) {
+    if (!qemu_uuid_parse(arg, opts->uuid_bytes)) {
         error_setg(errp, "invalid UUID '%s'", arg);
         return false;
     }

@@ -19,6 +19,8 @@ typedef struct LoadVMContext LoadVMContext;
 typedef struct RAMState RAMState;
 typedef struct RAMLoadState RAMLoadState;
 typedef struct PostcopyIncomingState PostcopyIncomingState;
+typedef struct MultiFDSendState MultiFDSendState;
+typedef struct MultiFDRecvState MultiFDRecvState;
 
 /* QEMU 7.2 MigrationStatus, in QAPI order (the strings are the contract). */
 typedef enum MigrationStatus {
@@ -77,6 +79,10 @@ typedef struct MigrationState {
     QEMUFile *to_dst_file;
     /* postcopy-preempt's second channel (qemu_file_lock as to_dst_file) */
     QEMUFile *postcopy_qemufile_src;
+    /* multifd's channels and threads (qemu_file_lock as to_dst_file) */
+    MultiFDSendState *multifd;
+    /* The VM's -uuid (zero if none), which multifd channels carry. */
+    uint8_t uuid[16];
     QEMUFile *rp_file;                  /* return path (reads from dst) */
     QemuThread rp_thread;
     bool rp_thread_running;
@@ -171,6 +177,13 @@ typedef struct MigrationIncomingState {
 
     /* The RAM loader's per-channel state (ram.c). */
     RAMLoadState *ram_load;
+    /*
+     * multifd's receiving channels: made by migrate-incoming, filled by
+     * accept (main thread), waited on by the loader at each RAM EOS, freed
+     * by the main thread once the loader is gone.
+     */
+    MultiFDRecvState *multifd;
+    uint8_t uuid[16];                   /* the VM's -uuid, for multifd */
     /* Postcopy: state machine, userfaultfd, threads, statistics. */
     PostcopyIncomingState *postcopy;
     /* Postcopy recovery: pauses so far and time paused (error_lock). */

@@ -13,6 +13,12 @@
  */
 bool migration_incoming_start(const char *uri, GError **errp);
 
+/*
+ * The VM's -uuid (16 bytes), which multifd channels carry and check on
+ * both sides, as QEMU does; all zero when -uuid is not given.
+ */
+void migration_set_uuid(const uint8_t uuid[16]);
+
 /* Register the migration QMP commands (migrate, query-migrate, ...). */
 void migration_register_qmp(void);
 

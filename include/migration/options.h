@@ -119,6 +119,8 @@ bool migration_capability_parse(const char *name, MigrationCapability *out);
  * capabilities; errors use QEMU's text.  Ignores support and idleness.
  */
 bool migrate_caps_check(const bool *caps, GError **errp);
+/* multifd's parameters, checked when a migration starts (either side). */
+bool migrate_multifd_check(GError **errp);
 /* Whether c may be set to on now (support, no migration running). */
 bool migrate_capability_check(MigrationCapability c, bool on, GError **errp);
 /* Check a full candidate set (support, rules, idleness), then apply it. */

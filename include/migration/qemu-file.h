@@ -85,8 +85,16 @@ void qemu_file_set_error(QEMUFile *f, int ret);
 /* Takes ownership of err (may be NULL). */
 void qemu_file_set_error_obj(QEMUFile *f, int ret, GError *err);
 
-/* Bytes put so far, including data still queued (output). */
+/*
+ * Bytes put so far, including data still queued (output) and what other
+ * channels carried for this stream.
+ */
 uint64_t qemu_file_transferred(QEMUFile *f);
+/*
+ * Bytes of this stream sent on another channel (multifd): they count
+ * toward its rate limit and its transferred total, as if put here.
+ */
+void qemu_file_acct_other_channel(QEMUFile *f, uint64_t len);
 /* Bytes consumed so far (input): the stream offset for error messages. */
 uint64_t qemu_file_tell(QEMUFile *f);
 

@@ -42,6 +42,7 @@ typedef struct RAMCounters {
     uint64_t transferred;       /* bytes put in the stream by ram */
     uint64_t duplicate;         /* zero pages sent */
     uint64_t normal;            /* full pages sent */
+    uint64_t multifd_bytes;     /* of transferred, on multifd channels */
     uint64_t precopy_bytes;
     uint64_t downtime_bytes;
     uint64_t postcopy_bytes;
@@ -178,6 +179,9 @@ void ram_postcopy_resume_prepare(RAMState *rs);
  * thread only.
  */
 void ram_postcopy_set_preempt_file(RAMState *rs, QEMUFile *f);
+/* multifd channels for the pages of the next migration (NULL: none). */
+typedef struct MultiFDSendState MultiFDSendState;
+void ram_set_multifd(RAMState *rs, MultiFDSendState *multifd);
 int ram_postcopy_preempt_finish(RAMState *rs);
 /* Number of queued requests not served yet. */
 unsigned ram_postcopy_queue_length(RAMState *rs);

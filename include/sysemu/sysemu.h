@@ -20,6 +20,7 @@ typedef struct VMOptions {
     GPtrArray *qmp_specs;       /* char *, one per -qmp or -mon */
     GPtrArray *chardevs;        /* Chardev *, one per -chardev */
     char *uuid;                 /* -uuid, lower case; NULL if absent */
+    uint8_t uuid_bytes[16];     /* the same, binary; zero if absent */
     bool no_shutdown;           /* -no-shutdown: pause instead of exiting */
     bool no_reboot;             /* -no-reboot: a reset shuts down */
     bool msg_timestamp;         /* -msg timestamp=on */

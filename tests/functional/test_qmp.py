@@ -159,6 +159,9 @@ QEMU72_CAPABILITIES = [
 SUPPORTED_CAPABILITIES = {"events", "return-path", "pause-before-switchover",
                           "postcopy-ram", "postcopy-blocktime",
                           "late-block-activate", "postcopy-preempt"}
+# Supported, but refused next to postcopy-ram (which the loop below has on).
+POSTCOPY_CONFLICTS = {"multifd": "multifd together with postcopy-ram is not "
+                      "supported by this VMM"}
 QEMU72_PARAMETERS = {
     "announce-initial": 50, "announce-max": 550, "announce-rounds": 5,
     "announce-step": 100, "compress-level": 1, "compress-threads": 8,
@@ -221,6 +224,9 @@ def test_migration_options():
         arg = {"capabilities": [{"capability": name, "state": True}]}
         if name in SUPPORTED_CAPABILITIES:
             q.cmd_args("migrate-set-capabilities", arg)
+        elif name in POSTCOPY_CONFLICTS:
+            expect_desc(q, "migrate-set-capabilities", arg,
+                        POSTCOPY_CONFLICTS[name])
         else:
             expect_desc(q, "migrate-set-capabilities", arg,
                         f"Capability '{name}' is not supported by this VMM")
@@ -228,6 +234,16 @@ def test_migration_options():
           if c["state"]}
     if on != SUPPORTED_CAPABILITIES:
         ft.fail(f"capabilities on: {on}")
+    # Without postcopy, multifd goes on.
+    q.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": c, "state": False}
+        for c in ("postcopy-preempt", "postcopy-ram", "postcopy-blocktime")]
+        + [{"capability": "multifd", "state": True}])
+    on = {c["capability"] for c in q.cmd("query-migrate-capabilities")
+          if c["state"]}
+    if on != SUPPORTED_CAPABILITIES - {"postcopy-preempt", "postcopy-ram",
+                                       "postcopy-blocktime"} | {"multifd"}:
+        ft.fail(f"capabilities on with multifd: {on}")
 
     params = q.cmd("query-migrate-parameters")
     if params != FERRY_PARAMETERS:

@@ -24,6 +24,7 @@ static bool cap_ferry_supports(MigrationCapability c)
            c == MIGRATION_CAPABILITY_POSTCOPY_RAM ||
            c == MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME ||
            c == MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE ||
+           c == MIGRATION_CAPABILITY_MULTIFD ||
            c == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT;
 }
 
@@ -140,7 +141,10 @@ static void test_capability_rules(void)
         { { C(POSTCOPY_BLOCKTIME) }, NULL },
         { { C(POSTCOPY_RAM), C(X_IGNORE_SHARED) },
           "Postcopy is not compatible with ignore-shared" },
-        { { C(POSTCOPY_RAM), C(MULTIFD) }, NULL },
+        /* ferry's own rule: its multifd is precopy only */
+        { { C(POSTCOPY_RAM), C(MULTIFD) },
+          "multifd together with postcopy-ram is not supported by this VMM" },
+        { { C(MULTIFD), C(RETURN_PATH), C(PAUSE_BEFORE_SWITCHOVER) }, NULL },
         { { C(MULTIFD), C(COMPRESS) },
           "Multifd is not compatible with compress" },
         { { C(RETURN_PATH), C(PAUSE_BEFORE_SWITCHOVER), C(EVENTS) }, NULL },
@@ -458,8 +462,20 @@ static void test_parameter_strings(void)
     g_assert_cmpstr(migrate_multifd_compression(), ==, "zstd");
     g_assert_cmpstr(migrate_tls_hostname(), ==, "dst");
     g_assert_cmpstr(migrate_tls_creds(), ==, "");
+    /* Accepted as QEMU does, but multifd itself only sends uncompressed. */
+    g_assert_true(migrate_multifd_check(&err));
+    g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_MULTIFD, true,
+                                         &err));
+    g_assert_false(migrate_multifd_check(&err));
+    g_assert_cmpstr(err->message, ==, "multifd-compression 'zstd' is not "
+                    "supported by this VMM (only 'none')");
+    g_clear_error(&err);
     reset_state();
     g_assert_cmpstr(migrate_multifd_compression(), ==, "none");
+    g_assert_true(migrate_set_capability(MIGRATION_CAPABILITY_MULTIFD, true,
+                                         &err));
+    g_assert_true(migrate_multifd_check(&err));
+    reset_state();
 }
 
 /* One bad value in a set: nothing of the set applies. */
