@@ -15,7 +15,8 @@ starts with `-incoming defer`.  After each migration:
   byte for byte.
 
 Cases: 2 channels both ways, 4 channels both ways (with return-path on),
-and different `-uuid`s on the two sides: the destination refuses the
+3 channels over a unix socket both ways (64 MiB; the socket file is gone
+afterwards), and different `-uuid`s on the two sides: the destination refuses the
 channels ("multifd: received uuid ... and expected uuid ..."), the
 source's migration fails, it keeps running with its RAM intact, and a
 second migration to a destination with the right uuid completes.
@@ -68,6 +69,14 @@ def enable_multifd(vm, channels, extra_caps=()):
         fail(f"{vm.name}: multifd-channels {got}, set {channels}")
 
 
+def check_ram(c, vm, size, directory, who):
+    """vm's RAM equals the content; the dump goes once checked (gigabytes
+    of dumps slow the host's disk down)."""
+    path = dump(vm, size, directory)
+    c.check_dump(path, who)
+    os.remove(path)
+
+
 def wait_runstate(vm, want, timeout=10.0):
     deadline = time.time() + timeout
     while True:
@@ -102,25 +111,33 @@ def check_source_stats(src, info, c):
              f"{mfd}: multifd bytes not counted in the total")
 
 
-def run(src_kind, dst_kind, channels, return_path=False):
+def run(src_kind, dst_kind, channels, return_path=False, mem=MEM,
+        transport="tcp"):
     src_kind, dst_kind = kind(src_kind), kind(dst_kind)
-    c = content(MEM)
+    c = content(mem)
     d = make_tmpdir("interop-multifd-dumps-")
-    src = start(src_kind, MEM, f"{src_kind}-src", content=c)
-    dst = start(dst_kind, MEM, f"{dst_kind}-dst", incoming="defer")
+    src = start(src_kind, mem, f"{src_kind}-src", content=c)
+    dst = start(dst_kind, mem, f"{dst_kind}-dst", incoming="defer")
     extra = ["return-path"] if return_path else []
     for vm in (src, dst):
         enable_multifd(vm, channels, extra)
     # QEMU's default cap is 32 MiB/s
     src.qmp.cmd("migrate-set-parameters", max_bandwidth=4 << 30)
-    s, t = migrate(src, dst, f"tcp:127.0.0.1:{free_port()}", timeout=90)
+    if transport == "unix":
+        path = os.path.join(d, "migrate.sock")
+        uri = f"unix:{path}"
+    else:
+        uri = f"tcp:127.0.0.1:{free_port()}"
+    s, t = migrate(src, dst, uri, timeout=90)
     expect_completed(src, s, "source")
     expect_completed(dst, t, "destination")
     check_source_stats(src, s, c)
     wait_runstate(dst, "running")
     wait_runstate(src, "postmigrate")
-    c.check_dump(dump(dst, MEM, d), f"destination {dst.name}")
-    c.check_dump(dump(src, MEM, d), f"source {src.name} after")
+    if transport == "unix" and os.path.exists(path):
+        fail(f"{dst.name}: {path} still there after the migration")
+    check_ram(c, dst, mem, d, f"destination {dst.name}")
+    check_ram(c, src, mem, d, f"source {src.name} after")
     for vm in (src, dst):
         vm.shutdown()
 
@@ -139,6 +156,14 @@ def test_qemu_to_ferry_4ch_return_path():
 
 def test_ferry_to_qemu_4ch_return_path():
     run("ferry", "qemu", 4, return_path=True)
+
+
+def test_qemu_to_ferry_unix_3ch():
+    run("qemu", "ferry", 3, mem=SMALL, transport="unix")
+
+
+def test_ferry_to_qemu_unix_3ch():
+    run("ferry", "qemu", 3, mem=SMALL, transport="unix")
 
 
 def dst_outcome(dst):
@@ -197,7 +222,7 @@ def uuid_mismatch(src_kind, dst_kind):
         fail(f"{dst.name}: no uuid error naming both uuids: {text!r}")
     # The source keeps running, its RAM untouched.
     wait_runstate(src, "running")
-    c.check_dump(dump(src, SMALL, d), f"source {src.name} after the refusal")
+    check_ram(c, src, SMALL, d, f"source {src.name} after the refusal")
     dst.kill()
     # ... and a destination with the source's uuid takes it.
     dst2 = start(dst_kind, SMALL, f"{dst_kind}-dst2", incoming="defer",
@@ -209,7 +234,7 @@ def uuid_mismatch(src_kind, dst_kind):
     if s["ram"].get("multifd-bytes", 0) <= 0:
         fail(f"{src.name}: second try: multifd-bytes "
              f"{s['ram'].get('multifd-bytes')!r}")
-    c.check_dump(dump(dst2, SMALL, d), f"destination {dst2.name}")
+    check_ram(c, dst2, SMALL, d, f"destination {dst2.name}")
     for vm in (src, dst2):
         vm.shutdown()
 
@@ -226,5 +251,6 @@ if __name__ == "__main__":
     main([test_qemu_to_ferry_2ch, test_ferry_to_qemu_2ch,
           test_qemu_to_ferry_4ch_return_path,
           test_ferry_to_qemu_4ch_return_path,
+          test_qemu_to_ferry_unix_3ch, test_ferry_to_qemu_unix_3ch,
           test_uuid_mismatch_qemu_to_ferry,
           test_uuid_mismatch_ferry_to_qemu], timeout=170)
