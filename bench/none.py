@@ -26,6 +26,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -52,6 +53,19 @@ CASES = {
     "postcopy/1gbit": (True, GBIT, GBIT),
 }
 IMPLS = ("ferry", "ferry-base", "qemu")
+# "IMPL+mfdN": the same implementation with the multifd capability and N
+# channels on both sides (precopy cases only).
+MFD_SUFFIX = "+mfd"
+
+
+def split_impl(impl):
+    """("ferry", 0) for "ferry", ("qemu", 4) for "qemu+mfd4"."""
+    base, sep, n = impl.partition(MFD_SUFFIX)
+    if not sep:
+        return impl, 0
+    if not n.isdigit() or not 1 <= int(n) <= 255:
+        raise ValueError(f"bad multifd channel count in {impl}")
+    return base, int(n)
 DOWNTIME_LIMIT = 300
 HASH_CHUNK = 8 << 20
 
@@ -130,6 +144,21 @@ def verify(res, content, want, dumps):
 # ---------------------------------------------------------------------------
 # Processes
 
+def prewarm(nbytes):
+    """Touch nbytes of fresh memory, then free it.  On a host whose own
+    memory is backed lazily (a VM: its hypervisor faults pages in on first
+    touch), a process's first touch of memory nobody used recently costs
+    several times a warm one, and whichever implementation runs second
+    reuses the first one's pages: warming before every run gives each the
+    same warm pool, so what is measured is the software."""
+    m = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    for off in range(0, nbytes, mmap.PAGESIZE):
+        m[off] = 1
+    m.close()
+
+
 def cpu_ticks(pid):
     return bench._stat_ticks(f"/proc/{pid}/stat") or 0
 
@@ -166,6 +195,7 @@ def forget(vm):
 def run_one(impl, binary, size, case, content, want, timeout,
             read_order="reverse", read_chunk=4 << 20):
     postcopy, bw, pbw = CASES[case]
+    channels = split_impl(impl)[1]
     res = {"impl": impl, "case": case, "status": "error"}
     src = ft.VM(vm_args(size, content=content), binary=binary,
                 name=f"{impl}-src", serial=False)
@@ -181,6 +211,11 @@ def run_one(impl, binary, size, case, content, want, timeout,
             # only fault-time figure its destination reports
             set_caps(src, ["postcopy-ram", "events"])
             set_caps(dst, ["postcopy-ram", "postcopy-blocktime"])
+        if channels:
+            for vm in (src, dst):
+                set_caps(vm, ["multifd"])
+                vm.qmp.cmd_args("migrate-set-parameters",
+                                {"multifd-channels": channels})
         uri = f"tcp:127.0.0.1:{bench.free_port()}"
         dst.qmp.cmd("migrate-incoming", uri=uri)
         params = {"max-bandwidth": bw, "downtime-limit": DOWNTIME_LIMIT}
@@ -448,6 +483,19 @@ METRICS = [
 RATIOS = [("ferry", "qemu"), ("ferry-base", "qemu"), ("ferry", "ferry-base")]
 
 
+def ratios_for(impls):
+    """The fixed pairs, plus each multifd variant against QEMU on one
+    stream and against QEMU with as many channels."""
+    pairs = [p for p in RATIOS if p[0] in impls and p[1] in impls]
+    for impl in impls:
+        base, n = split_impl(impl)
+        if n and base != "qemu":
+            for other in ("qemu", f"qemu{MFD_SUFFIX}{n}"):
+                if other in impls:
+                    pairs.append((impl, other))
+    return pairs
+
+
 def median_of(runs, key):
     vals = [r[key] for r in runs
             if r.get("status") == "completed" and r.get(key) is not None]
@@ -464,7 +512,7 @@ def summarize(runs):
             med["completed"] = sum(r["status"] == "completed" for r in rs)
             med["runs"] = len(rs)
             impls[impl] = med
-        for a, b in RATIOS:
+        for a, b in ratios_for(list(impls)):
             if a in impls and b in impls:
                 impls[f"{a}/{b}"] = {
                     k: (round(impls[a][k] / impls[b][k], 3)
@@ -479,7 +527,12 @@ def print_table(summary, loopback):
               f"({loopback * 8 / 1e9:.2f} Gbit/s)")
     head = ["case", "impl"] + [m[1] for m in METRICS] + ["ok"]
     rows = [head]
-    order = list(IMPLS) + [f"{a}/{b}" for a, b in RATIOS]
+    impls = sorted({i for c in summary.values() for i in c if "/" not in i},
+                   key=lambda i: (split_impl(i)[0] not in IMPLS,
+                                  IMPLS.index(split_impl(i)[0])
+                                  if split_impl(i)[0] in IMPLS else 0,
+                                  split_impl(i)[1]))
+    order = impls + [f"{a}/{b}" for a, b in ratios_for(impls)]
     for case in [c for c in CASES if c in summary]:
         postcopy = CASES[case][0]
         for impl in order:
@@ -498,6 +551,13 @@ def print_table(summary, loopback):
     for r in rows:
         print("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    if loopback and "precopy/unlimited" in summary:
+        for impl in impls:
+            s = summary["precopy/unlimited"].get(impl)
+            if s and s.get("throughput_MBps"):
+                print(f"precopy/unlimited {impl}: "
+                      f"{s['throughput_MBps'] * 1e6 / loopback:.0%} of the "
+                      f"loopback stream")
 
 
 # ---------------------------------------------------------------------------
@@ -512,8 +572,10 @@ def main():
     ap.add_argument("--ferry-baseline-build", metavar="DIR",
                     help="a second ferry build, labelled ferry-base")
     ap.add_argument("--impl", default="ferry,qemu",
-                    help="comma-separated, of ferry, ferry-base, qemu "
-                    "(default ferry,qemu; ferry-base is added when "
+                    help="comma-separated, of ferry, ferry-base, qemu, "
+                    "each optionally with +mfdN for multifd with N channels "
+                    "(precopy cases only), e.g. ferry+mfd2 (default "
+                    "ferry,qemu; ferry-base is added when "
                     "--ferry-baseline-build is given)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--size", default="1G", help="guest RAM (default 1G)")
@@ -530,6 +592,9 @@ def main():
     ap.add_argument("--read-chunk", default="4M",
                     help="pmemsave size for --read reverse (default 4M)")
     ap.add_argument("--loopback-size", default="2G")
+    ap.add_argument("--prewarm", action="store_true",
+                    help="before each run, touch and free 2 x SIZE of "
+                    "memory (see prewarm())")
     ap.add_argument("--no-loopback", action="store_true")
     ap.add_argument("--out", help="JSON file (default "
                     "bench/results/none-<date>.json)")
@@ -556,13 +621,17 @@ def main():
         builds["ferry-base"] = os.path.abspath(args.ferry_baseline_build)
     binaries = {}
     for impl in impls:
-        if impl == "qemu":
+        try:
+            base, _ = split_impl(impl)
+        except ValueError as e:
+            sys.exit(str(e))
+        if base == "qemu":
             if not ft.QEMU:
                 sys.exit("qemu-system-x86_64 not found (apt-get install "
                          "qemu-system-x86), or pass --impl ferry")
             binaries[impl] = ft.QEMU
-        elif impl in builds:
-            binaries[impl] = os.path.join(builds[impl], "ferry")
+        elif base in builds:
+            binaries[impl] = os.path.join(builds[base], "ferry")
             if not os.access(binaries[impl], os.X_OK):
                 sys.exit(f"{binaries[impl]} is missing: build first "
                          f"(ninja -C {builds[impl]})")
@@ -587,6 +656,10 @@ def main():
             for rep in range(args.reps):
                 # alternate so drifts of the host hit all alike
                 for impl in (impls if rep % 2 == 0 else impls[::-1]):
+                    if CASES[case][0] and split_impl(impl)[1]:
+                        continue        # multifd is precopy only in ferry
+                    if args.prewarm:
+                        prewarm(2 * size)
                     r = run_one(impl, binaries[impl], size, case, content,
                                 want, args.timeout, args.read, read_chunk)
                     r["rep"] = rep
@@ -613,7 +686,8 @@ def main():
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "benchmark": "none",
         "host": host_info(),
-        "builds": {impl: build_info(builds.get(impl), binaries[impl])
+        "builds": {impl: build_info(builds.get(split_impl(impl)[0]),
+                                    binaries[impl])
                    for impl in impls},
         "config": {"machine": "none", "size": size, "reps": args.reps,
                    "impls": impls, "cases": {c: {
@@ -624,7 +698,8 @@ def main():
                    "content": "os.urandom, loaded at 0 with -device loader",
                    "content_sha256": want, "timeout_s": args.timeout,
                    "postcopy_read": args.read,
-                   "postcopy_read_chunk": read_chunk},
+                   "postcopy_read_chunk": read_chunk,
+                   "prewarm": args.prewarm},
         "loopback_Bps": loopback,
         "runs": runs,
         "summary": summary,

@@ -231,6 +231,16 @@ static void fill_source_info(JsonObject *o, MigrationState *s)
     }
     json_object_set_object_member(o, "ram", ram_info(s, &stats));
     fill_pause_info(o, st, stats.postcopy_pauses, s, NULL);
+    if (stats.auto_switch) {
+        JsonObject *a = json_object_new();
+
+        json_object_set_int_member(a, "time", stats.auto_switch_ms);
+        json_object_set_int_member(a, "dirty-rate",
+                                   (int64_t)stats.auto_switch_dirty_rate);
+        json_object_set_int_member(a, "bandwidth",
+                                   (int64_t)stats.auto_switch_bandwidth);
+        json_object_set_object_member(o, "x-auto-postcopy", a);
+    }
 }
 
 /*

@@ -20,6 +20,7 @@
 #include "qemu/thread.h"
 #include "migration/migration.h"
 #include "migration/multifd.h"
+#include "migration/switch-policy.h"
 #include "migration/options.h"
 #include "migration/misc.h"
 #include "migration/ram.h"
@@ -1284,6 +1285,34 @@ static bool converge_stop_now(Convergence *c, uint64_t pending,
     return false;
 }
 
+/*
+ * x-auto-postcopy: sample the dirty rate while precopy runs and ask for
+ * the switch (as migrate-start-postcopy would) once precopy is predicted
+ * not to converge.  False only on a dirty-log error.
+ */
+static bool auto_switch_step(MigrationState *s, SwitchPolicy *policy,
+                             uint64_t threshold, GError **errp)
+{
+    double bandwidth = s->stats.bandwidth * 1000.0;   /* bytes/ms -> /s */
+
+    if (!migrate_x_auto_postcopy() || !migrate_postcopy_ram() ||
+        qatomic_mb_read(&s->start_postcopy)) {
+        return true;
+    }
+    if (!switch_policy_step(policy, s->ram, bandwidth, threshold, errp)) {
+        return !(errp && *errp);
+    }
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats.auto_switch = true;
+    s->stats.auto_switch_dirty_rate = policy->last.dirty_rate;
+    s->stats.auto_switch_bandwidth = bandwidth;
+    s->stats.auto_switch_ms = now_ms() - s->stats.start_time;
+    qemu_mutex_unlock(&s->stats_lock);
+    trace_migration_auto_switch(policy->last.dirty_rate, bandwidth);
+    qatomic_mb_set(&s->start_postcopy, true);
+    return true;
+}
+
 /* Iterate until the rest fits in the downtime; then complete. */
 static bool migration_iterate_loop(MigrationState *s, GError **errp)
 {
@@ -1291,6 +1320,7 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
     BandwidthWindow w = { now_ms(), qemu_file_transferred(f) };
     uint64_t rate = migrate_max_bandwidth();
     Convergence conv = { 0 };
+    SwitchPolicy policy = { 0 };
 
     qemu_file_set_rate_limit(f, rate);
     while (status_is(s, MIGRATION_STATUS_ACTIVE)) {
@@ -1305,6 +1335,9 @@ static bool migration_iterate_loop(MigrationState *s, GError **errp)
         if (migrate_max_bandwidth() != rate) {
             rate = migrate_max_bandwidth();
             qemu_file_set_rate_limit(f, rate);
+        }
+        if (!auto_switch_step(s, &policy, threshold, errp)) {
+            return false;
         }
         if (pending && pending >= threshold && migrate_postcopy_ram() &&
             qatomic_mb_read(&s->start_postcopy)) {

@@ -10,6 +10,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/bitmap.h"
+#include "qemu/bswap.h"
 #include "qemu/error.h"
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
@@ -21,34 +22,6 @@
 
 /* ---------------------------------------------------------------------- */
 /* Wire format */
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(p, &v, 4);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(p, &v, 8);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return GUINT32_FROM_BE(v);
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return GUINT64_FROM_BE(v);
-}
 
 /* Field offsets of the packet header. */
 enum {
@@ -71,8 +44,8 @@ void multifd_init_msg_encode(uint8_t out[MULTIFD_INIT_LEN],
                              uint8_t id)
 {
     memset(out, 0, MULTIFD_INIT_LEN);
-    put_be32(out + INIT_MAGIC, MULTIFD_MAGIC);
-    put_be32(out + INIT_VERSION, MULTIFD_VERSION);
+    stl_be_p(out + INIT_MAGIC, MULTIFD_MAGIC);
+    stl_be_p(out + INIT_VERSION, MULTIFD_VERSION);
     memcpy(out + INIT_UUID, uuid, MULTIFD_UUID_LEN);
     out[INIT_ID] = id;
 }
@@ -81,8 +54,8 @@ bool multifd_init_msg_decode(const uint8_t in[MULTIFD_INIT_LEN],
                              const uint8_t uuid[MULTIFD_UUID_LEN],
                              unsigned nchannels, uint8_t *id, GError **errp)
 {
-    uint32_t magic = get_be32(in + INIT_MAGIC);
-    uint32_t version = get_be32(in + INIT_VERSION);
+    uint32_t magic = ldl_be_p(in + INIT_MAGIC);
+    uint32_t version = ldl_be_p(in + INIT_VERSION);
 
     if (magic != MULTIFD_MAGIC) {
         error_setg(errp, "multifd: channel starts with magic 0x%08x, not "
@@ -115,25 +88,25 @@ void multifd_packet_encode(uint8_t out[MULTIFD_PACKET_HDR_LEN],
                            const MultiFDPacket *p)
 {
     memset(out, 0, MULTIFD_PACKET_HDR_LEN);
-    put_be32(out + PKT_MAGIC, MULTIFD_MAGIC);
-    put_be32(out + PKT_VERSION, MULTIFD_VERSION);
-    put_be32(out + PKT_FLAGS, p->flags);
-    put_be32(out + PKT_PAGES_ALLOC, p->pages_alloc);
-    put_be32(out + PKT_NORMAL_PAGES, p->normal_pages);
-    put_be32(out + PKT_NEXT_SIZE, p->next_packet_size);
-    put_be64(out + PKT_NUM, p->packet_num);
+    stl_be_p(out + PKT_MAGIC, MULTIFD_MAGIC);
+    stl_be_p(out + PKT_VERSION, MULTIFD_VERSION);
+    stl_be_p(out + PKT_FLAGS, p->flags);
+    stl_be_p(out + PKT_PAGES_ALLOC, p->pages_alloc);
+    stl_be_p(out + PKT_NORMAL_PAGES, p->normal_pages);
+    stl_be_p(out + PKT_NEXT_SIZE, p->next_packet_size);
+    stq_be_p(out + PKT_NUM, p->packet_num);
     memcpy(out + PKT_RAMBLOCK, p->ramblock, MULTIFD_RAMBLOCK_LEN);
     for (uint32_t i = 0; i < p->normal_pages && i < MULTIFD_PACKET_PAGES;
          i++) {
-        put_be64(out + PKT_OFFSETS + 8 * i, p->offset[i]);
+        stq_be_p(out + PKT_OFFSETS + 8 * i, p->offset[i]);
     }
 }
 
 bool multifd_packet_decode(const uint8_t in[MULTIFD_PACKET_HDR_LEN],
                            MultiFDPacket *p, GError **errp)
 {
-    uint32_t magic = get_be32(in + PKT_MAGIC);
-    uint32_t version = get_be32(in + PKT_VERSION);
+    uint32_t magic = ldl_be_p(in + PKT_MAGIC);
+    uint32_t version = ldl_be_p(in + PKT_VERSION);
 
     if (magic != MULTIFD_MAGIC) {
         error_setg(errp, "multifd: packet magic 0x%08x, expected 0x%08x",
@@ -145,11 +118,11 @@ bool multifd_packet_decode(const uint8_t in[MULTIFD_PACKET_HDR_LEN],
                    MULTIFD_VERSION);
         return false;
     }
-    p->flags = get_be32(in + PKT_FLAGS);
-    p->pages_alloc = get_be32(in + PKT_PAGES_ALLOC);
-    p->normal_pages = get_be32(in + PKT_NORMAL_PAGES);
-    p->next_packet_size = get_be32(in + PKT_NEXT_SIZE);
-    p->packet_num = get_be64(in + PKT_NUM);
+    p->flags = ldl_be_p(in + PKT_FLAGS);
+    p->pages_alloc = ldl_be_p(in + PKT_PAGES_ALLOC);
+    p->normal_pages = ldl_be_p(in + PKT_NORMAL_PAGES);
+    p->next_packet_size = ldl_be_p(in + PKT_NEXT_SIZE);
+    p->packet_num = ldq_be_p(in + PKT_NUM);
     if (p->flags & MULTIFD_FLAG_COMPRESSION_MASK) {
         error_setg(errp, "multifd: packet %" PRIu64 " is compressed (flags "
                    "0x%x); ferry supports multifd-compression none only",
@@ -175,9 +148,75 @@ bool multifd_packet_decode(const uint8_t in[MULTIFD_PACKET_HDR_LEN],
     memcpy(p->ramblock, in + PKT_RAMBLOCK, MULTIFD_RAMBLOCK_LEN);
     p->ramblock[MULTIFD_RAMBLOCK_LEN - 1] = 0;
     for (uint32_t i = 0; i < p->normal_pages; i++) {
-        p->offset[i] = get_be64(in + PKT_OFFSETS + 8 * i);
+        p->offset[i] = ldq_be_p(in + PKT_OFFSETS + 8 * i);
     }
     return true;
+}
+
+/*
+ * What both sides' threads share: one lock and condition, and the stop
+ * flag with the first error that set it.
+ */
+typedef struct MultiFDShared {
+    QemuMutex lock;
+    QemuCond cond;
+    bool quit;
+    GError *error;
+} MultiFDShared;
+
+static void shared_init(MultiFDShared *sh)
+{
+    qemu_mutex_init(&sh->lock);
+    qemu_cond_init(&sh->cond);
+}
+
+static void shared_destroy(MultiFDShared *sh)
+{
+    if (sh->error) {
+        g_error_free(sh->error);
+    }
+    qemu_cond_destroy(&sh->cond);
+    qemu_mutex_destroy(&sh->lock);
+}
+
+/* Called with sh->lock held: stop everything, keep the first error. */
+static void shared_fail_locked(MultiFDShared *sh, GError *err)
+{
+    if (!sh->error) {
+        sh->error = err;
+    } else if (err) {
+        g_error_free(err);
+    }
+    sh->quit = true;
+    qemu_cond_broadcast(&sh->cond);
+}
+
+/* Called with sh->lock held, once stopped: why. */
+static void shared_error(MultiFDShared *sh, GError **errp)
+{
+    if (sh->error) {
+        g_propagate_error(errp, g_error_copy(sh->error));
+    } else {
+        error_setg(errp, "multifd: the channels were shut down");
+    }
+}
+
+/* Drop done bytes from the front of iov[0..n); returns what is left. */
+static int iov_consume(struct iovec **iov, int n, size_t done)
+{
+    struct iovec *v = *iov;
+
+    while (n > 0 && done >= v->iov_len) {
+        done -= v->iov_len;
+        v++;
+        n--;
+    }
+    if (n > 0) {
+        v->iov_base = (uint8_t *)v->iov_base + done;
+        v->iov_len -= done;
+    }
+    *iov = v;
+    return n;
 }
 
 /* Every byte of iov[0..n), or false with errp set. */
@@ -194,15 +233,7 @@ static bool writev_all(QIOChannel *ioc, struct iovec *iov, int n,
         if (done < 0) {
             return false;
         }
-        while (n > 0 && (size_t)done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+        n = iov_consume(&iov, n, done);
     }
     return true;
 }
@@ -235,15 +266,7 @@ static int readv_all(QIOChannel *ioc, struct iovec *iov, int n,
             return -1;
         }
         first = false;
-        while (n > 0 && (size_t)done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+        n = iov_consume(&iov, n, done);
     }
     return 1;
 }
@@ -257,7 +280,7 @@ typedef struct MultiFDSendChannel {
     QIOChannel *ioc;
     QemuThread thread;
     bool thread_running;
-    /* under s->lock: a job is handed over by setting busy */
+    /* under s->sh.lock: a job is handed over by setting busy */
     bool busy;
     MultiFDPacket job;
     RAMBlock *job_block;
@@ -271,10 +294,7 @@ typedef struct MultiFDSendChannel {
 struct MultiFDSendState {
     unsigned n;
     MultiFDSendChannel *ch;
-    QemuMutex lock;
-    QemuCond cond;
-    bool quit;
-    GError *error;              /* the first channel failure */
+    MultiFDShared sh;
     unsigned next;              /* round robin */
     uint64_t packet_num;
     /* the batch the migration thread fills */
@@ -282,18 +302,6 @@ struct MultiFDSendState {
     uint32_t num;
     uint64_t offset[MULTIFD_PACKET_PAGES];
 };
-
-/* Called with s->lock held. */
-static void send_fail_locked(MultiFDSendState *s, GError *err)
-{
-    if (!s->error) {
-        s->error = err;
-    } else {
-        g_error_free(err);
-    }
-    s->quit = true;
-    qemu_cond_broadcast(&s->cond);
-}
 
 static bool send_packet(MultiFDSendChannel *c, GError **errp)
 {
@@ -316,32 +324,32 @@ static void *multifd_send_thread(void *opaque)
     MultiFDSendChannel *c = opaque;
     MultiFDSendState *s = c->s;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     for (;;) {
         GError *err = NULL;
         bool ok;
 
-        while (!c->busy && !s->quit) {
-            qemu_cond_wait(&s->cond, &s->lock);
+        while (!c->busy && !s->sh.quit) {
+            qemu_cond_wait(&s->sh.cond, &s->sh.lock);
         }
-        if (s->quit) {
+        if (s->sh.quit) {
             break;
         }
-        qemu_mutex_unlock(&s->lock);
+        qemu_mutex_unlock(&s->sh.lock);
         /* The job is ours while busy: the migration thread waits. */
         ok = send_packet(c, &err);
         c->packets++;
         c->pages += c->job.normal_pages;
-        qemu_mutex_lock(&s->lock);
+        qemu_mutex_lock(&s->sh.lock);
         c->busy = false;
         if (!ok) {
             g_prefix_error(&err, "multifd channel %u: ", c->id);
-            send_fail_locked(s, err);
+            shared_fail_locked(&s->sh, err);
             break;
         }
-        qemu_cond_broadcast(&s->cond);
+        qemu_cond_broadcast(&s->sh.cond);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     trace_multifd_send_thread_end(c->id, c->packets, c->pages);
     return NULL;
 }
@@ -388,8 +396,7 @@ MultiFDSendState *multifd_send_setup(const char *uri, unsigned nchannels,
     s = g_new0(MultiFDSendState, 1);
     s->n = nchannels;
     s->ch = g_new0(MultiFDSendChannel, nchannels);
-    qemu_mutex_init(&s->lock);
-    qemu_cond_init(&s->cond);
+    shared_init(&s->sh);
     trace_multifd_send_setup(nchannels);
     for (unsigned i = 0; i < nchannels; i++) {
         s->ch[i].s = s;
@@ -403,7 +410,7 @@ MultiFDSendState *multifd_send_setup(const char *uri, unsigned nchannels,
     return s;
 }
 
-/* Called with s->lock held: first idle channel from the round robin. */
+/* Called with s->sh.lock held: first idle channel from the round robin. */
 static MultiFDSendChannel *idle_channel_locked(MultiFDSendState *s)
 {
     for (unsigned k = 0; k < s->n; k++) {
@@ -417,7 +424,7 @@ static MultiFDSendChannel *idle_channel_locked(MultiFDSendState *s)
     return NULL;
 }
 
-/* Called with s->lock held. */
+/* Called with s->sh.lock held. */
 static void hand_over_locked(MultiFDSendState *s, MultiFDSendChannel *c,
                              uint32_t flags)
 {
@@ -436,7 +443,7 @@ static void hand_over_locked(MultiFDSendState *s, MultiFDSendChannel *c,
     c->job_block = s->block;
     c->busy = true;
     s->num = 0;
-    qemu_cond_broadcast(&s->cond);
+    qemu_cond_broadcast(&s->sh.cond);
 }
 
 /* Give the batch (maybe empty, for a SYNC) to an idle channel. */
@@ -446,19 +453,19 @@ static bool send_batch(MultiFDSendState *s, MultiFDSendChannel *only,
     MultiFDSendChannel *c = NULL;
     bool ok;
 
-    qemu_mutex_lock(&s->lock);
-    while (!s->quit) {
+    qemu_mutex_lock(&s->sh.lock);
+    while (!s->sh.quit) {
         c = only ? (only->busy ? NULL : only) : idle_channel_locked(s);
         if (c) {
             break;
         }
-        qemu_cond_wait(&s->cond, &s->lock);
+        qemu_cond_wait(&s->sh.cond, &s->sh.lock);
     }
-    ok = !s->quit;
+    ok = !s->sh.quit;
     if (ok) {
         hand_over_locked(s, c, flags);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     return ok;
 }
 
@@ -497,21 +504,17 @@ bool multifd_send_sync(MultiFDSendState *s, uint64_t *bytes, GError **errp)
         *bytes += MULTIFD_PACKET_HDR_LEN;
     }
     /* The SYNCs are written once every channel is idle again. */
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     for (unsigned i = 0; ok && i < s->n; i++) {
-        while (s->ch[i].busy && !s->quit) {
-            qemu_cond_wait(&s->cond, &s->lock);
+        while (s->ch[i].busy && !s->sh.quit) {
+            qemu_cond_wait(&s->sh.cond, &s->sh.lock);
         }
     }
-    ok = !s->quit;
+    ok = !s->sh.quit;
     if (!ok) {
-        if (s->error) {
-            g_propagate_error(errp, g_error_copy(s->error));
-        } else {
-            error_setg(errp, "multifd: the channels were shut down");
-        }
+        shared_error(&s->sh, errp);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     trace_multifd_send_sync(s->packet_num, ok);
     return ok;
 }
@@ -521,16 +524,15 @@ void multifd_send_shutdown(MultiFDSendState *s)
     if (!s) {
         return;
     }
-    qemu_mutex_lock(&s->lock);
-    s->quit = true;
-    qemu_cond_broadcast(&s->cond);
+    qemu_mutex_lock(&s->sh.lock);
+    shared_fail_locked(&s->sh, NULL);
     for (unsigned i = 0; i < s->n; i++) {
         if (s->ch[i].ioc) {
             qio_channel_shutdown(s->ch[i].ioc, QIO_CHANNEL_SHUTDOWN_BOTH,
                                  NULL);
         }
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
 }
 
 void multifd_send_cleanup(MultiFDSendState *s)
@@ -538,10 +540,9 @@ void multifd_send_cleanup(MultiFDSendState *s)
     if (!s) {
         return;
     }
-    qemu_mutex_lock(&s->lock);
-    s->quit = true;
-    qemu_cond_broadcast(&s->cond);
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
+    shared_fail_locked(&s->sh, NULL);
+    qemu_mutex_unlock(&s->sh.lock);
     for (unsigned i = 0; i < s->n; i++) {
         MultiFDSendChannel *c = &s->ch[i];
 
@@ -553,11 +554,7 @@ void multifd_send_cleanup(MultiFDSendState *s)
             qio_channel_unref(c->ioc);
         }
     }
-    if (s->error) {
-        g_error_free(s->error);
-    }
-    qemu_cond_destroy(&s->cond);
-    qemu_mutex_destroy(&s->lock);
+    shared_destroy(&s->sh);
     g_free(s->ch);
     g_free(s);
 }
@@ -582,15 +579,12 @@ struct MultiFDRecvChannel {
 struct MultiFDRecvState {
     unsigned n;
     uint8_t uuid[MULTIFD_UUID_LEN];
-    QemuMutex lock;
-    QemuCond cond;
     GPtrArray *channels;        /* MultiFDRecvChannel *, in accept order */
     bool *id_seen;
     unsigned synced;            /* channels waiting at the current SYNC */
     uint64_t sync_gen;          /* bumped when the loader releases them */
     unsigned ended;             /* channels closed by the source */
-    bool quit;
-    GError *error;
+    MultiFDShared sh;
     uint64_t packets, pages;    /* of finished channels */
 };
 
@@ -601,8 +595,7 @@ MultiFDRecvState *multifd_recv_new(unsigned nchannels,
 
     s->n = nchannels;
     memcpy(s->uuid, uuid, MULTIFD_UUID_LEN);
-    qemu_mutex_init(&s->lock);
-    qemu_cond_init(&s->cond);
+    shared_init(&s->sh);
     s->channels = g_ptr_array_new();
     s->id_seen = g_new0(bool, MAX(nchannels, 1));
     return s;
@@ -639,10 +632,10 @@ bool multifd_recv_channel_hello(MultiFDRecvChannel *c, GError **errp)
         !multifd_init_msg_decode(hello, s->uuid, s->n, &id, errp)) {
         return false;
     }
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     dup = s->id_seen[id];
     s->id_seen[id] = true;
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     if (dup) {
         error_setg(errp, "multifd: channel id %u connected twice", id);
         return false;
@@ -719,33 +712,21 @@ int multifd_recv_channel_packet(MultiFDRecvChannel *c, bool *sync,
     return 1;
 }
 
-/* Called with s->lock held. */
-static void recv_fail_locked(MultiFDRecvState *s, GError *err)
-{
-    if (!s->error) {
-        s->error = err;
-    } else {
-        g_error_free(err);
-    }
-    s->quit = true;
-    qemu_cond_broadcast(&s->cond);
-}
-
 /* A channel at its SYNC waits for the loader to reach the RAM EOS. */
 static bool recv_wait_release(MultiFDRecvState *s)
 {
     uint64_t gen;
     bool released;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     gen = s->sync_gen;
     s->synced++;
-    qemu_cond_broadcast(&s->cond);
-    while (s->sync_gen == gen && !s->quit) {
-        qemu_cond_wait(&s->cond, &s->lock);
+    qemu_cond_broadcast(&s->sh.cond);
+    while (s->sync_gen == gen && !s->sh.quit) {
+        qemu_cond_wait(&s->sh.cond, &s->sh.lock);
     }
     released = s->sync_gen != gen;
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     return released;
 }
 
@@ -764,20 +745,20 @@ static void *multifd_recv_thread(void *opaque)
             }
         }
     }
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     s->packets += c->packets;
     s->pages += c->pages;
     if (err) {
-        recv_fail_locked(s, err);
+        shared_fail_locked(&s->sh, err);
     } else if (r == 0) {
         /*
          * The source closes the channels once the last EOS is synced; a
          * SYNC still awaited from this channel will never come.
          */
         s->ended++;
-        qemu_cond_broadcast(&s->cond);
+        qemu_cond_broadcast(&s->sh.cond);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     if (err) {
         /* The source's writes on this channel fail rather than block. */
         qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
@@ -797,10 +778,10 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
         return false;
     }
     c = multifd_recv_channel_new(s, ioc);
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     g_ptr_array_add(s->channels, c);
     all = s->channels->len == s->n;
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     if (!qemu_thread_create(&c->thread, "mig/dst/multifd",
                             multifd_recv_thread, c, errp)) {
         return false;
@@ -813,24 +794,22 @@ bool multifd_recv_sync(MultiFDRecvState *s, GError **errp)
 {
     bool ok;
 
-    qemu_mutex_lock(&s->lock);
-    while (s->synced < s->n && !s->quit && !s->ended) {
-        qemu_cond_wait(&s->cond, &s->lock);
+    qemu_mutex_lock(&s->sh.lock);
+    while (s->synced < s->n && !s->sh.quit && !s->ended) {
+        qemu_cond_wait(&s->sh.cond, &s->sh.lock);
     }
-    ok = s->synced == s->n && !s->quit;
+    ok = s->synced == s->n && !s->sh.quit;
     if (ok) {
         s->synced = 0;
         s->sync_gen++;
-        qemu_cond_broadcast(&s->cond);
-    } else if (s->error) {
-        g_propagate_error(errp, g_error_copy(s->error));
-    } else if (s->ended) {
+        qemu_cond_broadcast(&s->sh.cond);
+    } else if (s->ended && !s->sh.error) {
         error_setg(errp, "multifd: %u of %u channels closed by the source "
                    "before their SYNC", s->ended, s->n);
     } else {
-        error_setg(errp, "multifd: the channels were shut down");
+        shared_error(&s->sh, errp);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
     trace_multifd_recv_sync(ok);
     return ok;
 }
@@ -840,24 +819,23 @@ void multifd_recv_shutdown(MultiFDRecvState *s)
     if (!s) {
         return;
     }
-    qemu_mutex_lock(&s->lock);
-    s->quit = true;
-    qemu_cond_broadcast(&s->cond);
+    qemu_mutex_lock(&s->sh.lock);
+    shared_fail_locked(&s->sh, NULL);
     for (guint i = 0; i < s->channels->len; i++) {
         MultiFDRecvChannel *c = s->channels->pdata[i];
 
         qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
 }
 
 void multifd_recv_stats(MultiFDRecvState *s, uint64_t *packets,
                         uint64_t *pages)
 {
-    qemu_mutex_lock(&s->lock);
+    qemu_mutex_lock(&s->sh.lock);
     *packets = s->packets;
     *pages = s->pages;
-    qemu_mutex_unlock(&s->lock);
+    qemu_mutex_unlock(&s->sh.lock);
 }
 
 void multifd_recv_free(MultiFDRecvState *s)
@@ -875,11 +853,7 @@ void multifd_recv_free(MultiFDRecvState *s)
         multifd_recv_channel_free(c);
     }
     g_ptr_array_free(s->channels, true);
-    if (s->error) {
-        g_error_free(s->error);
-    }
     g_free(s->id_seen);
-    qemu_cond_destroy(&s->cond);
-    qemu_mutex_destroy(&s->lock);
+    shared_destroy(&s->sh);
     g_free(s);
 }

@@ -82,6 +82,10 @@ static const MigrationCapabilityInfo capability_table[] = {
     [MIGRATION_CAPABILITY_POSTCOPY_PREEMPT] = {
         "postcopy-preempt", true, "7.1",
         "postcopy: faulted pages get their own channel" },
+    [MIGRATION_CAPABILITY_X_AUTO_POSTCOPY] = {
+        "x-auto-postcopy", true, "ferry",
+        "switch to postcopy by itself when precopy is predicted not to "
+        "converge (needs postcopy-ram)" },
 };
 
 G_STATIC_ASSERT(ARRAY_SIZE(capability_table) == MIGRATION_CAPABILITY__MAX);
@@ -151,6 +155,9 @@ static const CapabilityRule capability_rules[] = {
       false, "Postcopy preempt not compatible with compress" },
     { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_COMPRESS,
       false, "Multifd is not compatible with compress" },
+    { MIGRATION_CAPABILITY_X_AUTO_POSTCOPY,
+      MIGRATION_CAPABILITY_POSTCOPY_RAM, true,
+      "x-auto-postcopy requires postcopy-ram" },
     /* ferry's own: its multifd is precopy only (QEMU 7.2 allows both) */
     { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_POSTCOPY_RAM,
       false, "multifd together with postcopy-ram is not supported by this "
@@ -355,6 +362,11 @@ bool migrate_background_snapshot(void)
 bool migrate_zero_copy_send(void)
 {
     return migrate_cap(MIGRATION_CAPABILITY_ZERO_COPY_SEND);
+}
+
+bool migrate_x_auto_postcopy(void)
+{
+    return migrate_cap(MIGRATION_CAPABILITY_X_AUTO_POSTCOPY);
 }
 
 bool migrate_postcopy_preempt(void)

@@ -862,25 +862,10 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Transparent huge pages off while discarding (so discards really drop) */
 
-static void thp_set(bool on)
-{
-    g_autoptr(GPtrArray) blocks = migratable_blocks();
-
-    for (guint i = 0; i < blocks->len; i++) {
-        RAMBlock *rb = blocks->pdata[i];
-
-        /* hugetlbfs is huge anyway; THP advice does not apply to it */
-        if (!(rb->flags & RAM_HUGETLB) && rb->host) {
-            madvise(rb->host, rb->max_length,
-                    on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-        }
-    }
-}
-
 static void discard_prepare(PostcopyIncomingState *pis)
 {
     if (!pis->thp_disabled) {
-        thp_set(false);
+        qemu_ram_advise_huge(false);
         pis->thp_disabled = true;
     }
 }
@@ -1109,7 +1094,7 @@ static void postcopy_incoming_cleanup(PostcopyIncomingState *pis)
     }
     /* Guest RAM is advised huge from its creation (physmem.c): back to that. */
     if (pis->thp_disabled) {
-        thp_set(true);
+        qemu_ram_advise_huge(true);
     }
     pis->thp_disabled = false;
     trace_postcopy_ram_incoming_cleanup_exit();

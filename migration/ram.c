@@ -300,13 +300,13 @@ static void update_dirty_rate(RAMState *rs)
     rs->time_last_bitmap_sync = now;
 }
 
-bool migration_bitmap_sync(RAMState *rs, GError **errp)
+/* Pull the dirty log into the bitmaps; *found: pages newly dirty. */
+static bool bitmap_sync(RAMState *rs, uint64_t *found, GError **errp)
 {
     RAMBlock *rb;
-    uint64_t pass;
-    uint64_t found = 0;
     bool ok = true;
 
+    *found = 0;
     if (!rs->active) {
         error_setg(errp, "RAM migration is not set up");
         return false;
@@ -326,11 +326,45 @@ bool migration_bitmap_sync(RAMState *rs, GError **errp)
         }
         rs->migration_dirty_pages += newly;
         rs->num_dirty_pages_period += newly;
-        found += newly;
+        *found += newly;
     }
     rcu_read_unlock();
     qemu_mutex_unlock(&rs->bitmap_mutex);
-    if (!ok) {
+    return ok;
+}
+
+bool ram_dirty_sample(RAMState *rs, uint64_t *newly, uint64_t *clean_before,
+                      GError **errp)
+{
+    *clean_before = ram_total_pages(rs) - ram_dirty_pages(rs);
+    if (!bitmap_sync(rs, newly, errp)) {
+        return false;
+    }
+    trace_ram_dirty_sample(*newly, *clean_before);
+    return true;
+}
+
+uint64_t ram_total_pages(RAMState *rs)
+{
+    return ram_bytes_total() >> TARGET_PAGE_BITS;
+}
+
+uint64_t ram_dirty_pages(RAMState *rs)
+{
+    uint64_t n;
+
+    qemu_mutex_lock(&rs->bitmap_mutex);
+    n = rs->migration_dirty_pages;
+    qemu_mutex_unlock(&rs->bitmap_mutex);
+    return n;
+}
+
+bool migration_bitmap_sync(RAMState *rs, GError **errp)
+{
+    uint64_t pass;
+    uint64_t found;
+
+    if (!bitmap_sync(rs, &found, errp)) {
         return false;
     }
 
@@ -1574,7 +1608,15 @@ bool ram_load_setup(MigrationIncomingState *mis, GError **errp)
         RAMBlock *rb = blocks->pdata[i];
 
         bitmap_replace(&rb->receivedmap, bitmap_new(ramblock_pages(rb)));
+        bitmap_replace(&rb->zeromap, qemu_ram_untouched_map(rb));
     }
+    /*
+     * The load writes pages one at a time, all over RAM, and leaves the
+     * zero pages untouched: with huge pages every first write would
+     * allocate and clear 2 MiB, zero pages included (4x the destination's
+     * CPU for a mostly-zero guest on a nested host; docs/performance.md).
+     */
+    qemu_ram_advise_huge(false);
     g_ptr_array_free(blocks, true);
     return true;
 }
@@ -1588,7 +1630,10 @@ void ram_load_cleanup(MigrationIncomingState *mis)
         RAMBlock *rb = blocks->pdata[i];
 
         bitmap_replace(&rb->receivedmap, NULL);
+        bitmap_replace(&rb->zeromap, NULL);
     }
+    /* The guest runs on: khugepaged may merge its pages from now on. */
+    qemu_ram_advise_huge(true);
     g_ptr_array_free(blocks, true);
 }
 
@@ -1699,6 +1744,17 @@ static void mark_received(RAMBlock *rb, uint64_t offset)
     }
 }
 
+/* Untouched since the load began, and not received since: zero. */
+static bool page_known_zero(RAMBlock *rb, uint64_t offset)
+{
+    unsigned long *zero = rcu_dereference(rb->zeromap);
+    unsigned long *received = rcu_dereference(rb->receivedmap);
+    unsigned long page = offset >> TARGET_PAGE_BITS;
+
+    return zero && test_bit(page, zero) &&
+           !(received && test_bit_atomic(page, received));
+}
+
 static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
                       uint64_t offset, GError **errp)
 {
@@ -1716,8 +1772,12 @@ static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
         if (qemu_file_get_error_obj(f, errp)) {
             return false;
         }
-        /* Writing zeros to an untouched page would allocate it. */
-        if (fill != 0 || !buffer_is_zero(host, TARGET_PAGE_SIZE)) {
+        /*
+         * Writing zeros to an untouched page would allocate it, and even
+         * reading it faults in the zero page: skip the pages known zero.
+         */
+        if (fill != 0 || (!page_known_zero(rb, offset) &&
+                          !buffer_is_zero(host, TARGET_PAGE_SIZE))) {
             memset(host, fill, TARGET_PAGE_SIZE);
         }
     } else {

@@ -6,6 +6,7 @@
  * name/id, command, stream offset).
  */
 #include "qemu/osdep.h"
+#include "qemu/bswap.h"
 #include "qemu/thread.h"
 #include "qemu/bitmap.h"
 #include "migration/savevm.h"
@@ -848,21 +849,6 @@ static const struct {
     [MIG_CMD_RECV_BITMAP] = { "RECV_BITMAP", -1 },
 };
 
-static uint64_t be64_at(const uint8_t *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return GUINT64_FROM_BE(v);
-}
-
-static uint32_t be32_at(const uint8_t *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return GUINT32_FROM_BE(v);
-}
 
 static bool have_postcopy(LoadVMContext *ctx, const char *cmd, GError **errp)
 {
@@ -894,7 +880,7 @@ static int cmd_open_return_path(LoadVMContext *ctx, QEMUFile *f,
 
 static int cmd_ping(LoadVMContext *ctx, const uint8_t *data, GError **errp)
 {
-    uint32_t value = be32_at(data);
+    uint32_t value = ldl_be_p(data);
     int ret;
 
     trace_loadvm_process_command_ping(value);
@@ -933,7 +919,7 @@ static int cmd_advise(LoadVMContext *ctx, const uint8_t *data, uint16_t len,
         error_setg(errp, "POSTCOPY_ADVISE: postcopy not supported");
         return -ENOTSUP;
     }
-    return ctx->postcopy_ops->advise(ctx, be64_at(data), be64_at(data + 8),
+    return ctx->postcopy_ops->advise(ctx, ldq_be_p(data), ldq_be_p(data + 8),
                                      errp) ? 0 : -EINVAL;
 }
 
@@ -988,8 +974,8 @@ static int cmd_discard(LoadVMContext *ctx, const uint8_t *data, uint16_t len,
     for (unsigned int i = 0; i < n; i++) {
         const uint8_t *p = data + 3 + namelen + 16 * i;
 
-        starts[i] = be64_at(p);
-        lens[i] = be64_at(p + 8);
+        starts[i] = ldq_be_p(p);
+        lens[i] = ldq_be_p(p + 8);
         if (starts[i] + lens[i] < starts[i]) {
             error_setg(errp, "%s: '%s': range %u overflows (start 0x%"
                        PRIx64 " length 0x%" PRIx64 ")", cmd, idstr, i,
@@ -1049,7 +1035,7 @@ static uint8_t *read_blob(QEMUFile *f, uint32_t size)
 static int cmd_packaged(QEMUFile *f, LoadVMContext *ctx,
                         const uint8_t *data, GError **errp)
 {
-    uint32_t size = be32_at(data);
+    uint32_t size = ldl_be_p(data);
     QEMUFile *blob;
     uint8_t *buf;
     int ret;
@@ -1664,7 +1650,7 @@ int source_return_path_read(QEMUFile *rp, RPMessage *msg, GError **errp)
 
 uint32_t rp_message_get_u32(const RPMessage *msg)
 {
-    return msg->len >= 4 ? be32_at(msg->data) : 0;
+    return msg->len >= 4 ? ldl_be_p(msg->data) : 0;
 }
 
 bool rp_message_get_req_pages(const RPMessage *msg, uint64_t *start,
@@ -1677,8 +1663,8 @@ bool rp_message_get_req_pages(const RPMessage *msg, uint64_t *start,
                    msg->type, msg->len);
         return false;
     }
-    *start = be64_at(msg->data);
-    *len = be32_at(msg->data + 8);
+    *start = ldq_be_p(msg->data);
+    *len = ldl_be_p(msg->data + 8);
     idstr[0] = 0;
     if (msg->type == MIG_RP_MSG_REQ_PAGES_ID) {
         memcpy(idstr, msg->data + 13, msg->data[12]);

@@ -8,10 +8,12 @@
 #include "sysemu/cpus.h"
 #include "exec/memory.h"
 #include "hw/machine.h"
+#include "hw/dirtier.h"
 #include "monitor/qmp.h"
 #include "migration/misc.h"
 #include "qemu/trace.h"
 #include "chardev/char.h"
+#include "sysemu/kvm.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 
@@ -197,6 +199,7 @@ int main(int argc, char **argv)
     const MachineClass *mc;
     MachineState *ms;
     GError *err = NULL;
+    Dirtier *dirtier = NULL;
 
     rcu_register_thread();
     /* Before anything that may trace; -trace below refines it. */
@@ -241,6 +244,12 @@ int main(int argc, char **argv)
     if (mc->needs_vcpus) {
         ms->accel_kvm = true;
     }
+    if (ms->dirtier && mc->needs_vcpus) {
+        /* Before the machine: pc would fail first on a host without KVM. */
+        error_report("-device x-dirtier: x-dirtier needs a machine without "
+                     "vCPUs: its writes would escape KVM's dirty log");
+        return 1;
+    }
 
     /* Fork before any thread exists. */
     if (opts.daemonize) {
@@ -256,10 +265,25 @@ int main(int argc, char **argv)
         !load_loader_blobs(ms, &err)) {
         fatal(err);
     }
+    if (ms->dirtier && kvm_enabled()) {
+        /* One dirty log per VM: KVM's would replace the software one. */
+        error_report("-device x-dirtier: cannot be used with -accel kvm "
+                     "(its software dirty log replaces KVM's)");
+        remove_pidfile();
+        return 1;
+    }
+    if (ms->dirtier) {
+        dirtier = dirtier_create(ms->dirtier, mc->needs_vcpus, &err);
+        if (!dirtier) {
+            g_prefix_error(&err, "-device ");
+            fatal(err);
+        }
+    }
     qemu_init_signal_handlers();
     qmp_register_core_commands();
     chardev_register_qmp();
     migration_register_qmp();
+    dirtier_register_qmp();
     migration_set_uuid(opts.uuid_bytes);
     ram_mig_init();
     if (!start_qmp(&opts, &err)) {
@@ -282,6 +306,7 @@ int main(int argc, char **argv)
     qemu_main_loop_run();
 
     pause_all_vcpus();
+    dirtier_destroy(dirtier);
     flush_main_context();
     qmp_server_shutdown();
     remove_pidfile();

@@ -4,6 +4,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
+#include "qemu/bitmap.h"
 #include "exec/ramblock.h"
 #include "exec/memory.h"
 #include <fcntl.h>
@@ -195,6 +196,73 @@ static void *ram_mmap_aligned(size_t size, size_t align, int mflags, int fd)
     return start;
 }
 
+/*
+ * Guest RAM in transparent huge pages: each first touch of guest memory
+ * (the loader, the guest, the migration thread reading a page to send)
+ * then costs a TLB miss and a fault per 2 MiB instead of per 4 KiB.
+ * Advice only: the kernel may refuse it, which costs speed, not
+ * correctness. hugetlbfs is huge anyway.
+ */
+static void ram_block_advise_huge(RAMBlock *rb, bool on)
+{
+    if (!(rb->flags & RAM_HUGETLB) && rb->host) {
+        madvise(rb->host, rb->max_length,
+                on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    }
+}
+
+#define PAGEMAP_PRESENT (1ULL << 63)
+#define PAGEMAP_SWAPPED (1ULL << 62)
+#define PAGEMAP_CHUNK 8192          /* entries per read */
+
+unsigned long *qemu_ram_untouched_map(RAMBlock *rb)
+{
+    uint64_t npages = rb->used_length >> TARGET_PAGE_BITS;
+    g_autofree uint64_t *e = NULL;
+    unsigned long *map;
+    int fd;
+
+    /* Shared memory may hold pages that are not in our page tables. */
+    if (rb->fd >= 0 || (rb->flags & RAM_SHARED) || !rb->host ||
+        getpagesize() != TARGET_PAGE_SIZE) {
+        return NULL;
+    }
+    fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL;
+    }
+    map = bitmap_new(npages);
+    e = g_new(uint64_t, PAGEMAP_CHUNK);
+    for (uint64_t first = 0; first < npages; first += PAGEMAP_CHUNK) {
+        uint64_t n = MIN(PAGEMAP_CHUNK, npages - first);
+        off_t at = ((uintptr_t)rb->host / TARGET_PAGE_SIZE + first) * 8;
+
+        if (pread(fd, e, n * 8, at) != (ssize_t)(n * 8)) {
+            g_free(map);
+            map = NULL;
+            break;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            if (!(e[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
+                set_bit(first + i, map);
+            }
+        }
+    }
+    close(fd);
+    return map;
+}
+
+void qemu_ram_advise_huge(bool on)
+{
+    RAMBlock *rb;
+
+    rcu_read_lock();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        ram_block_advise_huge(rb, on);
+    }
+    rcu_read_unlock();
+}
+
 static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
                           GError **errp)
 {
@@ -216,9 +284,6 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
         }
     } else {
         rb->page_size = getpagesize();
-    }
-    if (hugetlb) {
-        rb->flags |= RAM_HUGETLB;
     }
     if (!QEMU_IS_ALIGNED(rb->max_length, rb->page_size)) {
         error_setg(errp, "%s '%s': size %" PRIu64 " is not a multiple of "
@@ -251,17 +316,10 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
                          (uint64_t)rb->max_length);
         return false;
     }
-    if (!hugetlb) {
-        /*
-         * Guest RAM in transparent huge pages: each first touch of guest
-         * memory (the loader, the guest, the migration thread reading a
-         * page to send, the destination writing one) then costs a TLB
-         * miss and a fault per 2 MiB instead of per 4 KiB. Advice only:
-         * the kernel may refuse it, which costs speed, not correctness.
-         * The postcopy destination turns it off while it discards.
-         */
-        madvise(rb->host, rb->max_length, MADV_HUGEPAGE);
+    if (hugetlb) {
+        rb->flags |= RAM_HUGETLB;
     }
+    ram_block_advise_huge(rb, true);
     if (cfg->prealloc) {
         rb->flags |= RAM_PREALLOC;
         return prealloc_range(rb->host, rb->max_length, rb->page_size, name,
@@ -281,6 +339,7 @@ static void ram_block_destroy(RAMBlock *rb)
     g_free(rb->bmap);
     g_free(rb->unsentmap);
     g_free(rb->receivedmap);
+    g_free(rb->zeromap);
     g_free(rb);
 }
 

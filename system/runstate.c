@@ -122,6 +122,20 @@ void qemu_add_vm_change_state_handler(VMChangeStateHandler cb, void *opaque)
     qemu_mutex_unlock(&handlers_lock);
 }
 
+void qemu_del_vm_change_state_handler(VMChangeStateHandler cb, void *opaque)
+{
+    qemu_mutex_lock(&handlers_lock);
+    for (guint i = 0; change_handlers && i < change_handlers->len; i++) {
+        ChangeHandler *h = &g_array_index(change_handlers, ChangeHandler, i);
+
+        if (h->cb == cb && h->opaque == opaque) {
+            g_array_remove_index(change_handlers, i);
+            break;
+        }
+    }
+    qemu_mutex_unlock(&handlers_lock);
+}
+
 static void vm_state_notify(bool running, RunState s)
 {
     g_autoptr(GArray) snap = NULL;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <json-glib/json-glib.h>
 #include "qemu/json-depth.h"
+#include "hw/dirtier.h"
 
 #define DEFAULT_RAM_SIZE (128ULL << 20)
 #define MAX_CPUS 255
@@ -535,6 +536,72 @@ static bool isa_serial_device(VMOptions *opts, ParseCtx *ctx, GHashTable *h,
     return true;
 }
 
+/*
+ * -device x-dirtier: ferry's RAM-writing workload (hw/dirtier.c).  What
+ * can be checked without the machine is checked here; the region against
+ * guest RAM and the machine's vCPUs when the device is created.
+ */
+static bool x_dirtier_device(VMOptions *opts, GHashTable *h, GError **errp)
+{
+    static const char *const known[] = {
+        "driver", "id", "rate", "size", "addr", "pattern", "seed", NULL
+    };
+    g_autofree DirtierConfig *cfg = g_new0(DirtierConfig, 1);
+    const char *pattern = g_hash_table_lookup(h, "pattern");
+
+    if (opts->machine.dirtier) {
+        error_setg(errp, "x-dirtier: only one x-dirtier device is supported");
+        return false;
+    }
+    if (!keyval_check_known(h, known, errp)) {
+        g_prefix_error(errp, "x-dirtier: ");
+        return false;
+    }
+    if (!g_hash_table_contains(h, "rate") ||
+        !g_hash_table_contains(h, "size")) {
+        error_setg(errp, "x-dirtier: parameter '%s' is missing",
+                   g_hash_table_contains(h, "rate") ? "size" : "rate");
+        return false;
+    }
+    if (!keyval_size(h, "rate", 'B', &cfg->rate, errp) ||
+        !keyval_size(h, "size", 'B', &cfg->size, errp) ||
+        !keyval_size(h, "addr", 'B', &cfg->addr, errp) ||
+        !keyval_u64(h, "seed", &cfg->seed, errp)) {
+        g_prefix_error(errp, "x-dirtier: ");
+        return false;
+    }
+    if (cfg->rate == 0) {
+        error_setg(errp, "x-dirtier: parameter 'rate' must be more than 0 "
+                   "bytes/s");
+        return false;
+    }
+    if (cfg->size < 2 * TARGET_PAGE_SIZE ||
+        !QEMU_IS_ALIGNED(cfg->size, TARGET_PAGE_SIZE)) {
+        error_setg(errp, "x-dirtier: parameter 'size' must be a multiple of "
+                   "%llu bytes and at least 2 pages (a control page and a "
+                   "data page), not %" PRIu64, TARGET_PAGE_SIZE, cfg->size);
+        return false;
+    }
+    if (!QEMU_IS_ALIGNED(cfg->addr, TARGET_PAGE_SIZE) ||
+        cfg->addr + cfg->size < cfg->addr) {
+        error_setg(errp, "x-dirtier: parameter 'addr' must be aligned to "
+                   "%llu bytes (and addr+size must not wrap), not 0x%" PRIx64,
+                   TARGET_PAGE_SIZE, cfg->addr);
+        return false;
+    }
+    if (!pattern || !strcmp(pattern, "random")) {
+        cfg->pattern = DIRTIER_PATTERN_RANDOM;
+    } else if (!strcmp(pattern, "sweep")) {
+        cfg->pattern = DIRTIER_PATTERN_SWEEP;
+    } else {
+        error_setg(errp, "x-dirtier: parameter 'pattern' must be random or "
+                   "sweep, not '%s'", pattern);
+        return false;
+    }
+    opts->machine.dirtier = g_steal_pointer(&cfg);
+    return true;
+}
+
 static bool opt_device(VMOptions *opts, ParseCtx *ctx, const char *arg,
                        GError **errp)
 {
@@ -554,9 +621,12 @@ static bool opt_device(VMOptions *opts, ParseCtx *ctx, const char *arg,
     if (driver && !strcmp(driver, "isa-serial")) {
         return isa_serial_device(opts, ctx, h, errp);
     }
+    if (driver && !strcmp(driver, "x-dirtier")) {
+        return x_dirtier_device(opts, h, errp);
+    }
     if (!driver || strcmp(driver, "loader")) {
-        error_setg(errp, "device '%s' is not supported (only 'loader' and "
-                   "'isa-serial')", driver ? driver : "");
+        error_setg(errp, "device '%s' is not supported (only 'loader', "
+                   "'isa-serial' and 'x-dirtier')", driver ? driver : "");
         return false;
     }
     if (!keyval_check_known(h, known, errp) ||
@@ -1372,6 +1442,7 @@ void qemu_free_options(VMOptions *opts)
     g_free(ms->serial);
     g_clear_pointer(&ms->backends, g_ptr_array_unref);
     g_clear_pointer(&ms->loaders, g_ptr_array_unref);
+    g_clear_pointer(&ms->dirtier, g_free);
     g_clear_pointer(&opts->qmp_specs, g_ptr_array_unref);
     if (qemu_chardevs == opts->chardevs) {
         qemu_chardevs = NULL;
@@ -1420,6 +1491,9 @@ void qemu_print_help(FILE *out)
 "                        guest RAM backend (use with -machine memory-backend=ID)\n"
 "-device loader,file=PATH,addr=ADDR[,force-raw=on]\n"
 "                        copy a raw file into guest RAM at ADDR\n"
+"-device x-dirtier,rate=R,size=S[,addr=A][,pattern=random|sweep][,seed=N]\n"
+"                        (ferry-only, machines none/x-ram) write guest RAM\n"
+"                        at R bytes/s while the VM runs, for migration tests\n"
 "-serial file:PATH|stdio|null|none\n"
 "-chardev socket,id=ID,path=PATH|fd=N,server=on,wait=off\n"
 "-chardev file,id=ID,path=PATH[,append=on] | stdio,id=ID | null,id=ID\n"

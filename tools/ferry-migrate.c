@@ -82,6 +82,7 @@ typedef struct Migration {
     int64_t best_remaining;
     int stall_passes;
     int64_t last_pass_seen;
+    bool src_auto;              /* the source switches by itself (ferry) */
     bool cancel_sent;
     bool timed_out;
     bool interrupted;
@@ -563,6 +564,29 @@ static void add_cap(JsonArray *arr, const char *name, bool state)
     json_array_add_object_element(arr, c);
 }
 
+/* Does this VMM list a capability (ferry's own x- ones, say)? */
+static bool has_cap(QmpClient *q, const char *name)
+{
+    g_autoptr(JsonNode) ret = NULL;
+    JsonArray *a;
+
+    if (!qmpc_execute(q, "query-migrate-capabilities", NULL, &ret, NULL) ||
+        !JSON_NODE_HOLDS_ARRAY(ret)) {
+        return false;
+    }
+    a = json_node_get_array(ret);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonObject *c = json_array_get_object_element(a, i);
+        const char *n = c ? json_object_get_string_member_with_default(
+                                c, "capability", "") : "";
+
+        if (!strcmp(n, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool set_caps(Migration *m, QmpClient *q, GError **errp)
 {
     Options *o = m->opts;
@@ -577,6 +601,16 @@ static bool set_caps(Migration *m, QmpClient *q, GError **errp)
     add_cap(arr, "return-path", true);
     if (o->policy != SWITCH_NEVER) {
         add_cap(arr, "postcopy-ram", true);
+    }
+    /*
+     * auto: a ferry source predicts the non-convergence itself, from the
+     * dirty rate it samples during the first pass; a QEMU source gets the
+     * switch from us once passes stop making progress.
+     */
+    if (o->policy == SWITCH_AUTO && q == m->src &&
+        has_cap(q, "x-auto-postcopy")) {
+        add_cap(arr, "x-auto-postcopy", true);
+        m->src_auto = true;
     }
     for (char **c = o->caps; c && *c; c++) {
         g_autofree char *name = NULL;
@@ -763,6 +797,9 @@ static bool want_postcopy(Migration *m)
     case SWITCH_AFTER_PRECOPY:
         return m->pass >= 2;
     case SWITCH_AUTO:
+        if (m->src_auto) {
+            return false;       /* the source decides (x-auto-postcopy) */
+        }
         if (m->pass < 2) {
             return false;       /* the first pass always looks bad */
         }
@@ -781,6 +818,25 @@ static bool want_postcopy(Migration *m)
                 expected > AUTO_DOWNTIME_FACTOR * m->downtime_limit);
     default:
         return false;
+    }
+}
+
+/* The source switched by itself: record when, as if we had asked. */
+static void note_auto_switch(Migration *m)
+{
+    JsonObject *a = jo_obj(m->src_info, "x-auto-postcopy");
+
+    if (!a) {
+        return;
+    }
+    m->postcopy_requested = true;
+    m->postcopy_at_us = m->start_us + jo_int(a, "time", 0) * 1000;
+    mreport_set_postcopy(m->rep, (m->postcopy_at_us - m->start_us) / 1e6);
+    if (!m->opts->quiet && !m->opts->json) {
+        report("source switches to postcopy by itself: dirty rate %.0f "
+               "MB/s against %.0f MB/s of bandwidth",
+               jo_int(a, "dirty-rate", 0) / 1e6,
+               jo_int(a, "bandwidth", 0) / 1e6);
     }
 }
 
@@ -1312,6 +1368,9 @@ static bool wait_for_completion(Migration *m, GError **errp)
         }
         if (!m->postcopy_requested && !m->cancel_sent && want_postcopy(m)) {
             start_postcopy(m);
+        }
+        if (m->src_auto && !m->postcopy_requested) {
+            note_auto_switch(m);
         }
     }
 }

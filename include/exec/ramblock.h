@@ -56,6 +56,12 @@ typedef struct RAMBlock {
     unsigned long *bmap;
     unsigned long *unsentmap;
     unsigned long *receivedmap;
+    /*
+     * zeromap (destination): target pages never touched when the load
+     * began, hence zero; a ZERO record for one that has not been received
+     * since needs neither a read nor a write.  NULL when unknown.
+     */
+    unsigned long *zeromap;
     /* Accelerator's private data (KVM memslot bookkeeping). */
     void *accel_priv;
 } RAMBlock;
@@ -81,6 +87,20 @@ RAMBlock *qemu_ram_alloc(const char *name, uint64_t size,
                          const RAMBackendConfig *cfg, GError **errp);
 /* Remove from the list and free after a grace period. */
 void qemu_ram_free(RAMBlock *block);
+/*
+ * Transparent huge page advice for all migratable RAM: on from creation;
+ * an incoming migration turns it off while it writes pages one by one
+ * (and postcopy while it discards), then on again.
+ */
+void qemu_ram_advise_huge(bool on);
+/*
+ * A bitmap (one bit per target page of used_length) of the pages of a
+ * private anonymous block that were never touched (neither present nor
+ * swapped, per /proc/self/pagemap) and so read as zero; NULL for other
+ * blocks or when pagemap cannot be read.  Reading a page to find out
+ * would fault it in.
+ */
+unsigned long *qemu_ram_untouched_map(RAMBlock *rb);
 
 /* Both must be called inside rcu_read_lock() (or with ram_list.mutex). */
 RAMBlock *qemu_ram_block_by_name(const char *name);

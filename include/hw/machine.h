@@ -41,6 +41,7 @@ struct MachineState {
     GPtrArray *loaders;         /* LoaderDevice * */
     char *serial;               /* -serial spec: file:PATH, stdio, null, none */
     bool isa_serial;            /* the spec came from -device isa-serial */
+    struct DirtierConfig *dirtier;  /* -device x-dirtier (hw/dirtier.h) */
     RAMBlock *ram;              /* main guest RAM, mapped at gpa 0 */
 };
 

@@ -58,6 +58,11 @@ typedef struct MigrationStats {
     uint64_t postcopy_pauses;
     int64_t postcopy_paused_ms;         /* finished pauses */
     int64_t paused_since;               /* 0 unless paused now */
+    /* x-auto-postcopy: when it asked for the switch, and why. */
+    bool auto_switch;
+    int64_t auto_switch_ms;             /* since the start */
+    double auto_switch_dirty_rate;      /* bytes/s, estimated */
+    double auto_switch_bandwidth;       /* bytes/s, measured */
 } MigrationStats;
 
 /*

@@ -31,6 +31,8 @@ typedef enum MigrationCapability {
     MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT,
     MIGRATION_CAPABILITY_ZERO_COPY_SEND,
     MIGRATION_CAPABILITY_POSTCOPY_PREEMPT,
+    /* ferry's own, after QEMU 7.2's */
+    MIGRATION_CAPABILITY_X_AUTO_POSTCOPY,
     MIGRATION_CAPABILITY__MAX
 } MigrationCapability;
 
@@ -150,6 +152,7 @@ bool migrate_validate_uuid(void);
 bool migrate_background_snapshot(void);
 bool migrate_zero_copy_send(void);
 bool migrate_postcopy_preempt(void);
+bool migrate_x_auto_postcopy(void);
 
 const MigrationParameterInfo *migrate_parameter_info(MigrationParameter p);
 bool migration_parameter_parse(const char *name, MigrationParameter *out);

@@ -179,6 +179,17 @@ void ram_postcopy_resume_prepare(RAMState *rs);
  * thread only.
  */
 void ram_postcopy_set_preempt_file(RAMState *rs, QEMUFile *f);
+/*
+ * A dirty-log sync in the middle of a pass, to sample the dirty rate (the
+ * automatic switch): *newly gets the pages that turned dirty, *clean_before
+ * the pages that were clean just before.  Not a pass: dirty-sync-count and
+ * the MIGRATION_PASS event are left alone.
+ */
+bool ram_dirty_sample(RAMState *rs, uint64_t *newly, uint64_t *clean_before,
+                      GError **errp);
+/* Target pages of migratable RAM, and how many are dirty now. */
+uint64_t ram_total_pages(RAMState *rs);
+uint64_t ram_dirty_pages(RAMState *rs);
 /* multifd channels for the pages of the next migration (NULL: none). */
 typedef struct MultiFDSendState MultiFDSendState;
 void ram_set_multifd(RAMState *rs, MultiFDSendState *multifd);

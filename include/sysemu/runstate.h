@@ -69,5 +69,11 @@ void qemu_system_reset_request(ShutdownCause cause);
 /* Called for every state change, in the thread that changed it. */
 typedef void (*VMChangeStateHandler)(void *opaque, bool running, RunState s);
 void qemu_add_vm_change_state_handler(VMChangeStateHandler cb, void *opaque);
+/*
+ * Remove the first handler registered with this cb and opaque.  A change
+ * already under way may still call it once (handlers run from a copy), so
+ * the caller frees opaque only when no change can be in progress.
+ */
+void qemu_del_vm_change_state_handler(VMChangeStateHandler cb, void *opaque);
 
 #endif

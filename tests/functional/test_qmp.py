@@ -158,7 +158,10 @@ QEMU72_CAPABILITIES = [
 # postcopy-preempt needs postcopy-ram, which comes first in the list.
 SUPPORTED_CAPABILITIES = {"events", "return-path", "pause-before-switchover",
                           "postcopy-ram", "postcopy-blocktime",
-                          "late-block-activate", "postcopy-preempt"}
+                          "late-block-activate", "postcopy-preempt",
+                          "x-auto-postcopy"}
+# QEMU 7.2's list, then ferry's own
+FERRY_CAPABILITIES = QEMU72_CAPABILITIES + ["x-auto-postcopy"]
 # Supported, but refused next to postcopy-ram (which the loop below has on).
 POSTCOPY_CONFLICTS = {"multifd": "multifd together with postcopy-ram is not "
                       "supported by this VMM"}
@@ -216,11 +219,11 @@ def test_migration_options():
     vm = ft.VM(["-M", "none", "-m", "16M"], name="qmpopts").launch()
     q = vm.qmp
     caps = q.cmd("query-migrate-capabilities")
-    if [c["capability"] for c in caps] != QEMU72_CAPABILITIES:
+    if [c["capability"] for c in caps] != FERRY_CAPABILITIES:
         ft.fail(f"capability list {caps}")
     if any(c["state"] for c in caps):
         ft.fail(f"capabilities on by default: {caps}")
-    for name in QEMU72_CAPABILITIES:
+    for name in FERRY_CAPABILITIES:
         arg = {"capabilities": [{"capability": name, "state": True}]}
         if name in SUPPORTED_CAPABILITIES:
             q.cmd_args("migrate-set-capabilities", arg)
@@ -237,12 +240,14 @@ def test_migration_options():
     # Without postcopy, multifd goes on.
     q.cmd("migrate-set-capabilities", capabilities=[
         {"capability": c, "state": False}
-        for c in ("postcopy-preempt", "postcopy-ram", "postcopy-blocktime")]
+        for c in ("postcopy-preempt", "postcopy-ram", "postcopy-blocktime",
+                  "x-auto-postcopy")]
         + [{"capability": "multifd", "state": True}])
     on = {c["capability"] for c in q.cmd("query-migrate-capabilities")
           if c["state"]}
-    if on != SUPPORTED_CAPABILITIES - {"postcopy-preempt", "postcopy-ram",
-                                       "postcopy-blocktime"} | {"multifd"}:
+    if on != SUPPORTED_CAPABILITIES - {
+            "postcopy-preempt", "postcopy-ram", "postcopy-blocktime",
+            "x-auto-postcopy"} | {"multifd"}:
         ft.fail(f"capabilities on with multifd: {on}")
 
     params = q.cmd("query-migrate-parameters")

@@ -14,6 +14,7 @@ static const char *const cap_names[] = {
     "dirty-bitmaps", "postcopy-blocktime", "late-block-activate",
     "x-ignore-shared", "validate-uuid", "background-snapshot",
     "zero-copy-send", "postcopy-preempt",
+    "x-auto-postcopy",          /* ferry's own */
 };
 
 static bool cap_ferry_supports(MigrationCapability c)
@@ -25,7 +26,8 @@ static bool cap_ferry_supports(MigrationCapability c)
            c == MIGRATION_CAPABILITY_POSTCOPY_BLOCKTIME ||
            c == MIGRATION_CAPABILITY_LATE_BLOCK_ACTIVATE ||
            c == MIGRATION_CAPABILITY_MULTIFD ||
-           c == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT;
+           c == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT ||
+           c == MIGRATION_CAPABILITY_X_AUTO_POSTCOPY;
 }
 
 static void reset_state(void)
@@ -63,10 +65,13 @@ static void test_capability_set(void)
         GError *err = NULL;
         bool ok;
 
-        if (i == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT) {
+        if (i == MIGRATION_CAPABILITY_POSTCOPY_PREEMPT ||
+            i == MIGRATION_CAPABILITY_X_AUTO_POSTCOPY) {
             /* Alone it breaks its rule; with postcopy-ram it is fine. */
             g_assert_false(migrate_set_capability(i, true, &err));
             g_assert_cmpstr(err->message, ==,
+                            i == MIGRATION_CAPABILITY_X_AUTO_POSTCOPY ?
+                            "x-auto-postcopy requires postcopy-ram" :
                             "Postcopy preempt requires postcopy-ram");
             g_clear_error(&err);
             g_assert_true(migrate_set_capability(
@@ -105,6 +110,7 @@ static void test_capability_accessors(void)
         migrate_late_block_activate, migrate_ignore_shared,
         migrate_validate_uuid, migrate_background_snapshot,
         migrate_zero_copy_send, migrate_postcopy_preempt,
+        migrate_x_auto_postcopy,
     };
     MigrationState *s = migrate_get_current();
 
@@ -145,6 +151,8 @@ static void test_capability_rules(void)
         { { C(POSTCOPY_RAM), C(MULTIFD) },
           "multifd together with postcopy-ram is not supported by this VMM" },
         { { C(MULTIFD), C(RETURN_PATH), C(PAUSE_BEFORE_SWITCHOVER) }, NULL },
+        { { C(X_AUTO_POSTCOPY) }, "x-auto-postcopy requires postcopy-ram" },
+        { { C(X_AUTO_POSTCOPY), C(POSTCOPY_RAM) }, NULL },
         { { C(MULTIFD), C(COMPRESS) },
           "Multifd is not compatible with compress" },
         { { C(RETURN_PATH), C(PAUSE_BEFORE_SWITCHOVER), C(EVENTS) }, NULL },

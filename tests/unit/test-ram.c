@@ -5,6 +5,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/bitmap.h"
+#include "qemu/cutils.h"
 #include "qemu/rcu.h"
 #include "exec/ramblock.h"
 #include "exec/memory.h"
@@ -744,6 +745,62 @@ static void test_continue_across_sections(void)
     g_byte_array_free(s.b, true);
 }
 
+/*
+ * A ZERO record for a page never touched must not touch it (not even read
+ * it: that maps the zero page, a fault per page); one for a page that
+ * holds data, from before the load or from the load itself, must clear it.
+ */
+static void test_zero_untouched(void)
+{
+    RAMBackendConfig shared = { .type = RAM_BACKEND_ANON, .share = true };
+    RAMBlock *rb = qemu_ram_alloc("tz", 1 << 20, NULL, NULL);
+    RAMBlock *sh = qemu_ram_alloc("ts", 1 << 20, &shared, NULL);
+    Stream s = { g_byte_array_new() };
+    uint8_t page[TARGET_PAGE_SIZE];
+    unsigned long *untouched;
+    Saved sv;
+    GError *err = NULL;
+
+    g_assert_nonnull(rb);
+    g_assert_null(qemu_ram_untouched_map(sh));  /* shared: cannot know */
+    memset(rb->host + 2 * TARGET_PAGE_SIZE, 0xaa, TARGET_PAGE_SIZE);
+    memset(page, 0x77, sizeof(page));
+    s_be64(&s, RAM_SAVE_FLAG_ZERO);
+    s_str(&s, "tz");
+    s_u8(&s, 0);
+    s_be64(&s, 2 * TARGET_PAGE_SIZE | RAM_SAVE_FLAG_ZERO |
+           RAM_SAVE_FLAG_CONTINUE);
+    s_u8(&s, 0);
+    s_be64(&s, 4 * TARGET_PAGE_SIZE | RAM_SAVE_FLAG_PAGE |
+           RAM_SAVE_FLAG_CONTINUE);
+    g_byte_array_append(s.b, page, sizeof(page));
+    s_be64(&s, 4 * TARGET_PAGE_SIZE | RAM_SAVE_FLAG_ZERO |
+           RAM_SAVE_FLAG_CONTINUE);
+    s_u8(&s, 0);
+    s_be64(&s, RAM_SAVE_FLAG_EOS);
+    sv.data = s.b->data;
+    sv.len = s.b->len;
+
+    g_assert_true(ram_load_setup(mis, &err));
+    g_assert_true(test_bit(0, rb->zeromap));
+    g_assert_false(test_bit(2, rb->zeromap));
+    g_assert_true(load_all(&sv, &err));
+    g_assert_no_error(err);
+    ram_load_cleanup(mis);
+    g_assert_true(buffer_is_zero(rb->host + 2 * TARGET_PAGE_SIZE,
+                                 TARGET_PAGE_SIZE));
+    g_assert_true(buffer_is_zero(rb->host + 4 * TARGET_PAGE_SIZE,
+                                 TARGET_PAGE_SIZE));
+    untouched = qemu_ram_untouched_map(rb);
+    g_assert_nonnull(untouched);
+    g_assert_true(test_bit(0, untouched));      /* still never touched */
+    g_assert_false(test_bit(4, untouched));
+    g_free(untouched);
+    qemu_ram_free(rb);
+    qemu_ram_free(sh);
+    g_byte_array_free(s.b, true);
+}
+
 static void test_bad_version(void)
 {
     QIOChannel *ioc = qio_channel_new_from_bytes("\0\0\0\0\0\0\0\x10", 8);
@@ -784,6 +841,7 @@ int main(int argc, char **argv)
     g_test_add_func("/ram/continue-across-sections",
                     test_continue_across_sections);
     g_test_add_func("/ram/bad-version", test_bad_version);
+    g_test_add_func("/ram/zero-untouched", test_zero_untouched);
     g_test_add_func("/ram/recv-bitmap", test_recv_bitmap);
     ret = g_test_run();
     migration_state_free(ms);
