@@ -18,6 +18,9 @@ and so must the source's after a failed migration.  Both sides turn
 - max-bandwidth 64 MiB/s over 256 MiB: completes, and the rate measured
   from transferred/total-time stays below 1.5x the cap (the bytes of the
   multifd channels count toward the limit).
+- x-dirtier writing 4 MiB at 64 MiB/s during a 4-channel precopy with a
+  20 ms downtime limit: several passes, pages sent more than once, both
+  RAMs identical at the end (no old copy overtaking a new one).
 - the destination SIGKILLed mid-migration, and one multifd channel reset
   mid-migration (relay.py): the source reports failed with an error-desc,
   runs again with its RAM intact, and then migrates to a fresh
@@ -349,6 +352,60 @@ def test_bandwidth_cap():
         fail(f"{rate / MiB:.1f} MiB/s with max-bandwidth "
              f"{CAP / MiB:.0f} MiB/s: the multifd channels are not limited")
     pat.check(dst.pmemsave(BIG), f"destination {dst.name}")
+
+
+def test_dirtier_passes():
+    """x-dirtier (ferry's RAM-writing device, machine none) writes while a
+    4-channel precopy runs, with a downtime limit low enough for several
+    passes: a page sent again in a later pass, perhaps on another
+    channel, must not be overtaken by its older copy.  Both RAMs must be
+    identical once completed (the destination starts with -S, so it
+    does not write), with written pages in the region."""
+    if SRC != "ferry" or DST != "ferry":
+        log("not run: x-dirtier is ferry's")
+        return
+    import dirtier
+    # 1024 pages written at 64 MiB/s: most are sent two or more times
+    region = (0, 4 * MiB)
+    args = vm_args(MEM, ["-device", f"x-dirtier,rate=64M,size={region[1]}"])
+    src = VM(args, name="ferry-src", serial=False).launch()
+    dst = VM(args + ["-incoming", "defer", "-S"], name="ferry-dst",
+             serial=False).launch()
+    for vm in (src, dst):
+        enable_multifd(vm, 4)
+    deadline = time.time() + 20
+    while src.qmp.cmd("x-query-dirtier")["pages-written"] < 3000:
+        if time.time() > deadline:
+            fail(f"the writer is slow: {src.qmp.cmd('x-query-dirtier')}")
+        time.sleep(0.05)
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=128 * MiB,
+                downtime_limit=20)
+    s, t, took = migrate(src, dst, f"tcp:127.0.0.1:{free_port()}",
+                         timeout=60)
+    expect_completed(src, s, "source")
+    expect_completed(dst, t, "destination")
+    ram = s["ram"]
+    log(f"{ram['dirty-sync-count']} dirty syncs, {ram['normal']} pages "
+        f"sent, multifd-bytes {ram['multifd-bytes']}, downtime "
+        f"{s.get('downtime')} ms")
+    if ram["dirty-sync-count"] < 3 or ram["multifd-bytes"] <= 0:
+        fail(f"wanted several passes over the channels: {ram}")
+    if dst.query_status() == "running":
+        fail("destination started despite -S")
+    sd = src.pmemsave(MEM)
+    dd = dst.pmemsave(MEM)
+    try:
+        stats = dirtier.compare_precopy(sd, dd, region)
+    except dirtier.PageError as e:
+        fail(f"RAM differs after a multifd precopy with a writer: {e}")
+    log(f"identical; region {stats}")
+    if stats["dirtier"] < 900:
+        fail(f"too few written pages in the region: {stats}")
+    if ram["normal"] <= stats["dirtier"]:
+        fail(f"{ram['normal']} pages sent for {stats['dirtier']} written "
+             "ones: no page went twice")
+    for path in (sd, dd):
+        os.remove(path)
 
 
 # --------------------------------------------------------------------------
@@ -702,7 +759,8 @@ def checked(fn):
 def main():
     tests = [test_tcp_1_channel, test_tcp_2_channels, test_tcp_8_channels,
              test_unix_2_channels, test_without_multifd_no_multifd_bytes,
-             test_bandwidth_cap, test_destination_killed, test_channel_reset,
+             test_bandwidth_cap, test_dirtier_passes,
+             test_destination_killed, test_channel_reset,
              test_channel_count_mismatch]
     if SRC == "ferry":
         tests += [test_refuse_uris, test_refuse_postcopy,
