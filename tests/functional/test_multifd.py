@@ -46,6 +46,7 @@ import signal
 import socket
 import time
 
+import dirtier
 import ferrytest as ft
 import relay as rl
 from ferrytest import VM, QMPError, fail, log
@@ -364,7 +365,6 @@ def test_dirtier_passes():
     if SRC != "ferry" or DST != "ferry":
         log("not run: x-dirtier is ferry's")
         return
-    import dirtier
     # 1024 pages written at 64 MiB/s: most are sent two or more times
     region = (0, 4 * MiB)
     args = vm_args(MEM, ["-device", f"x-dirtier,rate=64M,size={region[1]}"])

@@ -16,10 +16,12 @@ starts with `-incoming defer`.  After each migration:
 
 Cases: 2 channels both ways, 4 channels both ways (with return-path on),
 3 channels over a unix socket both ways (64 MiB; the socket file is gone
-afterwards), and different `-uuid`s on the two sides: the destination refuses the
-channels ("multifd: received uuid ... and expected uuid ..."), the
-source's migration fails, it keeps running with its RAM intact, and a
-second migration to a destination with the right uuid completes.
+afterwards), ferry -> QEMU with ferry's x-dirtier writing during a
+precopy of several passes (both RAMs identical), and different `-uuid`s
+on the two sides: the destination refuses the channels ("multifd:
+received uuid ... and expected uuid ..."), the source's migration fails,
+it keeps running with its RAM intact, and a second migration to a
+destination with the right uuid completes.
 
 MULTIFD_CONTROL=1 runs every case QEMU <-> QEMU, to check the test
 itself against the reference implementation.
@@ -31,6 +33,7 @@ import time
 from interop import (PAGE, MiB, Content, dump, expect_completed,
                      fail, free_port, log, main, make_tmpdir, migrate,
                      set_caps, start, status, wait_status)
+import dirtier  # noqa: E402  (../functional, on the path through interop)
 
 MEM = 256 * MiB
 SMALL = 64 * MiB
@@ -166,6 +169,53 @@ def test_ferry_to_qemu_unix_3ch():
     run("ferry", "qemu", 3, mem=SMALL, transport="unix")
 
 
+def test_ferry_to_qemu_dirtier():
+    """ferry's x-dirtier writes 4 MiB at 64 MiB/s during the migration,
+    with a 20 ms downtime limit: several passes, pages sent more than
+    once over 4 channels; QEMU's destination orders them by the SYNC
+    packets and RAM EOS ferry sends, so both RAMs must be identical (the
+    destination starts with -S and stays stopped)."""
+    if CONTROL:
+        log("not run: x-dirtier is ferry's")
+        return
+    mem = 128 * MiB
+    region = (0, 4 * MiB)
+    d = make_tmpdir("interop-multifd-dirtier-")
+    src = start("ferry", mem, "ferry-src",
+                extra=["-device", f"x-dirtier,rate=64M,size={region[1]}"])
+    dst = start("qemu", mem, "qemu-dst", incoming="defer", extra=["-S"])
+    for vm in (src, dst):
+        enable_multifd(vm, 4)
+    deadline = time.time() + 20
+    while src.qmp.cmd("x-query-dirtier")["pages-written"] < 3000:
+        if time.time() > deadline:
+            fail(f"the writer is slow: {src.qmp.cmd('x-query-dirtier')}")
+        time.sleep(0.05)
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=128 * MiB,
+                downtime_limit=20)
+    s, t = migrate(src, dst, f"tcp:127.0.0.1:{free_port()}", timeout=60)
+    expect_completed(src, s, "source")
+    expect_completed(dst, t, "destination")
+    ram = s["ram"]
+    log(f"{ram['dirty-sync-count']} dirty syncs, {ram['normal']} pages "
+        f"sent, multifd-bytes {ram['multifd-bytes']}")
+    if ram["dirty-sync-count"] < 3 or ram["multifd-bytes"] <= 0:
+        fail(f"wanted several passes over the channels: {ram}")
+    if dst.query_status() == "running":
+        fail("destination started despite -S")
+    sd, dd = dump(src, mem, d), dump(dst, mem, d)
+    try:
+        stats = dirtier.compare_precopy(sd, dd, region)
+    except dirtier.PageError as e:
+        fail(f"QEMU's RAM differs from ferry's: {e}")
+    log(f"identical; region {stats}")
+    if stats["dirtier"] < 900 or ram["normal"] <= stats["dirtier"]:
+        fail(f"{ram['normal']} pages sent for {stats['dirtier']} written "
+             "ones: wanted most of the region, some pages twice")
+    for path in (sd, dd):
+        os.remove(path)
+
+
 def dst_outcome(dst):
     """What a refusing destination says: its stderr, plus its error-desc
     if it is still up (QEMU 7.2's stays in inmigrate, ferry's may exit).
@@ -252,5 +302,6 @@ if __name__ == "__main__":
           test_qemu_to_ferry_4ch_return_path,
           test_ferry_to_qemu_4ch_return_path,
           test_qemu_to_ferry_unix_3ch, test_ferry_to_qemu_unix_3ch,
+          test_ferry_to_qemu_dirtier,
           test_uuid_mismatch_qemu_to_ferry,
           test_uuid_mismatch_ferry_to_qemu], timeout=170)
