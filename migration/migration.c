@@ -2087,13 +2087,9 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     trace_migration_incoming_accept(qio_channel_get_name(ioc));
     if (mis->from_src_file && mis->multifd) {
         /* After main, every connection is a multifd channel (QEMU 7.2). */
-        if (!multifd_recv_new_channel(mis->multifd, ioc, &err)) {
-            if (err) {
-                migration_incoming_fail(NULL, err);
-            }
-            return;
+        if (!multifd_recv_new_channel(mis->multifd, ioc, &err) && err) {
+            migration_incoming_fail(NULL, err);
         }
-        incoming_start_loader(mis);
         return;
     }
     f = qemu_file_new_input(ioc);
@@ -2110,11 +2106,17 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
         qemu_mutex_lock(&mis->file_lock);
         mis->from_src_file = f;
         qemu_mutex_unlock(&mis->file_lock);
-        if (migrate_postcopy_preempt() || mis->multifd) {
-            return;     /* as QEMU 7.2: load once all channels exist */
+        if (migrate_postcopy_preempt()) {
+            return;     /* as QEMU 7.2: load once both channels exist */
         }
-        /* One channel only: nobody else may connect. */
-        migration_listener_cancel(mis->listener);
+        /*
+         * One channel only: nobody else may connect.  multifd's channels
+         * still come (the listener closes after the last one); the
+         * loader starts now and waits for them at the first RAM EOS.
+         */
+        if (!mis->multifd) {
+            migration_listener_cancel(mis->listener);
+        }
     }
     incoming_start_loader(mis);
 }

@@ -18,6 +18,7 @@
 #include "exec/ramblock.h"
 #include "migration/multifd.h"
 #include "trace/trace-migration.h"
+#include <poll.h>
 #include <sys/uio.h>
 
 /* ---------------------------------------------------------------------- */
@@ -790,13 +791,62 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
     return all;
 }
 
-bool multifd_recv_sync(MultiFDRecvState *s, GError **errp)
+/*
+ * The source closed this channel, or reset it: POLLRDHUP says so even
+ * with stream data left unread (the loader waits at an EOS, not reading).
+ */
+static bool peer_closed(QIOChannel *ioc)
 {
+    struct pollfd p = {
+        .fd = ioc ? qio_channel_get_fd(ioc) : -1,
+        .events = POLLRDHUP,
+    };
+
+    return p.fd >= 0 && qio_channel_is_socket(ioc) && poll(&p, 1, 0) > 0 &&
+           (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* How often a sync still missing channels looks at the main stream. */
+#define MULTIFD_SYNC_POLL_MS 500
+
+/* Called with s->sh.lock held: give up on channels that do not come? */
+static bool channels_missing(MultiFDRecvState *s, QIOChannel *main,
+                             int64_t since_ms, uint64_t timeout_ms,
+                             GError **errp)
+{
+    int64_t waited = g_get_monotonic_time() / 1000 - since_ms;
+
+    if (peer_closed(main)) {
+        error_setg(errp, "multifd: the source closed the main stream with "
+                   "%u of %u channels connected", s->channels->len, s->n);
+        return true;
+    }
+    if (timeout_ms && waited > (int64_t)timeout_ms) {
+        error_setg(errp, "multifd: %u of %u channels connected within "
+                   "x-net-timeout (%" PRIu64 " ms)", s->channels->len, s->n,
+                   timeout_ms);
+        return true;
+    }
+    return false;
+}
+
+bool multifd_recv_sync(MultiFDRecvState *s, QIOChannel *main,
+                       uint64_t timeout_ms, GError **errp)
+{
+    int64_t since = g_get_monotonic_time() / 1000;
     bool ok;
 
     qemu_mutex_lock(&s->sh.lock);
     while (s->synced < s->n && !s->sh.quit && !s->ended) {
-        qemu_cond_wait(&s->sh.cond, &s->sh.lock);
+        if (s->channels->len == s->n) {
+            qemu_cond_wait(&s->sh.cond, &s->sh.lock);
+        } else if (!qemu_cond_timedwait(&s->sh.cond, &s->sh.lock,
+                                        MULTIFD_SYNC_POLL_MS) &&
+                   s->channels->len < s->n &&
+                   channels_missing(s, main, since, timeout_ms, errp)) {
+            qemu_mutex_unlock(&s->sh.lock);
+            return false;
+        }
     }
     ok = s->synced == s->n && !s->sh.quit;
     if (ok) {

@@ -2033,7 +2033,8 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
                 ok = false;
             } else if (mis->multifd) {
                 /* Everything sent before this EOS is in place after it. */
-                ok = multifd_recv_sync(mis->multifd, errp);
+                ok = multifd_recv_sync(mis->multifd, qemu_file_get_ioc(f),
+                                       migrate_net_timeout(), errp);
             }
             goto out;
         default:

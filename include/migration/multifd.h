@@ -97,15 +97,23 @@ MultiFDRecvState *multifd_recv_new(unsigned nchannels,
                                    const uint8_t uuid[MULTIFD_UUID_LEN]);
 /*
  * A new connection (main loop).  Starts its thread; true once the last
- * expected channel has come.
+ * expected channel has come.  The loader does not wait for that: it
+ * reads the main stream at once and waits for the channels at the first
+ * RAM EOS (a ferry source sends nothing before all channels connected,
+ * so a source that dies meanwhile ends the main stream, not a wait).
  */
 bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
                               GError **errp);
 /*
  * At a RAM EOS (loader thread): wait until every channel has received its
- * SYNC packet, then let them go on.  Fails if a channel failed.
+ * SYNC packet, then let them go on.  Fails if a channel failed; and while
+ * some channel has not even connected, if main (the main stream's
+ * channel, may be NULL) was closed by the source or timeout_ms (0: none)
+ * passed: a source that died with data in flight leaves no sign on the
+ * main socket, whose unread data hold its end back.
  */
-bool multifd_recv_sync(MultiFDRecvState *s, GError **errp);
+bool multifd_recv_sync(MultiFDRecvState *s, QIOChannel *main,
+                       uint64_t timeout_ms, GError **errp);
 /* Any thread: wake everything up and make it fail (cancel, main failed). */
 void multifd_recv_shutdown(MultiFDRecvState *s);
 /* Join the threads and free (main loop, after the loader ended). */

@@ -175,13 +175,15 @@ def compare_precopy(src_dump, dst_dump, region=None):
     return npages
 
 
-def compare_postcopy(src_dump, dst_dump, region):
+def compare_postcopy(src_dump, dst_dump, region, any_initial=False):
     """After a postcopy whose destination ran the device after the
     switch: every page is identical on both sides, or it is a data page
     of region whose destination copy is a valid dirtier page newer than
     both the source's copy and the source's control counter (the
     counter at the switch: the source never runs again); the
-    destination's counter must not be behind the source's.  Raises
+    destination's counter must not be behind the source's.  With
+    any_initial, a source page may also be any data the region held before
+    the writer started (a loader's).  Raises
     PageError on the first violation; returns a dict of figures."""
     addr, size = region
     out = {"differ": 0, "rewritten": 0}
@@ -218,7 +220,11 @@ def compare_postcopy(src_dump, dst_dump, region):
             try:
                 _, sgen = check_page(sp, off)
             except PageError as e:
-                raise PageError(f"source: {e}")
+                # any_initial: the region started with other data (a
+                # loader's), which the source may never have overwritten
+                if not any_initial:
+                    raise PageError(f"source: {e}")
+                sgen = 0
             if dgen <= sgen or dgen <= src_ctl:
                 raise PageError(f"page 0x{off:x}: destination generation "
                                 f"{dgen} is not newer than the source's page "

@@ -559,6 +559,58 @@ def test_channel_count_mismatch():
             vm.kill()
 
 
+def expect_exit(dst, words, within):
+    deadline = time.time() + within
+    while dst.proc.poll() is None:
+        if time.time() > deadline:
+            fail(f"{dst.name}: still there {within}s after its source went "
+                 f"away: {query(dst)}")
+        time.sleep(0.1)
+    err = dst.stderr()
+    if dst.proc.returncode != 1 or not all(w in err for w in words):
+        fail(f"{dst.name}: exit {dst.proc.returncode}, stderr {err!r}; "
+             f"wanted exit 1 with {words}")
+    log(f"{dst.name}: exit 1: {err.strip().splitlines()[-1]}")
+
+
+def test_source_gone_before_channels():
+    """The source goes away before its multifd channels connected: the
+    destination must fail, not wait in setup for channels that will never
+    come.  Two ways: the main connection ends after the header, and in
+    the middle of a stream (as a QEMU source, which sends at once, would
+    leave it) whose first RAM EOS waits for the channels."""
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    dst = destination(SMALL, "dst-hdr")
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    with socket.create_connection(("127.0.0.1", int(uri.rsplit(":", 1)[1]))) \
+            as c:
+        c.sendall(b"QEVM\0\0\0\3")
+    expect_exit(dst, ["unexpected end of stream"], 15)
+
+    pat = pattern(SMALL)
+    src = source(pat, "src-file")
+    path = os.path.join(ft.make_tmpdir("multifd-stream-"), "stream")
+    src.qmp.cmd("migrate", uri=f"file:{path}")
+    expect_completed(src, wait_final(src, 60), "source (to a file)")
+    src.kill()
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    dst = destination(SMALL, "dst-stream")
+    # Its main socket shows nothing while the data in flight hold back the
+    # end: the channels' wait is bounded by x-net-timeout.
+    dst.qmp.cmd("migrate-set-parameters", **{"x-net-timeout": 2000})
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    with socket.create_connection(("127.0.0.1", int(uri.rsplit(":", 1)[1]))) \
+            as c, open(path, "rb") as f:
+        # the destination stops reading at the first RAM EOS: send what
+        # it takes, then go away with the rest unsent
+        c.settimeout(3)
+        try:
+            c.sendall(f.read())
+        except (socket.timeout, ConnectionError):
+            pass                # or it gave up first and reset us
+    expect_exit(dst, ["0 of 2 channels connected within x-net-timeout"], 15)
+
+
 # --------------------------------------------------------------------------
 # Refusals (ferry's own wording)
 
@@ -762,6 +814,8 @@ def main():
              test_bandwidth_cap, test_dirtier_passes,
              test_destination_killed, test_channel_reset,
              test_channel_count_mismatch]
+    if DST == "ferry":
+        tests += [test_source_gone_before_channels]
     if SRC == "ferry":
         tests += [test_refuse_uris, test_refuse_postcopy,
                   test_refuse_compression]
