@@ -28,6 +28,11 @@ bench-none: all
 bench-recovery: all
 	python3 bench/recovery.py --build $(BUILD) $(ARGS)
 
+# No KVM needed: x-auto-postcopy against a switch after the first pass,
+# with an x-dirtier writer (bench/README.md).
+bench-switch: all
+	python3 bench/switch.py --build $(BUILD) $(ARGS)
+
 # libFuzzer + ASan/UBSan on every target for FUZZ_SECONDS each (clang;
 # build-fuzz is configured on first use).  tests/fuzz/README.md.
 FUZZ_SECONDS ?= 60
@@ -37,4 +42,4 @@ fuzz:
 clean:
 	ninja -C $(BUILD) clean
 
-.PHONY: all check demo libvirt-demo bench bench-none bench-recovery fuzz clean
+.PHONY: all check demo libvirt-demo bench bench-none bench-recovery bench-switch fuzz clean

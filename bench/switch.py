@@ -15,9 +15,9 @@ Policies:
             reaches 2 (the first pass is over).
 For each: total time, the ratio total / (SIZE / bandwidth) (1.0 is one
 copy of RAM at the link's rate), when the switch came, the passes, bytes
-sent.  RAM is checked after every run: both sides must be identical but for the destination's newer writes (its writer runs on
-after the end, or the switch): tests/functional/dirtier.py's
-compare_postcopy.
+sent.  RAM is checked after every run: both sides must be identical
+but for the destination's newer writes (its writer runs on after the
+end, or the switch): tests/functional/dirtier.py's compare_postcopy.
 
 QEMU 7.2 cannot run this workload (x-dirtier is ferry's); the issue's
 reference figure for switching after the first pass on QEMU is ~1.95x.
