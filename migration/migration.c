@@ -1820,6 +1820,7 @@ static gboolean incoming_fatal_bh(gpointer opaque)
         qemu_thread_join(&mis->thread);
         mis->thread_running = false;
     }
+    multifd_recv_stop(mis->multifd);
     /* The failure was reported once already (migration_incoming_fail). */
     exit(1);
     return G_SOURCE_REMOVE;

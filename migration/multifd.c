@@ -780,14 +780,18 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
     }
     c = multifd_recv_channel_new(s, ioc);
     qemu_mutex_lock(&s->sh.lock);
-    g_ptr_array_add(s->channels, c);
-    all = s->channels->len == s->n;
-    qemu_mutex_unlock(&s->sh.lock);
-    if (!qemu_thread_create(&c->thread, "mig/dst/multifd",
-                            multifd_recv_thread, c, errp)) {
+    if (s->sh.quit) {
+        /* The load is over (or failed): nobody would read this one. */
+        qemu_mutex_unlock(&s->sh.lock);
+        multifd_recv_channel_free(c);
         return false;
     }
-    c->thread_running = true;
+    g_ptr_array_add(s->channels, c);
+    /* Under the lock, so that multifd_recv_stop sees it running or not. */
+    c->thread_running = qemu_thread_create(&c->thread, "mig/dst/multifd",
+                                           multifd_recv_thread, c, errp);
+    all = c->thread_running && s->channels->len == s->n;
+    qemu_mutex_unlock(&s->sh.lock);
     return all;
 }
 
@@ -888,19 +892,40 @@ void multifd_recv_stats(MultiFDRecvState *s, uint64_t *packets,
     qemu_mutex_unlock(&s->sh.lock);
 }
 
+void multifd_recv_stop(MultiFDRecvState *s)
+{
+    g_autoptr(GPtrArray) running = g_ptr_array_new();
+
+    if (!s) {
+        return;
+    }
+    multifd_recv_shutdown(s);
+    qemu_mutex_lock(&s->sh.lock);
+    for (guint i = 0; i < s->channels->len; i++) {
+        MultiFDRecvChannel *c = s->channels->pdata[i];
+
+        if (c->thread_running) {
+            c->thread_running = false;
+            g_ptr_array_add(running, c);
+        }
+    }
+    qemu_mutex_unlock(&s->sh.lock);
+    /* They take the lock on their way out. */
+    for (guint i = 0; i < running->len; i++) {
+        MultiFDRecvChannel *c = running->pdata[i];
+
+        qemu_thread_join(&c->thread);
+    }
+}
+
 void multifd_recv_free(MultiFDRecvState *s)
 {
     if (!s) {
         return;
     }
-    multifd_recv_shutdown(s);
+    multifd_recv_stop(s);
     for (guint i = 0; i < s->channels->len; i++) {
-        MultiFDRecvChannel *c = s->channels->pdata[i];
-
-        if (c->thread_running) {
-            qemu_thread_join(&c->thread);
-        }
-        multifd_recv_channel_free(c);
+        multifd_recv_channel_free(s->channels->pdata[i]);
     }
     g_ptr_array_free(s->channels, true);
     g_free(s->id_seen);

@@ -1625,6 +1625,8 @@ void ram_load_cleanup(MigrationIncomingState *mis)
 {
     GPtrArray *blocks = ram_blocks_snapshot(false);
 
+    /* No multifd channel may still be placing pages (or marking them). */
+    multifd_recv_stop(mis->multifd);
     ram_load_channels_reset(mis->ram_load);
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];

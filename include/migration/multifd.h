@@ -116,6 +116,12 @@ bool multifd_recv_sync(MultiFDRecvState *s, QIOChannel *main,
                        uint64_t timeout_ms, GError **errp);
 /* Any thread: wake everything up and make it fail (cancel, main failed). */
 void multifd_recv_shutdown(MultiFDRecvState *s);
+/*
+ * Any thread but a channel's: shut the channels down and join their
+ * threads; a channel that connects later is closed at once.  The load's
+ * cleanup does it before the RAM bitmaps the channels write go away.
+ */
+void multifd_recv_stop(MultiFDRecvState *s);
 /* Join the threads and free (main loop, after the loader ended). */
 void multifd_recv_free(MultiFDRecvState *s);
 /* Packets and pages received over all channels. */
