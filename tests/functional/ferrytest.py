@@ -8,6 +8,7 @@ down at exit, whatever happens; a global alarm bounds each test's run time.
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -454,6 +455,60 @@ def guest_check(dump, ncpus, start, end, seed=0, base=0, min_sweeps=1):
 def parse_size(s):
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s) << 20
+
+
+def checked(fn):
+    """A test whose any exception is that test's failure, not the end of
+    the run (for main())."""
+    @functools.wraps(fn)
+    def wrapper():
+        try:
+            fn()
+        except (AssertionError, SystemExit):
+            raise
+        except Exception as e:
+            raise AssertionError(f"{type(e).__name__}: {e}") from e
+    return wrapper
+
+
+def wait_runstate(vm, want, timeout=10.0):
+    """A migration's status shows a moment before the run state moves on
+    (as in QEMU): poll briefly instead of reading it once."""
+    deadline = time.time() + timeout
+    while True:
+        st = vm.query_status()
+        if st == want:
+            return
+        if time.time() > deadline:
+            fail(f"{vm.name}: run state {st}, expected {want}")
+        time.sleep(0.05)
+
+
+def compare_files(a, b, who, chunk=4 << 20):
+    """Two RAM images (dumps, content files) must be equal byte for byte;
+    else fail naming how many 4 KiB pages differ and the first ones."""
+    size_a, size_b = os.path.getsize(a), os.path.getsize(b)
+    if size_a != size_b:
+        fail(f"{who}: dump is {size_a} bytes, expected {size_b}")
+    bad = []
+    nbad = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        off = 0
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if not x:
+                break
+            if x != y:
+                for p in range(0, len(x), 4096):
+                    if x[p:p + 4096] != y[p:p + 4096]:
+                        nbad += 1
+                        if len(bad) < 8:
+                            bad.append(hex(off + p))
+            off += len(x)
+    if nbad:
+        fail(f"{who}: {nbad} pages differ from the expected RAM, first at "
+             f"{', '.join(bad)}")
+    log(f"{who}: RAM equal to the expected content ({size_a >> 20} MiB)")
 
 
 SANITIZER_MARKS = ("WARNING: ThreadSanitizer:", "ERROR: AddressSanitizer:",

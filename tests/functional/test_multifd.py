@@ -39,7 +39,6 @@ itself: MULTIFD_SRC=qemu MULTIFD_DST=qemu python3 test_multifd.py (the
 refusals, whose wording is ferry's, then run on ferry only).
 """
 
-import functools
 import json
 import os
 import signal
@@ -49,7 +48,7 @@ import time
 import dirtier
 import ferrytest as ft
 import relay as rl
-from ferrytest import VM, QMPError, fail, log
+from ferrytest import VM, QMPError, fail, log, wait_runstate
 
 SRC = os.environ.get("MULTIFD_SRC", "ferry")
 DST = os.environ.get("MULTIFD_DST", "ferry")
@@ -98,28 +97,8 @@ class Pattern:
         with open(self.path, "wb") as f:
             f.write(data)
 
-    def check(self, dump, who, chunk=4 * MiB):
-        if os.path.getsize(dump) != self.size:
-            fail(f"{who}: dump of {os.path.getsize(dump)} bytes, "
-                 f"expected {self.size}")
-        bad, first = 0, []
-        with open(dump, "rb") as fa, open(self.path, "rb") as fb:
-            off = 0
-            while True:
-                x, y = fa.read(chunk), fb.read(chunk)
-                if not x:
-                    break
-                if x != y:
-                    for p in range(0, len(x), PAGE):
-                        if x[p:p + PAGE] != y[p:p + PAGE]:
-                            bad += 1
-                            if len(first) < 8:
-                                first.append(hex(off + p))
-                off += len(x)
-        if bad:
-            fail(f"{who}: {bad} pages differ from the pattern, first at "
-                 f"{', '.join(first)}")
-        log(f"{who}: RAM equal to the pattern ({self.size >> 20} MiB)")
+    def check(self, dump, who):
+        ft.compare_files(dump, self.path, who)
         os.remove(dump)     # gigabytes of dumps slow the host's disk down
 
 
@@ -200,17 +179,6 @@ def wait_final(vm, timeout):
         if time.time() > deadline:
             fail(f"{vm.name}: migration still {info.get('status')} after "
                  f"{timeout}s")
-        time.sleep(0.05)
-
-
-def wait_runstate(vm, want, timeout=10.0):
-    deadline = time.time() + timeout
-    while True:
-        st = vm.query_status()
-        if st == want:
-            return
-        if time.time() > deadline:
-            fail(f"{vm.name}: run state {st}, expected {want}")
         time.sleep(0.05)
 
 
@@ -795,19 +763,6 @@ def test_refuse_compression():
     migrate_and_check(src, pat, 2)
 
 
-def checked(fn):
-    """Any exception is that test's failure, not the end of the run."""
-    @functools.wraps(fn)
-    def wrapper():
-        try:
-            fn()
-        except (AssertionError, SystemExit):
-            raise
-        except Exception as e:
-            raise AssertionError(f"{type(e).__name__}: {e}") from e
-    return wrapper
-
-
 def main():
     tests = [test_tcp_1_channel, test_tcp_2_channels, test_tcp_8_channels,
              test_unix_2_channels, test_without_multifd_no_multifd_bytes,
@@ -822,7 +777,7 @@ def main():
     else:
         log("refusal tests not run: the source is not ferry")
     # about 60 s here, 130 s under ThreadSanitizer, more beside other tests
-    ft.main([checked(t) for t in tests], timeout=400)
+    ft.main([ft.checked(t) for t in tests], timeout=400)
 
 
 if __name__ == "__main__":

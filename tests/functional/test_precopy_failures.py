@@ -21,6 +21,7 @@ import subprocess
 import time
 
 import ferrytest as ft
+from ferrytest import wait_runstate
 import streamgen as sg
 
 GUEST_MEM = "256M"
@@ -79,19 +80,6 @@ def wait_status(vm, wanted, timeout=120.0):
 
 def runstate(vm):
     return vm.qmp.cmd("query-status")["status"]
-
-
-def wait_runstate(vm, wanted, timeout=10.0):
-    """Status 'completed' shows a moment before the source's runstate moves
-    on (as in QEMU), so poll briefly instead of reading it once."""
-    deadline = time.time() + timeout
-    while True:
-        st = runstate(vm)
-        if st == wanted:
-            return
-        if time.time() > deadline:
-            ft.fail(f"{vm.name}: runstate {st}, expected {wanted}")
-        time.sleep(0.05)
 
 
 def assert_sweeping(vm, more=2, timeout=60):

@@ -10,7 +10,6 @@ Standard library only; processes and directories are cleaned up by
 ferrytest (../functional/ferrytest.py).
 """
 
-import functools
 import hashlib
 import json
 import os
@@ -27,7 +26,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "functional"))
 
 import ferrytest  # noqa: E402
 from ferrytest import (BUILD, FERRY, GUEST, QEMU, VM, QMPError, fail,  # noqa: E402,F401
-                       log, make_tmpdir, require_file, require_qemu, skip)
+                       log, make_tmpdir, require_file, require_qemu, skip,
+                       compare_files, wait_runstate)
 
 ANALYZE = os.path.join(BUILD, "tools", "ferry-analyze")
 PAGE = 4096
@@ -94,31 +94,6 @@ class Content:
     def check_dump(self, dump, who):
         """The dump must equal the content byte for byte."""
         compare_files(dump, self.path, who)
-
-
-def compare_files(a, b, who, chunk=4 * MiB):
-    size_a, size_b = os.path.getsize(a), os.path.getsize(b)
-    if size_a != size_b:
-        fail(f"{who}: dump is {size_a} bytes, expected {size_b}")
-    bad = []
-    nbad = 0
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        off = 0
-        while True:
-            x, y = fa.read(chunk), fb.read(chunk)
-            if not x:
-                break
-            if x != y:
-                for p in range(0, len(x), PAGE):
-                    if x[p:p + PAGE] != y[p:p + PAGE]:
-                        nbad += 1
-                        if len(bad) < 8:
-                            bad.append(hex(off + p))
-            off += len(x)
-    if nbad:
-        fail(f"{who}: {nbad} pages differ from the expected RAM, first at "
-             f"{', '.join(bad)}")
-    log(f"{who}: RAM equal to the expected content ({size_a >> 20} MiB)")
 
 
 # --------------------------------------------------------------------------
@@ -467,20 +442,7 @@ def save_stream(vm, path, timeout=120.0):
 # --------------------------------------------------------------------------
 # Running
 
-def _checked(fn):
-    """Any exception in a test is that test's failure, not the run's end."""
-    @functools.wraps(fn)
-    def wrapper():
-        try:
-            fn()
-        except (AssertionError, SystemExit):
-            raise
-        except Exception as e:
-            raise AssertionError(f"{type(e).__name__}: {e}") from e
-    return wrapper
-
-
 def main(tests, timeout):
     require_qemu()
     require_file(FERRY, "ferry")
-    ferrytest.main([_checked(t) for t in tests], timeout=timeout)
+    ferrytest.main([ferrytest.checked(t) for t in tests], timeout=timeout)

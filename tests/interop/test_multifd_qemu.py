@@ -32,7 +32,8 @@ import time
 
 from interop import (PAGE, MiB, Content, dump, expect_completed,
                      fail, free_port, log, main, make_tmpdir, migrate,
-                     set_caps, start, status, wait_status)
+                     set_caps, start, status, wait_status,
+                     wait_runstate)
 import dirtier  # noqa: E402  (../functional, on the path through interop)
 
 MEM = 256 * MiB
@@ -78,17 +79,6 @@ def check_ram(c, vm, size, directory, who):
     path = dump(vm, size, directory)
     c.check_dump(path, who)
     os.remove(path)
-
-
-def wait_runstate(vm, want, timeout=10.0):
-    deadline = time.time() + timeout
-    while True:
-        st = vm.query_status()
-        if st == want:
-            return
-        if time.time() > deadline:
-            fail(f"{vm.name}: run state {st}, expected {want}")
-        time.sleep(0.05)
 
 
 def check_source_stats(src, info, c):
