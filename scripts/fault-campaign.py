@@ -58,6 +58,31 @@ postcopy (default 20 runs)
     end both sides must be completed, the destination running, and both
     RAMs equal to the pattern.  Pause and recovery times are reported.
 
+--writer RATE (a guest that writes its memory during the migration)
+    every VM, source and destination, also gets `-device x-dirtier,
+    rate=RATE,size=--writer-size (32 MiB),addr=<end of the pattern>,
+    pattern=--writer-pattern (sweep)` (docs/usage.md): the pattern shrinks
+    to fit (min(64 MiB, MEM - the region)), the region follows it, the
+    rest is zero; a destination's writer starts when its VM runs.  The
+    pattern checks above stay as they are for the pattern part (and the
+    zero part); the region is checked with tests/functional/dirtier.py,
+    on dumps of stopped VMs (no page in flight):
+    precopy: a failed source's writer runs again (writes 64 more pages
+      within 10 s); then, stopped, every page of its region is valid
+      (check_region), and it is continued.  A late reset destination
+      must run and write; both stopped, it must hold the source's RAM
+      up to pages its own writer rewrote since (compare_postcopy).  A
+      follow-up destination starts with -S: its RAM must be the source's
+      byte for byte (compare_precopy); after cont its writer must write.
+    incoming: unchanged (the source's writer keeps the stream live); a
+      late destination must run and write, and its region be valid.
+    postcopy: at each break and before the end, the destination's
+      pages-written is read while the status is not yet completed; if
+      it wrote, postcopy-faults must be > 0.  At the end the destination
+      must write, and, stopped, hold the source's RAM up to pages its
+      writer rewrote after the switch (compare_postcopy).
+    Every dump is deleted right after its check.
+
 Each run is bounded (an alarm: 120 s precopy, 90 s incoming, 240 s
 postcopy) and every process, relay and temporary directory is removed
 after it.  A violation is recorded with its campaign, run number, seed,
@@ -73,6 +98,7 @@ Examples:
     scripts/fault-campaign.py --runs 3                 # quick look
     scripts/fault-campaign.py --seed 1 --out fc.json   # full default run
     scripts/fault-campaign.py --campaign postcopy --runs 5 --verbose
+    scripts/fault-campaign.py --writer 32M --seed 1   # with a sweeping guest
 """
 
 import argparse
@@ -99,6 +125,7 @@ RUN_TIMEOUT = {"precopy": 120, "incoming": 90, "postcopy": 240}
 
 ft = None           # tests/functional/ferrytest.py, imported in main()
 relay = None        # tests/functional/relay.py
+dirtier = None      # tests/functional/dirtier.py
 
 VERBOSE = False
 RUNLOG = []         # the current run's log lines (ferrytest, relay, ours)
@@ -124,23 +151,38 @@ class RunTimeout(Exception):
 # ---- small helpers --------------------------------------------------------
 
 class Ctx:
-    """What all runs share: the pattern, sizes, bandwidths."""
+    """What all runs share: the pattern, sizes, bandwidths, the writer."""
 
     def __init__(self, args):
         self.args = args
         self.mem = args.mem * MiB
-        self.psize = min(PATTERN_MAX, self.mem)
+        # --writer: an x-dirtier over [psize, psize + wsize), right after
+        # the pattern; the rest of RAM stays zero
+        self.writer = args.writer_bytes
+        self.wsize = args.writer_size * MiB if self.writer else 0
+        self.psize = min(PATTERN_MAX, self.mem - self.wsize)
+        self.region = (self.psize, self.wsize) if self.writer else None
+        self.zero_from = self.psize + self.wsize
         d = ft.make_tmpdir("fault-campaign-")
         self.pattern_path = os.path.join(d, "pattern.bin")
         self.pattern = random.Random(f"{args.seed}:pattern").randbytes(self.psize)
         with open(self.pattern_path, "wb") as f:
             f.write(self.pattern)
-        self.zeros = bytes(self.mem - self.psize)
+        self.zeros = bytes(self.mem - self.zero_from)
         self.expected = {}      # campaign -> calibrated duration (s)
+
+    def writer_dev(self):
+        """The same -device on every VM, source and destination."""
+        if not self.writer:
+            return []
+        return ["-device", f"x-dirtier,rate={self.writer},size={self.wsize},"
+                f"addr={self.psize},pattern={self.args.writer_pattern},"
+                f"seed={self.args.seed % (1 << 32) or 1}"]
 
 
 def vm_args(ctx, *extra):
-    return ["-M", "none", "-m", str(ctx.mem // MiB), "-nodefaults"] + list(extra)
+    return (["-M", "none", "-m", str(ctx.mem // MiB), "-nodefaults"]
+            + ctx.writer_dev() + list(extra))
 
 
 def start_source(ctx, name="src"):
@@ -151,11 +193,11 @@ def start_source(ctx, name="src"):
 
 
 def start_destination(ctx, name="dst", env=None, params=None, uri=None,
-                      caps=None):
+                      caps=None, extra=()):
     """A -incoming defer destination, set up and listening on uri (default
     a free tcp port on 127.0.0.1).  Returns (vm, uri)."""
-    dst = ft.VM(vm_args(ctx, "-incoming", "defer"), name=name, serial=False,
-                env=env).launch()
+    dst = ft.VM(vm_args(ctx, "-incoming", "defer", *extra), name=name,
+                serial=False, env=env).launch()
     if caps:
         set_caps(dst, **caps)
     if params:
@@ -211,19 +253,112 @@ def wait_runstate(vm, want, timeout=10.0):
         time.sleep(0.05)
 
 
-def check_ram(ctx, vm, what):
-    """pmemsave all of RAM and compare it with pattern + zeros."""
-    path = vm.pmemsave(ctx.mem, path=os.path.join(vm.dir, "ram.dump"))
-    with open(path, "rb") as f:
-        data = f.read()
-    os.unlink(path)
-    if data[:ctx.psize] == ctx.pattern and data[ctx.psize:] == ctx.zeros:
+def check_static(ctx, data, what):
+    """The pattern part of a RAM image (bytes) equals the pattern, and
+    everything after the pattern and the writer's region is zero."""
+    if data[:ctx.psize] == ctx.pattern and data[ctx.zero_from:] == ctx.zeros:
         return
-    want = ctx.pattern + ctx.zeros
+    want = ctx.pattern + bytes(ctx.wsize) + ctx.zeros
     bad = [a for a in range(0, ctx.mem, 4096)
-           if data[a:a + 4096] != want[a:a + 4096]]
+           if not ctx.psize <= a < ctx.zero_from
+           and data[a:a + 4096] != want[a:a + 4096]]
     ft.fail(f"{what}: RAM differs from the pattern in {len(bad)} page(s), "
             f"first at {bad[0]:#x}")
+
+
+def dump_path(vm, name="ram.dump"):
+    return os.path.join(vm.dir, name)
+
+
+def dump_ram(ctx, vm, path):
+    """pmemsave all of RAM to path (the caller unlinks it, even if this
+    fails half-way)."""
+    return vm.pmemsave(ctx.mem, path=path)
+
+
+def unlink(*paths):
+    for p in paths:
+        if p:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def check_ram(ctx, vm, what):
+    """pmemsave all of RAM and compare it with pattern + zeros; with
+    --writer, every page of the writer's region must also be valid
+    (dirtier.check_region: no torn page), so the VM must be stopped (its
+    writer parked) first.  Returns check_region's figures, or None."""
+    path = dump_path(vm)
+    try:
+        dump_ram(ctx, vm, path)
+        with open(path, "rb") as f:
+            check_static(ctx, f.read(), what)
+        if ctx.writer:
+            try:
+                return dirtier.check_region(path, ctx.region)
+            except dirtier.PageError as e:
+                ft.fail(f"{what}: writer region: {e}")
+    finally:
+        unlink(path)
+
+
+def stop_vm(vm):
+    """stop a running VM (its writer parks before the reply)."""
+    if vm.query_status() == "running":
+        vm.qmp.cmd("stop")
+        wait_runstate(vm, "paused")
+
+
+def writer_info(vm):
+    return vm.qmp.cmd("x-query-dirtier")
+
+
+def writer_writes(vm, what, more=64, timeout=10.0):
+    """The VM's writer is running and writes `more` further pages.
+    Returns the seconds that took."""
+    t0 = time.time()
+    start = writer_info(vm)["pages-written"]
+    deadline = t0 + timeout
+    while True:
+        info = writer_info(vm)
+        if info["running"] and info["pages-written"] >= start + more:
+            return round(time.time() - t0, 3)
+        vm.check_alive()
+        if time.time() > deadline:
+            ft.fail(f"{what}: the writer did not write {more} pages in "
+                    f"{timeout:.0f} s: {info}")
+        time.sleep(0.02)
+
+
+def check_migrated(ctx, src, dst, what, exact=False):
+    """With --writer: the destination holds the source's RAM.  Both are
+    stopped (the source is already, in postmigrate), both dumped; the
+    source's dump must pass the pattern checks and check_region, and the
+    destination's must equal it byte for byte (exact: the destination
+    never ran, dirtier.compare_precopy) or up to pages its own writer
+    rewrote after the switch (dirtier.compare_postcopy).  Returns the
+    figures."""
+    stop_vm(dst)
+    spath, dpath = dump_path(src, "src.dump"), dump_path(dst, "dst.dump")
+    try:
+        dump_ram(ctx, src, spath)
+        dump_ram(ctx, dst, dpath)
+        with open(spath, "rb") as f:
+            check_static(ctx, f.read(), f"{what}: source")
+        try:
+            out = {"src": dirtier.check_region(spath, ctx.region)}
+            if exact:
+                dirtier.compare_precopy(spath, dpath)
+                out["cmp"] = "identical"
+            else:
+                out["cmp"] = dirtier.compare_postcopy(spath, dpath, ctx.region)
+        except dirtier.PageError as e:
+            ft.fail(f"{what}: {e}")
+        return out
+    finally:
+        unlink(spath, dpath)
 
 
 def sleep_until(t):
@@ -403,6 +538,8 @@ def stats(xs):
 def fmt_stats(st, unit="s"):
     if not st:
         return "-"
+    if not unit:
+        return f"{st['median']:g} median ({st['min']:g}-{st['max']:g}, n={st['n']})"
     return f"{st['median']:.2f} {unit} median ({st['min']:.2f}-{st['max']:.2f}, n={st['n']})"
 
 
@@ -412,6 +549,27 @@ def count(recs, key):
         if key in r:
             out[str(r[key])] = out.get(str(r[key]), 0) + 1
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def writer_rows(s):
+    w = s.get("writer")
+    if not w:
+        return []
+    if "faults" in w:
+        return [("writer: dst wrote in postcopy", f"{w['wrote_in_postcopy']} "
+                 f"runs, {w['wrote_with_faults']} of them with postcopy-faults > 0"),
+                ("writer: postcopy-faults", fmt_stats(w["faults"], "")),
+                ("writer: pages rewritten on dst", fmt_stats(w["rewritten"], "")),
+                ("writer: source generation", fmt_stats(w["src_generation"], ""))]
+    if "resumed_s" in w:
+        return [("writer: failed source writes again", fmt_stats(w["resumed_s"])),
+                ("writer: source regions valid",
+                 f"{w['src_regions_checked']} (written pages: "
+                 f"{fmt_stats(w['src_pages_written'], '')})"),
+                ("writer: late reset dst = src+newer", f"{w['late_compared']} "
+                 f"(rewritten: {fmt_stats(w['late_rewritten'], '')})"),
+                ("writer: follow-ups byte-identical", w["follow_ups_identical"])]
+    return [("writer: late dst regions valid", w["late_dst_checked"])]
 
 
 class Precopy(Campaign):
@@ -431,7 +589,14 @@ class Precopy(Campaign):
         wait_mig(src, ("completed",), 60, bad=("failed", "cancelled"))
         cal["duration"] = time.time() - t0
         wait_mig(dst, ("completed",), 30, bad=("failed", "cancelled"))
-        check_ram(self.ctx, dst, "calibration destination")
+        if self.ctx.writer:
+            wait_runstate(src, "postmigrate")
+            wait_runstate(dst, "running")
+            writer_writes(dst, "calibration destination")
+            cal["writer"] = check_migrated(self.ctx, src, dst,
+                                           "calibration")["cmp"]
+        else:
+            check_ram(self.ctx, dst, "calibration destination")
 
     def run(self, i, rng, rec):
         ctx = self.ctx
@@ -463,30 +628,44 @@ class Precopy(Campaign):
             if not rec["error"]:
                 ft.fail(f"failed without error-desc: {info}")
             wait_runstate(src, before)
+            if ctx.writer:
+                # the guest goes on writing its memory
+                rec["writer_resumed_s"] = writer_writes(
+                    src, "source after the failure")
         else:
             rec["outcome"] = "late"
             wait_runstate(src, "postmigrate")
-            self.check_late(rec, dst)
+            self.check_late(rec, src, dst)
         # still answering, RAM untouched
         src.qmp.cmd("query-status")
         mig(src)
-        check_ram(ctx, src, "source after the fault")
+        if not rec.get("src_checked"):
+            if ctx.writer and st == "failed":
+                stop_vm(src)        # no page in flight in the dump
+            wr = check_ram(ctx, src, "source after the fault")
+            if wr:
+                rec["src_writer"] = wr
+            if ctx.writer and st == "failed":
+                src.qmp.cmd("cont")
+                wait_runstate(src, "running")
         if fault == "reset":
             rec["dst_exit"] = self.dst_fate(dst)
         if st == "failed" and (self.follow_pending or
                                i % self.args.follow_every == 0):
             self.follow_pending = False
             t1 = time.time()
-            self.follow_up(src)
+            self.follow_up(src, rec)
             rec["follow_up"] = round(time.time() - t1, 2)
         elif i % self.args.follow_every == 0:
             self.follow_pending = True
 
     follow_pending = False
 
-    def check_late(self, rec, dst):
+    def check_late(self, rec, src, dst):
         """The source says completed.  A reset destination is alive: it
-        must have had the whole stream, run, and hold the pattern.  For a
+        must have had the whole stream, run, and hold the pattern (with
+        --writer: its writer runs; both stopped, it holds the source's RAM
+        up to pages its own writer rewrote since, compare_postcopy).  For a
         killed one: without the return-path capability the source, like
         QEMU's, completes once the stream is flushed to the socket, with no
         word from the destination (counted as "late-unconfirmed"); with it,
@@ -495,7 +674,15 @@ class Precopy(Campaign):
         if rec["fault"] == "reset":
             wait_mig(dst, ("completed",), 10, bad=("failed", "cancelled"))
             wait_runstate(dst, "running")
-            check_ram(self.ctx, dst, "destination of a late reset")
+            if self.ctx.writer:
+                writer_writes(dst, "destination of a late reset")
+                out = check_migrated(self.ctx, src, dst,
+                                     "destination of a late reset")
+                rec["src_writer"] = out["src"]
+                rec["late_cmp"] = out["cmp"]
+                rec["src_checked"] = True
+            else:
+                check_ram(self.ctx, dst, "destination of a late reset")
         elif not rec["return_path"]:
             if rec["dst_status_at_fault"] != "completed":
                 rec["outcome"] = "late-unconfirmed"
@@ -516,15 +703,30 @@ class Precopy(Campaign):
             except Exception as e:
                 return f"alive:unreachable ({e})"
 
-    def follow_up(self, src):
-        dst, uri = start_destination(self.ctx, name="dst2")
+    def follow_up(self, src, rec):
+        """With --writer the destination starts with -S, so that it has
+        not written when both are dumped: its RAM must be the source's
+        byte for byte (compare_precopy); then cont, and its writer must
+        run."""
+        w = self.ctx.writer
+        dst, uri = start_destination(self.ctx, name="dst2",
+                                     extra=["-S"] if w else [])
         src.qmp.cmd_args("migrate-set-parameters", {"max-bandwidth": 0})
         src.qmp.cmd("migrate", uri=uri)
         wait_mig(src, ("completed",), 60, bad=("failed", "cancelled"))
         wait_mig(dst, ("completed",), 30, bad=("failed", "cancelled"))
         wait_runstate(src, "postmigrate")
+        if not w:
+            wait_runstate(dst, "running")
+            check_ram(self.ctx, dst, "follow-up destination")
+            return
+        wait_runstate(dst, "paused")
+        out = check_migrated(self.ctx, src, dst, "follow-up destination",
+                             exact=True)
+        rec["follow_up_writer"] = out["src"]
+        dst.qmp.cmd("cont")
         wait_runstate(dst, "running")
-        check_ram(self.ctx, dst, "follow-up destination")
+        writer_writes(dst, "follow-up destination after cont")
 
     def describe(self, rec):
         s = (f"{rec.get('fault')}{' +rp' if rec.get('return_path') else ''} "
@@ -551,6 +753,17 @@ class Precopy(Campaign):
         s["follow_ups"] = sum("follow_up" in r for r in recs)
         s["errors"] = count([{"e": norm(r["error"])} for r in recs if "error" in r], "e")
         s["dst_exit_after_reset"] = count(recs, "dst_exit")
+        if self.ctx.writer:
+            s["writer"] = {
+                "resumed_s": stats([r.get("writer_resumed_s") for r in recs]),
+                "src_regions_checked": sum("src_writer" in r for r in recs),
+                "src_pages_written": stats([r["src_writer"]["dirtier"]
+                                            for r in recs if "src_writer" in r]),
+                "late_compared": sum("late_cmp" in r for r in recs),
+                "late_rewritten": stats([r["late_cmp"]["rewritten"]
+                                         for r in recs if "late_cmp" in r]),
+                "follow_ups_identical": sum("follow_up_writer" in r
+                                            for r in recs)}
         return s
 
     def table(self, s):
@@ -560,7 +773,7 @@ class Precopy(Campaign):
                 ("fault -> failed", fmt_stats(s["fail_latency"])),
                 ("follow-up migrations ok", s["follow_ups"]),
                 ("dst exit after reset", s["dst_exit_after_reset"]),
-                ("error-desc", s["errors"])]
+                ("error-desc", s["errors"])] + writer_rows(s)
 
 
 class Incoming(Precopy):
@@ -613,7 +826,12 @@ class Incoming(Precopy):
             if dst_status == "completed":
                 rec["outcome"] = "late"
                 wait_runstate(dst, "running")
-                check_ram(ctx, dst, "destination of a finished stream")
+                if ctx.writer:
+                    writer_writes(dst, "destination of a finished stream")
+                    stop_vm(dst)
+                wr = check_ram(ctx, dst, "destination of a finished stream")
+                if wr:
+                    rec["dst_writer"] = wr
                 return
             if dst_status in ("none", "setup"):
                 rec["outcome"] = "missed"
@@ -661,6 +879,9 @@ class Incoming(Precopy):
         s["load_error"] = count([{"e": norm(load_error(r["stderr"]))}
                                  for r in recs if r.get("stderr")], "e")
         s["qmp_socket_left"] = count(recs, "qmp_socket_left")
+        if self.ctx.writer:
+            s["writer"] = {"late_dst_checked": sum("dst_writer" in r
+                                                   for r in recs)}
         return s
 
     def table(self, s):
@@ -669,7 +890,7 @@ class Incoming(Precopy):
                 ("exit status", s["exit_status"]),
                 ("kill -> exit", fmt_stats(s["exit_latency"])),
                 ("load error on stderr", s["load_error"]),
-                ("QMP socket file left (info)", s["qmp_socket_left"])]
+                ("QMP socket file left (info)", s["qmp_socket_left"])] + writer_rows(s)
 
 
 class Postcopy(Campaign):
@@ -695,19 +916,42 @@ class Postcopy(Campaign):
                      bad=("failed", "cancelled"))
         return src, dst, rel, time.time()
 
-    def finish(self, src, dst):
+    def probe(self, dst, rec):
+        """With --writer: did the destination's writer write a page while
+        the migration was still in postcopy (read before the status)?"""
+        if not self.ctx.writer:
+            return
+        pages = writer_info(dst)["pages-written"]
+        if pages and mig(dst).get("status") != "completed":
+            rec["dst_wrote_in_postcopy"] = max(
+                pages, rec.get("dst_wrote_in_postcopy", 0))
+
+    def finish(self, src, dst, rec):
         for vm in (src, dst):
             wait_mig(vm, ("completed",), 120, bad=("failed", "cancelled"))
         wait_runstate(dst, "running")
         wait_runstate(src, "postmigrate")
-        check_ram(self.ctx, dst, "destination")
-        check_ram(self.ctx, src, "source")
+        if not self.ctx.writer:
+            check_ram(self.ctx, dst, "destination")
+            check_ram(self.ctx, src, "source")
+            return
+        # The destination's writer ran since the switch: a page it wrote
+        # before the page arrived was a userfault.
+        rec["postcopy_faults"] = faults = mig(dst).get("postcopy-faults")
+        if rec.get("dst_wrote_in_postcopy") and not faults:
+            ft.fail(f"the destination's writer wrote "
+                    f"{rec['dst_wrote_in_postcopy']} pages in postcopy, but "
+                    f"postcopy-faults is {faults!r}")
+        writer_writes(dst, "destination after completion")
+        out = check_migrated(self.ctx, src, dst, "postcopy")
+        rec["src_generation"] = out["src"]["control"]
+        rec["dst_rewritten"] = out["cmp"]["rewritten"]
 
     def calibrate(self, cal):
         src, dst, rel, t0 = self.pair()
         wait_mig(src, ("completed",), 120, bad=("failed", "cancelled"))
         cal["duration"] = time.time() - t0
-        self.finish(src, dst)
+        self.finish(src, dst, cal)
 
     def run(self, i, rng, rec):
         kinds = ("reset", "blackhole") if i % 2 == 0 else ("blackhole", "reset")
@@ -721,6 +965,7 @@ class Postcopy(Campaign):
         for b, (kind, at) in enumerate(zip(kinds, ats)):
             brk = rec["breaks"][b]
             sleep_until(t_from + at)
+            self.probe(dst, rec)
             st = mig(src).get("status")
             if st == "completed":
                 brk["late"] = True      # nothing left to break
@@ -743,7 +988,8 @@ class Postcopy(Campaign):
             brk["pause_s"] = round(time.time() - tf, 3)
             brk["recovery_s"], brk["resume_attempts"] = self.recover(src, dst, rel)
             t_from = time.time()
-        self.finish(src, dst)
+        self.probe(dst, rec)
+        self.finish(src, dst, rec)
         pauses = [mig(vm).get("x-postcopy-pauses") for vm in (src, dst)]
         rec["pauses"] = pauses
         rec["total_s"] = round(time.time() - t_active, 2)
@@ -810,6 +1056,16 @@ class Postcopy(Campaign):
                                    for k in ("reset", "blackhole")}
         s["extra_resumes"] = sum(b["resume_attempts"] - 1 for b in done)
         s["completed_ram_equal"] = sum(r["ok"] for r in recs)
+        if self.ctx.writer:
+            s["writer"] = {
+                "wrote_in_postcopy": sum(bool(r.get("dst_wrote_in_postcopy"))
+                                         for r in recs),
+                "wrote_with_faults": sum(bool(r.get("dst_wrote_in_postcopy"))
+                                         and bool(r.get("postcopy_faults"))
+                                         for r in recs),
+                "faults": stats([r.get("postcopy_faults") for r in recs]),
+                "rewritten": stats([r.get("dst_rewritten") for r in recs]),
+                "src_generation": stats([r.get("src_generation") for r in recs])}
         return s
 
     def table(self, s):
@@ -823,7 +1079,7 @@ class Postcopy(Campaign):
                 ("recovery (recover -> both active)", fmt_stats(s["recovery_s"])),
                 ("  after reset", fmt_stats(s["recovery_s_by_kind"]["reset"])),
                 ("  after blackhole+pause", fmt_stats(s["recovery_s_by_kind"]["blackhole"])),
-                ("resumes that had to be repeated", s["extra_resumes"])]
+                ("resumes that had to be repeated", s["extra_resumes"])] + writer_rows(s)
 
 
 # ---- main ---------------------------------------------------------------
@@ -856,6 +1112,16 @@ def parse_args(argv):
     p.add_argument("--keep-going", action="store_true", default=True,
                    help="go on after a violation (always the case; every "
                         "violation is reported, exit status 1)")
+    p.add_argument("--writer", metavar="RATE",
+                   help="give every VM an x-dirtier writing RATE bytes/s "
+                        "(suffix K, M, G: 32M) into the region after the "
+                        "pattern, which it keeps writing while it runs "
+                        "(a guest that writes its memory); default: none")
+    p.add_argument("--writer-pattern", choices=("sweep", "random"),
+                   default="sweep", help="x-dirtier's pattern (sweep: in "
+                   "order, a sweeping guest)")
+    p.add_argument("--writer-size", type=int, default=32,
+                   help="the writer's region in MiB, after the pattern (32)")
     p.add_argument("--verbose", action="store_true",
                    help="print every VM command line and relay event")
     a = p.parse_args(argv)
@@ -863,11 +1129,25 @@ def parse_args(argv):
         a.seed = int(time.time() * 1000) % 1000000007
     if a.mem < 4 or a.follow_every < 1 or (a.runs is not None and a.runs < 0):
         p.error("bad --mem, --follow-every or --runs")
+    a.writer_bytes = None
+    if a.writer is not None:
+        m = re.fullmatch(r"(\d+)([KMG]?)", a.writer.strip(), re.I)
+        if not m or int(m.group(1)) == 0:
+            p.error(f"--writer {a.writer}: a rate in bytes/s above 0, "
+                    "with an optional suffix K, M or G")
+        a.writer_bytes = int(m.group(1)) << {"": 0, "K": 10, "M": 20,
+                                             "G": 30}[m.group(2).upper()]
+        # the pattern (at most 64 MiB, at least 1 MiB) comes first, the
+        # region right after it; both must fit in RAM
+        if a.writer_size < 1 or a.mem - a.writer_size < 1:
+            p.error(f"--writer: --mem {a.mem} leaves no room for a pattern "
+                    f"and a {a.writer_size} MiB writer region (--writer-size "
+                    f">= 1, --mem >= --writer-size + 1)")
     return a
 
 
 def main(argv=None):
-    global ft, relay, VERBOSE
+    global ft, relay, dirtier, VERBOSE
     args = parse_args(argv if argv is not None else sys.argv[1:])
     VERBOSE = args.verbose
     if args.build:
@@ -877,7 +1157,8 @@ def main(argv=None):
     sys.path.insert(0, FUNCTIONAL)
     import ferrytest
     import relay as relay_mod
-    ft, relay = ferrytest, relay_mod
+    import dirtier as dirtier_mod
+    ft, relay, dirtier = ferrytest, relay_mod, dirtier_mod
     ft.log = runlog
     ft.require_file(ft.FERRY, "ferry")
     # SIGTERM: unwind, so that ferrytest's atexit kills the VMs and
@@ -888,7 +1169,9 @@ def main(argv=None):
     started = time.time()
     say(f"fault-campaign: seed {args.seed}, campaigns {', '.join(names)}, "
         f"ferry {ft.FERRY}, -M none -m {args.mem}, "
-        f"{'KVM present' if ft.kvm_usable() else 'no KVM'}")
+        f"{'KVM present' if ft.kvm_usable() else 'no KVM'}"
+        + (f", writer {args.writer}/s {args.writer_pattern} over "
+           f"{args.writer_size} MiB" if args.writer else ""))
     ctx = Ctx(args)
     classes = {"precopy": Precopy, "incoming": Incoming, "postcopy": Postcopy}
     done = []
