@@ -240,19 +240,6 @@ def wait_mig(vm, want, timeout, bad=()):
         time.sleep(0.05)
 
 
-def wait_runstate(vm, want, timeout=10.0):
-    """Status "completed"/"failed" shows a moment before the run state
-    moves on (as in QEMU): poll briefly."""
-    deadline = time.time() + timeout
-    while True:
-        st = vm.query_status()
-        if st == want:
-            return
-        if time.time() > deadline:
-            ft.fail(f"{vm.name}: run state {st}, expected {want}")
-        time.sleep(0.05)
-
-
 def check_static(ctx, data, what):
     """The pattern part of a RAM image (bytes) equals the pattern, and
     everything after the pattern and the writer's region is zero."""
@@ -308,7 +295,7 @@ def stop_vm(vm):
     """stop a running VM (its writer parks before the reply)."""
     if vm.query_status() == "running":
         vm.qmp.cmd("stop")
-        wait_runstate(vm, "paused")
+        ft.wait_runstate(vm, "paused")
 
 
 def writer_info(vm):
@@ -590,8 +577,8 @@ class Precopy(Campaign):
         cal["duration"] = time.time() - t0
         wait_mig(dst, ("completed",), 30, bad=("failed", "cancelled"))
         if self.ctx.writer:
-            wait_runstate(src, "postmigrate")
-            wait_runstate(dst, "running")
+            ft.wait_runstate(src, "postmigrate")
+            ft.wait_runstate(dst, "running")
             writer_writes(dst, "calibration destination")
             cal["writer"] = check_migrated(self.ctx, src, dst,
                                            "calibration")["cmp"]
@@ -627,14 +614,14 @@ class Precopy(Campaign):
             rec["error"] = info.get("error-desc", "")
             if not rec["error"]:
                 ft.fail(f"failed without error-desc: {info}")
-            wait_runstate(src, before)
+            ft.wait_runstate(src, before)
             if ctx.writer:
                 # the guest goes on writing its memory
                 rec["writer_resumed_s"] = writer_writes(
                     src, "source after the failure")
         else:
             rec["outcome"] = "late"
-            wait_runstate(src, "postmigrate")
+            ft.wait_runstate(src, "postmigrate")
             self.check_late(rec, src, dst)
         # still answering, RAM untouched
         src.qmp.cmd("query-status")
@@ -647,7 +634,7 @@ class Precopy(Campaign):
                 rec["src_writer"] = wr
             if ctx.writer and st == "failed":
                 src.qmp.cmd("cont")
-                wait_runstate(src, "running")
+                ft.wait_runstate(src, "running")
         if fault == "reset":
             rec["dst_exit"] = self.dst_fate(dst)
         if st == "failed" and (self.follow_pending or
@@ -673,7 +660,7 @@ class Precopy(Campaign):
         completed when it was killed (its status was read just before)."""
         if rec["fault"] == "reset":
             wait_mig(dst, ("completed",), 10, bad=("failed", "cancelled"))
-            wait_runstate(dst, "running")
+            ft.wait_runstate(dst, "running")
             if self.ctx.writer:
                 writer_writes(dst, "destination of a late reset")
                 out = check_migrated(self.ctx, src, dst,
@@ -715,17 +702,17 @@ class Precopy(Campaign):
         src.qmp.cmd("migrate", uri=uri)
         wait_mig(src, ("completed",), 60, bad=("failed", "cancelled"))
         wait_mig(dst, ("completed",), 30, bad=("failed", "cancelled"))
-        wait_runstate(src, "postmigrate")
+        ft.wait_runstate(src, "postmigrate")
         if not w:
-            wait_runstate(dst, "running")
+            ft.wait_runstate(dst, "running")
             check_ram(self.ctx, dst, "follow-up destination")
             return
-        wait_runstate(dst, "paused")
+        ft.wait_runstate(dst, "paused")
         out = check_migrated(self.ctx, src, dst, "follow-up destination",
                              exact=True)
         rec["follow_up_writer"] = out["src"]
         dst.qmp.cmd("cont")
-        wait_runstate(dst, "running")
+        ft.wait_runstate(dst, "running")
         writer_writes(dst, "follow-up destination after cont")
 
     def describe(self, rec):
@@ -825,7 +812,7 @@ class Incoming(Precopy):
         if rc is None:
             if dst_status == "completed":
                 rec["outcome"] = "late"
-                wait_runstate(dst, "running")
+                ft.wait_runstate(dst, "running")
                 if ctx.writer:
                     writer_writes(dst, "destination of a finished stream")
                     stop_vm(dst)
@@ -929,8 +916,8 @@ class Postcopy(Campaign):
     def finish(self, src, dst, rec):
         for vm in (src, dst):
             wait_mig(vm, ("completed",), 120, bad=("failed", "cancelled"))
-        wait_runstate(dst, "running")
-        wait_runstate(src, "postmigrate")
+        ft.wait_runstate(dst, "running")
+        ft.wait_runstate(src, "postmigrate")
         if not self.ctx.writer:
             check_ram(self.ctx, dst, "destination")
             check_ram(self.ctx, src, "source")
