@@ -1621,10 +1621,10 @@ static bool migrate_resume(MigrationState *s, const char *uri, GError **errp)
     return true;
 }
 
-void migration_set_uuid(const uint8_t uuid[16])
+void migration_set_uuid(const uint8_t uuid[UUID_LEN])
 {
-    memcpy(migrate_get_current()->uuid, uuid, 16);
-    memcpy(migration_incoming_get_current()->uuid, uuid, 16);
+    memcpy(migrate_get_current()->uuid, uuid, UUID_LEN);
+    memcpy(migration_incoming_get_current()->uuid, uuid, UUID_LEN);
 }
 
 void migration_postcopy_failure_reset(void)
@@ -2088,7 +2088,7 @@ static void incoming_accept(QIOChannel *ioc, void *opaque)
     trace_migration_incoming_accept(qio_channel_get_name(ioc));
     if (mis->from_src_file && mis->multifd) {
         /* After main, every connection is a multifd channel (QEMU 7.2). */
-        if (!multifd_recv_new_channel(mis->multifd, ioc, &err) && err) {
+        if (!multifd_recv_new_channel(mis->multifd, ioc, &err)) {
             migration_incoming_fail(NULL, err);
         }
         return;

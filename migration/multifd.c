@@ -586,7 +586,6 @@ struct MultiFDRecvState {
     uint64_t sync_gen;          /* bumped when the loader releases them */
     unsigned ended;             /* channels closed by the source */
     MultiFDShared sh;
-    uint64_t packets, pages;    /* of finished channels */
 };
 
 MultiFDRecvState *multifd_recv_new(unsigned nchannels,
@@ -747,8 +746,6 @@ static void *multifd_recv_thread(void *opaque)
         }
     }
     qemu_mutex_lock(&s->sh.lock);
-    s->packets += c->packets;
-    s->pages += c->pages;
     if (err) {
         shared_fail_locked(&s->sh, err);
     } else if (r == 0) {
@@ -772,7 +769,7 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
                               GError **errp)
 {
     MultiFDRecvChannel *c;
-    bool all;
+    bool ok;
 
     if (!qio_channel_set_blocking(ioc, true, errp)) {
         qio_channel_unref(ioc);
@@ -784,15 +781,15 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
         /* The load is over (or failed): nobody would read this one. */
         qemu_mutex_unlock(&s->sh.lock);
         multifd_recv_channel_free(c);
-        return false;
+        return true;
     }
     g_ptr_array_add(s->channels, c);
     /* Under the lock, so that multifd_recv_stop sees it running or not. */
-    c->thread_running = qemu_thread_create(&c->thread, "mig/dst/multifd",
-                                           multifd_recv_thread, c, errp);
-    all = c->thread_running && s->channels->len == s->n;
+    ok = qemu_thread_create(&c->thread, "mig/dst/multifd",
+                            multifd_recv_thread, c, errp);
+    c->thread_running = ok;
     qemu_mutex_unlock(&s->sh.lock);
-    return all;
+    return ok;
 }
 
 /*
@@ -880,15 +877,6 @@ void multifd_recv_shutdown(MultiFDRecvState *s)
 
         qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
     }
-    qemu_mutex_unlock(&s->sh.lock);
-}
-
-void multifd_recv_stats(MultiFDRecvState *s, uint64_t *packets,
-                        uint64_t *pages)
-{
-    qemu_mutex_lock(&s->sh.lock);
-    *packets = s->packets;
-    *pages = s->pages;
     qemu_mutex_unlock(&s->sh.lock);
 }
 

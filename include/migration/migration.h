@@ -9,6 +9,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
+#include "qemu/uuid.h"
 #include "migration/options.h"
 #include <json-glib/json-glib.h>
 
@@ -87,7 +88,7 @@ typedef struct MigrationState {
     /* multifd's channels and threads (qemu_file_lock as to_dst_file) */
     MultiFDSendState *multifd;
     /* The VM's -uuid (zero if none), which multifd channels carry. */
-    uint8_t uuid[16];
+    uint8_t uuid[UUID_LEN];
     QEMUFile *rp_file;                  /* return path (reads from dst) */
     QemuThread rp_thread;
     bool rp_thread_running;
@@ -188,7 +189,7 @@ typedef struct MigrationIncomingState {
      * by the main thread once the loader is gone.
      */
     MultiFDRecvState *multifd;
-    uint8_t uuid[16];                   /* the VM's -uuid, for multifd */
+    uint8_t uuid[UUID_LEN];             /* the VM's -uuid, for multifd */
     /* Postcopy: state machine, userfaultfd, threads, statistics. */
     PostcopyIncomingState *postcopy;
     /* Postcopy recovery: pauses so far and time paused (error_lock). */

@@ -5,6 +5,7 @@
 #define MIGRATION_MISC_H
 
 #include "qemu/osdep.h"
+#include "qemu/uuid.h"
 
 /*
  * -incoming URI: start listening (tcp:, unix:, ...) and load the stream in a
@@ -17,7 +18,7 @@ bool migration_incoming_start(const char *uri, GError **errp);
  * The VM's -uuid (16 bytes), which multifd channels carry and check on
  * both sides, as QEMU does; all zero when -uuid is not given.
  */
-void migration_set_uuid(const uint8_t uuid[16]);
+void migration_set_uuid(const uint8_t uuid[UUID_LEN]);
 
 /* Register the migration QMP commands (migrate, query-migrate, ...). */
 void migration_register_qmp(void);

@@ -13,6 +13,7 @@
 #ifndef MIGRATION_MULTIFD_H
 #define MIGRATION_MULTIFD_H
 
+#include "qemu/uuid.h"
 #include "exec/ramblock.h"
 #include "migration/channel.h"
 
@@ -20,7 +21,7 @@
 #define MULTIFD_VERSION 1
 #define MULTIFD_FLAG_SYNC (1u << 0)
 #define MULTIFD_FLAG_COMPRESSION_MASK (0xfu << 1)
-#define MULTIFD_UUID_LEN 16
+#define MULTIFD_UUID_LEN UUID_LEN
 #define MULTIFD_MAX_CHANNELS 255
 
 /* 512 KiB of 4 KiB target pages per packet, as QEMU 7.2. */
@@ -96,8 +97,9 @@ typedef struct MultiFDRecvChannel MultiFDRecvChannel;
 MultiFDRecvState *multifd_recv_new(unsigned nchannels,
                                    const uint8_t uuid[MULTIFD_UUID_LEN]);
 /*
- * A new connection (main loop).  Starts its thread; true once the last
- * expected channel has come.  The loader does not wait for that: it
+ * A new connection (main loop).  Starts its thread (or, once the load
+ * is over, closes the connection); false only with errp set.  The
+ * loader does not wait for all channels to connect: it
  * reads the main stream at once and waits for the channels at the first
  * RAM EOS (a ferry source sends nothing before all channels connected,
  * so a source that dies meanwhile ends the main stream, not a wait).
@@ -124,9 +126,6 @@ void multifd_recv_shutdown(MultiFDRecvState *s);
 void multifd_recv_stop(MultiFDRecvState *s);
 /* Join the threads and free (main loop, after the loader ended). */
 void multifd_recv_free(MultiFDRecvState *s);
-/* Packets and pages received over all channels. */
-void multifd_recv_stats(MultiFDRecvState *s, uint64_t *packets,
-                        uint64_t *pages);
 
 /*
  * One channel without a thread, for the fuzz target and unit tests:

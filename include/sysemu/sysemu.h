@@ -6,6 +6,7 @@
 #define SYSEMU_SYSEMU_H
 
 #include "qemu/osdep.h"
+#include "qemu/uuid.h"
 #include "hw/machine.h"
 
 #define FERRY_VERSION "0.1.0"
@@ -20,7 +21,7 @@ typedef struct VMOptions {
     GPtrArray *qmp_specs;       /* char *, one per -qmp or -mon */
     GPtrArray *chardevs;        /* Chardev *, one per -chardev */
     char *uuid;                 /* -uuid, lower case; NULL if absent */
-    uint8_t uuid_bytes[16];     /* the same, binary; zero if absent */
+    uint8_t uuid_bytes[UUID_LEN]; /* the same, binary; zero if absent */
     bool no_shutdown;           /* -no-shutdown: pause instead of exiting */
     bool no_reboot;             /* -no-reboot: a reset shuts down */
     bool msg_timestamp;         /* -msg timestamp=on */
