@@ -60,11 +60,7 @@ def run_one(binary, size, rate, policy, bandwidth, content, timeout):
     src, dst, uri = vm_pair(size, rate, content, binary)
     try:
         # the writer runs before the migration starts
-        deadline = time.monotonic() + 30
-        while src.qmp.cmd("x-query-dirtier")["pages-written"] < 2000:
-            if time.monotonic() > deadline:
-                raise AssertionError("the writer did not start")
-            time.sleep(0.05)
+        dirtier.wait_writes(src, 2000, timeout=30)
         caps = ["postcopy-ram"] + (["x-auto-postcopy"] if policy == "auto"
                                    else [])
         src.qmp.cmd("migrate-set-capabilities", capabilities=[

@@ -14,6 +14,7 @@ or bytes-like objects).
 
 import mmap
 import struct
+import time
 
 PAGE = 4096
 WORDS = PAGE // 8
@@ -232,3 +233,20 @@ def compare_postcopy(src_dump, dst_dump, region, any_initial=False):
                                 f"({src_ctl}): a stale or lost page")
             out["rewritten"] += 1
     return out
+
+
+def wait_writes(vm, more=200, timeout=10.0):
+    """Wait until the running VM's writer has written `more` further pages
+    (QMP x-query-dirtier); AssertionError if it does not in time."""
+    def written():
+        return vm.qmp.cmd("x-query-dirtier")["pages-written"]
+
+    start = written()
+    deadline = time.time() + timeout
+    while written() < start + more:
+        vm.check_alive()
+        if time.time() > deadline:
+            raise AssertionError(
+                f"{vm.name}: the writer did not write {more} pages in "
+                f"{timeout}s: {vm.qmp.cmd('x-query-dirtier')}")
+        time.sleep(0.05)

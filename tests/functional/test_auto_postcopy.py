@@ -71,14 +71,6 @@ def pair(dev, dst_extra=()):
     return src, dst, uri
 
 
-def writes_started(vm, pages=500, timeout=10.0):
-    deadline = time.time() + timeout
-    while vm.qmp.cmd("x-query-dirtier")["pages-written"] < pages:
-        if time.time() > deadline:
-            fail(f"{vm.name}: the writer did not start")
-        time.sleep(0.05)
-
-
 def migrate(src, dst, uri):
     caps(src, "postcopy-ram", "x-auto-postcopy")
     caps(dst, "postcopy-ram")
@@ -98,7 +90,7 @@ def migrate(src, dst, uri):
 def test_outdirtying_switches_in_first_pass():
     # 200 MiB/s of writes over half of RAM against a 64 MiB/s link.
     src, dst, uri = pair(dirtier_dev("200M"))
-    writes_started(src)
+    dirtier.wait_writes(src, 500)
     info = migrate(src, dst, uri)
     auto = info.get("x-auto-postcopy")
     if not auto:
@@ -124,7 +116,7 @@ def test_outdirtying_switches_in_first_pass():
 
 def expect_precopy(dev):
     src, dst, uri = pair(dev, ["-S"])
-    writes_started(src, 100)
+    dirtier.wait_writes(src, 100)
     info = migrate(src, dst, uri)
     if "x-auto-postcopy" in info or info["ram"].get("postcopy-bytes"):
         fail(f"switched to postcopy although precopy converges: {info}")
@@ -150,7 +142,7 @@ def test_small_hot_set_stays_in_precopy():
 
 def test_migrate_tool_auto():
     src, dst, uri = pair(dirtier_dev("200M"))
-    writes_started(src)
+    dirtier.wait_writes(src, 500)
     p = subprocess.run(
         [MIGRATE_TOOL, "--src", src.qmp_path, "--dst", dst.qmp_path,
          "--uri", uri, "--switch-policy=auto", "--max-bandwidth",

@@ -62,18 +62,6 @@ def wait_status(vm, want, timeout=60.0):
         time.sleep(0.05)
 
 
-def wait_writes(vm, more=200, timeout=10.0):
-    """Wait until the writer has written `more` further pages."""
-    start = query(vm)["pages-written"]
-    deadline = time.time() + timeout
-    while query(vm)["pages-written"] < start + more:
-        vm.check_alive()
-        if time.time() > deadline:
-            fail(f"{vm.name}: the writer did not write {more} pages in {timeout}s: "
-                 f"{query(vm)}")
-        time.sleep(0.05)
-
-
 def pair(src_dev, dst_extra=()):
     port = free_port()
     uri = f"tcp:127.0.0.1:{port}"
@@ -143,7 +131,7 @@ def test_refusals():
 def test_runs_only_while_running():
     vm = VM(BASE + dev("8M", "16M", ",pattern=sweep"), name="vm",
             serial=False).launch()
-    wait_writes(vm, 100)
+    dirtier.wait_writes(vm, 100)
     vm.qmp.cmd("stop")
     a = query(vm)
     if a["running"]:
@@ -159,7 +147,7 @@ def test_runs_only_while_running():
         fail(f"RAM does not match the writer: {stats} vs {b}")
     t0 = time.time()
     vm.qmp.cmd("cont")
-    wait_writes(vm, 400)
+    dirtier.wait_writes(vm, 400)
     c = query(vm)
     rate = (c["pages-written"] - b["pages-written"]) * 4096 / (time.time() - t0)
     log(f"stopped at {b['pages-written']}, after cont {c['pages-written']} "
@@ -174,7 +162,7 @@ def test_runs_only_while_running():
 def test_precopy_converges():
     # -S on the destination: it must not write before both are dumped.
     src, dst, uri = pair(dev("20M"), ["-S"])
-    wait_writes(src, 5000)
+    dirtier.wait_writes(src, 5000)
     src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 30})
     t0 = time.time()
     src.qmp.cmd("migrate", uri=uri)
@@ -203,7 +191,7 @@ def test_precopy_converges():
         fail(f"control counter {stats['control']} != source generation {ctl}")
     # The destination continues the sequence from the migrated counter.
     dst.qmp.cmd("cont")
-    wait_writes(dst, 50)
+    dirtier.wait_writes(dst, 50)
     q = query(dst)
     if q["generation"] != ctl + q["pages-written"]:
         fail(f"destination did not continue from {ctl}: {q}")
@@ -216,7 +204,7 @@ def test_precopy_converges():
 def test_precopy_does_not_converge():
     src, dst, uri = pair(dev("200M"))
     t0, w0 = time.time(), query(src)["pages-written"]
-    wait_writes(src, 20000)
+    dirtier.wait_writes(src, 20000)
     rate = (query(src)["pages-written"] - w0) * 4096 / (time.time() - t0)
     log(f"writer at ~{rate / 1e6:.0f} MB/s (200 MiB/s asked)")
     src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 32 << 20})
@@ -255,7 +243,7 @@ def test_precopy_does_not_converge():
     q = query(src)
     if not q["running"]:
         fail(f"source writer parked after cancel: {q}")
-    wait_writes(src, 1000)
+    dirtier.wait_writes(src, 1000)
     src.shutdown()
     dst.kill()
 
@@ -268,13 +256,13 @@ def test_postcopy():
     set_caps(dst, postcopy_ram=True)
     src.qmp.cmd("migrate-set-parameters", **{
         "max-bandwidth": 32 << 20, "max-postcopy-bandwidth": 8 << 20})
-    wait_writes(src, 5000)
+    dirtier.wait_writes(src, 5000)
     t0 = time.time()
     src.qmp.cmd("migrate", uri=uri)
     src.qmp.cmd("migrate-start-postcopy")
     wait_status(dst, ("postcopy-active", "completed"))
     # The destination's writer runs after the switch and waits on faults.
-    wait_writes(dst, 300, timeout=30)
+    dirtier.wait_writes(dst, 300, timeout=30)
     mid = dst.qmp.cmd("query-migrate")
     log(f"destination after switch: {query(dst)}, status {mid['status']}")
     sst = src.wait_migration(timeout=120)

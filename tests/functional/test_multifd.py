@@ -341,11 +341,7 @@ def test_dirtier_passes():
              serial=False).launch()
     for vm in (src, dst):
         enable_multifd(vm, 4)
-    deadline = time.time() + 20
-    while src.qmp.cmd("x-query-dirtier")["pages-written"] < 3000:
-        if time.time() > deadline:
-            fail(f"the writer is slow: {src.qmp.cmd('x-query-dirtier')}")
-        time.sleep(0.05)
+    dirtier.wait_writes(src, 3000, timeout=20)
     src.qmp.cmd("migrate-set-parameters", max_bandwidth=128 * MiB,
                 downtime_limit=20)
     s, t, took = migrate(src, dst, f"tcp:127.0.0.1:{free_port()}",
