@@ -585,6 +585,12 @@ struct MultiFDRecvState {
     unsigned synced;            /* channels waiting at the current SYNC */
     uint64_t sync_gen;          /* bumped when the loader releases them */
     unsigned ended;             /* channels closed by the source */
+    /*
+     * Set at POSTCOPY_LISTEN: from there no page may come (RAM belongs to
+     * userfaultfd), no SYNC waits for the loader and a channel's loss
+     * fails nothing.
+     */
+    bool postcopy;
     MultiFDShared sh;
 };
 
@@ -703,6 +709,12 @@ int multifd_recv_channel_packet(MultiFDRecvChannel *c, bool *sync,
     }
     trace_multifd_recv(c->id, c->pkt.packet_num, c->pkt.normal_pages,
                        c->pkt.flags);
+    if (c->pkt.normal_pages && qatomic_read(&c->s->postcopy)) {
+        error_setg(errp, "multifd: packet %" PRIu64 " carries %u pages after "
+                   "the switch to postcopy (they go on the main stream)",
+                   c->pkt.packet_num, c->pkt.normal_pages);
+        return -1;
+    }
     if (c->pkt.normal_pages && !recv_pages(c, errp)) {
         return -1;
     }
@@ -719,6 +731,11 @@ static bool recv_wait_release(MultiFDRecvState *s)
     bool released;
 
     qemu_mutex_lock(&s->sh.lock);
+    if (s->postcopy) {
+        /* QEMU 7.2 syncs at every EOS in postcopy too; nobody waits. */
+        qemu_mutex_unlock(&s->sh.lock);
+        return true;
+    }
     gen = s->sync_gen;
     s->synced++;
     qemu_cond_broadcast(&s->sh.cond);
@@ -746,7 +763,12 @@ static void *multifd_recv_thread(void *opaque)
         }
     }
     qemu_mutex_lock(&s->sh.lock);
-    if (err) {
+    if (err && s->postcopy) {
+        /* Nothing of the migration is left on it. */
+        trace_multifd_recv_postcopy_error(c->id, err->message);
+        g_clear_error(&err);
+        qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+    } else if (err) {
         shared_fail_locked(&s->sh, err);
     } else if (r == 0) {
         /*
@@ -863,6 +885,24 @@ bool multifd_recv_sync(MultiFDRecvState *s, QIOChannel *main,
     qemu_mutex_unlock(&s->sh.lock);
     trace_multifd_recv_sync(ok);
     return ok;
+}
+
+void multifd_recv_enter_postcopy(MultiFDRecvState *s)
+{
+    unsigned waiting;
+
+    if (!s) {
+        return;
+    }
+    qemu_mutex_lock(&s->sh.lock);
+    qatomic_set(&s->postcopy, true);
+    /* Every precopy SYNC was met at its EOS: these are postcopy's. */
+    waiting = s->synced;
+    s->synced = 0;
+    s->sync_gen++;
+    qemu_cond_broadcast(&s->sh.cond);
+    qemu_mutex_unlock(&s->sh.lock);
+    trace_multifd_recv_enter_postcopy(waiting);
 }
 
 void multifd_recv_shutdown(MultiFDRecvState *s)

@@ -158,10 +158,14 @@ static const CapabilityRule capability_rules[] = {
     { MIGRATION_CAPABILITY_X_AUTO_POSTCOPY,
       MIGRATION_CAPABILITY_POSTCOPY_RAM, true,
       "x-auto-postcopy requires postcopy-ram" },
-    /* ferry's own: its multifd is precopy only (QEMU 7.2 allows both) */
-    { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_POSTCOPY_RAM,
-      false, "multifd together with postcopy-ram is not supported by this "
-      "VMM" },
+    /*
+     * ferry's own: QEMU 7.2 takes every connection after the main one for
+     * a multifd channel, so its preempt channel would be refused there.
+     */
+    { MIGRATION_CAPABILITY_MULTIFD, MIGRATION_CAPABILITY_POSTCOPY_PREEMPT,
+      false, "multifd together with postcopy-preempt is not supported: "
+      "both add connections after the main one, which the destination "
+      "cannot tell apart (as QEMU 7.2)" },
 };
 
 static bool rule_broken(const CapabilityRule *r, const bool *caps)

@@ -21,6 +21,7 @@
 #include "exec/ramblock.h"
 #include "migration/channel.h"
 #include "migration/migration.h"
+#include "migration/multifd.h"
 #include "migration/postcopy-ram.h"
 #include "migration/ram.h"
 #include "migration/savevm.h"
@@ -1678,6 +1679,7 @@ static bool pc_listen(LoadVMContext *ctx, GError **errp)
         error_setg(errp, "cancelled by migrate_cancel");
         return false;
     }
+    multifd_recv_enter_postcopy(mis->multifd);
     discard_prepare(pis);
     if (!postcopy_state_cas(mis, st, POSTCOPY_INCOMING_LISTENING)) {
         return wrong_state(cmd, postcopy_state_get(mis), "ADVISE or DISCARD",

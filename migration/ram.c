@@ -878,6 +878,11 @@ static uint64_t ram_channels_transferred(RAMState *rs, QEMUFile *f)
  * multifd: everything queued, then a SYNC on every channel, before each
  * RAM EOS; the destination waits for those at the EOS.  Pages being read
  * by the channels stay under the caller's RCU read lock until this returns.
+ *
+ * After the switch no page goes to the channels, but the SYNCs go on: a
+ * QEMU 7.2 destination waits for them at every EOS.  Losing the channels
+ * then costs no page, so it must not cost the migration either (a ferry
+ * destination stops waiting for them at LISTEN): they are dropped.
  */
 static void ram_multifd_sync(RAMState *rs, QEMUFile *f)
 {
@@ -888,6 +893,12 @@ static void ram_multifd_sync(RAMState *rs, QEMUFile *f)
         return;
     }
     if (!multifd_send_sync(rs->multifd, &bytes, &err)) {
+        if (rs->in_postcopy) {
+            trace_ram_multifd_dropped_in_postcopy(err->message);
+            g_error_free(err);
+            rs->multifd = NULL;
+            return;
+        }
         qemu_file_set_error_obj(f, -EIO, err);
         return;
     }

@@ -8,7 +8,11 @@
  * placed everything sent before its SYNC: a page sent twice (two passes)
  * can therefore never arrive in the wrong order.
  *
- * Precopy only in ferry (multifd is refused together with postcopy).
+ * With postcopy, the channels carry precopy's pages only: the last EOS
+ * before the switch has placed them all before any DISCARD, and after it
+ * every page goes on the main stream.  The source keeps sending a SYNC
+ * per channel at each EOS (QEMU 7.2's destination waits for them); ferry's
+ * destination reads them from POSTCOPY_LISTEN on without waiting.
  */
 #ifndef MIGRATION_MULTIFD_H
 #define MIGRATION_MULTIFD_H
@@ -116,6 +120,12 @@ bool multifd_recv_new_channel(MultiFDRecvState *s, QIOChannel *ioc,
  */
 bool multifd_recv_sync(MultiFDRecvState *s, QIOChannel *main,
                        uint64_t timeout_ms, GError **errp);
+/*
+ * POSTCOPY_LISTEN (loader thread, s may be NULL): from here a SYNC waits
+ * for nobody, a packet with pages is refused on its channel, and a
+ * channel that fails is only traced.
+ */
+void multifd_recv_enter_postcopy(MultiFDRecvState *s);
 /* Any thread: wake everything up and make it fail (cancel, main failed). */
 void multifd_recv_shutdown(MultiFDRecvState *s);
 /*
