@@ -73,14 +73,28 @@ HASH_CHUNK = 8 << 20
 # ---------------------------------------------------------------------------
 # Content and verification
 
-def make_content(directory, size, seed=None):
-    """SIZE bytes of random data in a file; returns (path, sha256 hex)."""
+SPARSE_EVERY = 16      # --fill sparse: one random page in this many
+
+
+def random_chunk(n, fill):
+    if fill == "random":
+        return os.urandom(n)
+    page = 4096
+    b = bytearray(n)
+    for off in range(0, n, page * SPARSE_EVERY):
+        b[off:off + page] = os.urandom(min(page, n - off))
+    return bytes(b)
+
+
+def make_content(directory, size, fill="random"):
+    """SIZE bytes in a file, all random or (sparse) one random page in
+    SPARSE_EVERY and zeros; returns (path, sha256 hex)."""
     path = os.path.join(directory, "ram.bin")
     h = hashlib.sha256()
     with open(path, "wb") as f:
         left = size
         while left:
-            chunk = os.urandom(min(HASH_CHUNK, left))
+            chunk = random_chunk(min(HASH_CHUNK, left), fill)
             h.update(chunk)
             f.write(chunk)
             left -= len(chunk)
@@ -595,6 +609,9 @@ def main():
     ap.add_argument("--prewarm", action="store_true",
                     help="before each run, touch and free 2 x SIZE of "
                     "memory (see prewarm())")
+    ap.add_argument("--fill", choices=["random", "sparse"], default="random",
+                    help="RAM content: all random (default) or one random "
+                    f"page in {SPARSE_EVERY}, the rest zero")
     ap.add_argument("--no-loopback", action="store_true")
     ap.add_argument("--out", help="JSON file (default "
                     "bench/results/none-<date>.json)")
@@ -646,8 +663,8 @@ def main():
 
     d = ft.make_tmpdir("ferrybench-none-")
     t = time.monotonic()
-    content, want = make_content(d, size)
-    log(f"content: {size >> 20} MiB random, sha256 {want[:16]}... "
+    content, want = make_content(d, size, args.fill)
+    log(f"content: {size >> 20} MiB {args.fill}, sha256 {want[:16]}... "
         f"({time.monotonic() - t:.1f} s)")
 
     runs = []
@@ -695,7 +712,8 @@ def main():
                        "max-bandwidth": CASES[c][1],
                        "max-postcopy-bandwidth": CASES[c][2]} for c in cases},
                    "downtime_limit_ms": DOWNTIME_LIMIT,
-                   "content": "os.urandom, loaded at 0 with -device loader",
+                   "content": f"os.urandom ({args.fill}), loaded at 0 "
+                              "with -device loader",
                    "content_sha256": want, "timeout_s": args.timeout,
                    "postcopy_read": args.read,
                    "postcopy_read_chunk": read_chunk,

@@ -15,7 +15,6 @@
 #include <linux/falloc.h>
 
 /* The transparent huge page size of x86-64. */
-#define THP_SIZE (2 * 1024 * 1024)
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -252,6 +251,17 @@ unsigned long *qemu_ram_untouched_map(RAMBlock *rb)
     return map;
 }
 
+bool qemu_ram_advise_huge_region(RAMBlock *rb, ram_addr_t offset)
+{
+    if ((rb->flags & RAM_HUGETLB) || !rb->host ||
+        !QEMU_IS_ALIGNED(offset, RAM_THP_SIZE) ||
+        offset >= rb->used_length ||
+        rb->used_length - offset < RAM_THP_SIZE) {
+        return false;
+    }
+    return madvise(rb->host + offset, RAM_THP_SIZE, MADV_HUGEPAGE) == 0;
+}
+
 void qemu_ram_advise_huge(bool on)
 {
     RAMBlock *rb;
@@ -308,7 +318,7 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
     if (rb->fd < 0) {
         mflags |= MAP_ANONYMOUS;
     }
-    rb->host = ram_mmap_aligned(rb->max_length, MAX(rb->page_size, THP_SIZE),
+    rb->host = ram_mmap_aligned(rb->max_length, MAX(rb->page_size, RAM_THP_SIZE),
                                 mflags, rb->fd);
     if (!rb->host) {
         error_setg_errno(errp, errno, "%s '%s': cannot map %" PRIu64

@@ -94,6 +94,13 @@ void qemu_ram_free(RAMBlock *block);
  */
 void qemu_ram_advise_huge(bool on);
 /*
+ * The transparent huge page size that guest RAM is aligned to (x86-64's
+ * PMD size), and advice for one such region of rb (offset aligned to
+ * it, inside used_length): false if it does not apply or was refused.
+ */
+#define RAM_THP_SIZE (2 * 1024 * 1024)
+bool qemu_ram_advise_huge_region(RAMBlock *rb, ram_addr_t offset);
+/*
  * A bitmap (one bit per target page of used_length) of the pages of a
  * private anonymous block that were never touched (neither present nor
  * swapped, per /proc/self/pagemap) and so read as zero; NULL for other

@@ -15,6 +15,7 @@
 #include "migration/ram.h"
 #include "migration/savevm.h"
 #include "ram-stream-log.h"
+#include "vm-flags.h"
 
 #define B0_SIZE (4u << 20)
 #define B1_SIZE (2u << 20)
@@ -801,6 +802,121 @@ static void test_zero_untouched(void)
     g_byte_array_free(s.b, true);
 }
 
+/* Dense-data huge pages: which regions of "td" the stream fills. */
+#define TD_REGION_PAGES (RAM_THP_SIZE / TARGET_PAGE_SIZE)
+#define TD_REGIONS 7
+#define TD_TOUCHED 5                    /* touched before the load */
+static const unsigned td_every[TD_REGIONS] = { 1, 1, 16, 16, 1, 1, 1 };
+
+static void td_fill(uint8_t *page, uint64_t offset)
+{
+    memset(page, (uint8_t)(offset >> TARGET_PAGE_BITS) ^ 0x5a,
+           TARGET_PAGE_SIZE);
+    memcpy(page, &offset, sizeof(offset));
+}
+
+static void td_stream(Stream *s)
+{
+    uint8_t page[TARGET_PAGE_SIZE];
+    bool first = true;
+
+    for (unsigned r = 0; r < TD_REGIONS; r++) {
+        for (unsigned i = 0; i < TD_REGION_PAGES; i += td_every[r]) {
+            uint64_t off = (uint64_t)r * RAM_THP_SIZE + i * TARGET_PAGE_SIZE;
+
+            s_be64(s, off | RAM_SAVE_FLAG_PAGE |
+                   (first ? 0 : RAM_SAVE_FLAG_CONTINUE));
+            if (first) {
+                s_str(s, "td");
+                first = false;
+            }
+            td_fill(page, off);
+            g_byte_array_append(s->b, page, sizeof(page));
+        }
+    }
+    s_be64(s, RAM_SAVE_FLAG_EOS);
+}
+
+/* Load td's stream; huge[r]: whether region r was advised huge meanwhile. */
+static void td_load(bool postcopy_advised, bool huge[TD_REGIONS])
+{
+    RAMBlock *rb = qemu_ram_alloc("td", TD_REGIONS * RAM_THP_SIZE, NULL,
+                                  NULL);
+    Stream s = { g_byte_array_new() };
+    uint8_t want[TARGET_PAGE_SIZE];
+    Saved sv;
+    GError *err = NULL;
+
+    g_assert_nonnull(rb);
+    rb->host[TD_TOUCHED * RAM_THP_SIZE + 100 * TARGET_PAGE_SIZE] = 1;
+    td_stream(&s);
+    sv.data = s.b->data;
+    sv.len = s.b->len;
+    ram_load_set_postcopy_advised(mis, postcopy_advised);
+    g_assert_true(ram_load_setup(mis, &err));
+    g_assert_true(load_all(&sv, &err));
+    g_assert_no_error(err);
+    for (unsigned r = 0; r < TD_REGIONS; r++) {
+        huge[r] = vm_advised_huge(rb->host + r * RAM_THP_SIZE);
+    }
+    ram_load_cleanup(mis);
+    ram_load_set_postcopy_advised(mis, false);
+    for (uint64_t off = 0; off < rb->used_length; off += TARGET_PAGE_SIZE) {
+        unsigned r = off / RAM_THP_SIZE;
+        unsigned i = (off % RAM_THP_SIZE) / TARGET_PAGE_SIZE;
+
+        if (i % td_every[r]) {
+            g_assert_true(buffer_is_zero(rb->host + off, TARGET_PAGE_SIZE));
+        } else {
+            td_fill(want, off);
+            g_assert_cmpmem(rb->host + off, TARGET_PAGE_SIZE, want,
+                            TARGET_PAGE_SIZE);
+        }
+    }
+    qemu_ram_free(rb);
+    g_byte_array_free(s.b, true);
+}
+
+/*
+ * A region is advised huge before its first write when the one below was
+ * dense and it is untouched; sparse data, touched regions and postcopy
+ * (where khugepaged must not fill holes) keep small pages.
+ */
+static void test_dense_huge(void)
+{
+    static const bool want[TD_REGIONS] = {
+        false,          /* the first: nothing to predict from */
+        true,           /* after a dense one */
+        true,           /* after a dense one (sparse itself: mispredicted) */
+        false,          /* after a sparse one */
+        false,          /* after a sparse one */
+        false,          /* touched before the load */
+        true,           /* after a dense one */
+    };
+    bool huge[TD_REGIONS];
+    RAMBlock *probe = qemu_ram_alloc("tprobe", RAM_THP_SIZE, NULL, NULL);
+    bool thp = qemu_ram_advise_huge_region(probe, 0);
+
+    qemu_ram_free(probe);
+    if (!thp) {
+        g_test_skip("no transparent huge pages here (madvise refused)");
+        return;
+    }
+    td_load(false, huge);
+    for (unsigned r = 0; r < TD_REGIONS; r++) {
+        if (huge[r] != want[r]) {
+            g_error("region %u: advised huge %d, expected %d", r, huge[r],
+                    want[r]);
+        }
+    }
+    td_load(true, huge);
+    for (unsigned r = 0; r < TD_REGIONS; r++) {
+        if (huge[r]) {
+            g_error("region %u advised huge with postcopy advised", r);
+        }
+    }
+}
+
 static void test_bad_version(void)
 {
     QIOChannel *ioc = qio_channel_new_from_bytes("\0\0\0\0\0\0\0\x10", 8);
@@ -842,6 +958,7 @@ int main(int argc, char **argv)
                     test_continue_across_sections);
     g_test_add_func("/ram/bad-version", test_bad_version);
     g_test_add_func("/ram/zero-untouched", test_zero_untouched);
+    g_test_add_func("/ram/dense-huge", test_dense_huge);
     g_test_add_func("/ram/recv-bitmap", test_recv_bitmap);
     ret = g_test_run();
     migration_state_free(ms);
