@@ -2139,7 +2139,8 @@ static bool incoming_listen(MigrationIncomingState *mis, const char *uri,
         /* main, then the channels; a non-socket URI is refused below */
         nconn = 1 + migrate_multifd_channels();
         mis->multifd = multifd_recv_new(migrate_multifd_channels(),
-                                        mis->uuid);
+                                        mis->uuid,
+                                        ram_load_dense(mis->ram_load));
     }
     /* A second connection is the preempt channel (if that is on by then). */
     mis->listener = migration_channel_listen(uri, nconn, incoming_accept,

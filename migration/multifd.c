@@ -591,14 +591,17 @@ struct MultiFDRecvState {
      * fails nothing.
      */
     bool postcopy;
+    RAMDenseAdvisor *dense;     /* the load's, may be NULL */
     MultiFDShared sh;
 };
 
 MultiFDRecvState *multifd_recv_new(unsigned nchannels,
-                                   const uint8_t uuid[MULTIFD_UUID_LEN])
+                                   const uint8_t uuid[MULTIFD_UUID_LEN],
+                                   RAMDenseAdvisor *dense)
 {
     MultiFDRecvState *s = g_new0(MultiFDRecvState, 1);
 
+    s->dense = dense;
     s->n = nchannels;
     memcpy(s->uuid, uuid, MULTIFD_UUID_LEN);
     shared_init(&s->sh);
@@ -680,6 +683,7 @@ static bool recv_pages(MultiFDRecvChannel *c, GError **errp)
         }
         c->iov[i] = (struct iovec) { ramblock_ptr(rb, off), TARGET_PAGE_SIZE };
     }
+    ram_dense_packet(c->s->dense, rb, p->offset, p->normal_pages);
     if (readv_all(c->ioc, c->iov, p->normal_pages, false, "page data",
                   errp) < 0) {
         ok = false;

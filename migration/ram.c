@@ -27,6 +27,7 @@
 #include "migration/savevm.h"
 #include "migration/postcopy-ram.h"
 #include "migration/multifd.h"
+#include "migration/ram-dense.h"
 #include "trace/trace-migration.h"
 
 /* An iteration stops after this long even if the rate limit allows more. */
@@ -1564,37 +1565,29 @@ typedef enum RAMChannel {
     RAM_CHANNEL_MAX,
 } RAMChannel;
 
-/*
- * Dense data into huge pages (load_page_dense): a region needs this many
- * of its 512 pages written before the next is advised huge.  Here (docs/
- * performance.md) a small page's first touch costs about 14 us and a huge
- * page's 2.3-3.7 ms, even at about 256 pages.  Each run of advised regions
- * splits the RAM's mapping, so the runs per load are capped well below
- * vm.max_map_count.
- */
-#define RAM_DENSE_MIN_PAGES (RAM_THP_SIZE / TARGET_PAGE_SIZE / 2)
-#define RAM_DENSE_MAX_RUNS 1024
-
 typedef struct RAMLoadChannel {
     RAMBlock *last_block;
     PostcopyTmpPage tmp;
-    /* precopy's loader without multifd or postcopy: load_page_dense */
-    bool dense_ok;
-    RAMBlock *dense_block;          /* the region the last data page hit */
-    uint64_t dense_region;
-    unsigned dense_pages;           /* data pages written in it */
-    uint64_t dense_advised;         /* the last region advised huge + 1 */
-    unsigned dense_runs;
+    RAMDenseTracker dense;
 } RAMLoadChannel;
 
 struct RAMLoadState {
     bool postcopy_advised;
+    RAMDenseAdvisor *dense;
     RAMLoadChannel ch[RAM_CHANNEL_MAX];
 };
 
 RAMLoadState *ram_load_state_new(void)
 {
-    return g_new0(RAMLoadState, 1);
+    RAMLoadState *rls = g_new0(RAMLoadState, 1);
+
+    rls->dense = ram_dense_new();
+    return rls;
+}
+
+RAMDenseAdvisor *ram_load_dense(RAMLoadState *rls)
+{
+    return rls->dense;
 }
 
 static void ram_load_channels_reset(RAMLoadState *rls)
@@ -1609,6 +1602,7 @@ void ram_load_state_free(RAMLoadState *rls)
 {
     if (rls) {
         ram_load_channels_reset(rls);
+        ram_dense_free(rls->dense);
         g_free(rls);
     }
 }
@@ -1633,6 +1627,7 @@ bool ram_load_setup(MigrationIncomingState *mis, GError **errp)
     GPtrArray *blocks = ram_blocks_snapshot(true);
 
     ram_load_channels_reset(mis->ram_load);
+    ram_dense_reset(mis->ram_load->dense);
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -1657,6 +1652,7 @@ void ram_load_cleanup(MigrationIncomingState *mis)
     /* No multifd channel may still be placing pages (or marking them). */
     multifd_recv_stop(mis->multifd);
     ram_load_channels_reset(mis->ram_load);
+    ram_dense_reset(mis->ram_load->dense);
     for (guint i = 0; i < blocks->len; i++) {
         RAMBlock *rb = blocks->pdata[i];
 
@@ -1786,60 +1782,8 @@ static bool page_known_zero(RAMBlock *rb, uint64_t offset)
            !(received && test_bit_atomic(page, received));
 }
 
-/* Every page of the region untouched at setup, and none written since. */
-static bool region_untouched(RAMBlock *rb, uint64_t region)
-{
-    unsigned long *zero = rcu_dereference(rb->zeromap);
-    unsigned long *received = rcu_dereference(rb->receivedmap);
-    unsigned long first = region * (RAM_THP_SIZE / TARGET_PAGE_SIZE);
-    unsigned long end = first + RAM_THP_SIZE / TARGET_PAGE_SIZE;
-
-    return zero && received && end <= ramblock_pages(rb) &&
-           find_next_zero_bit(zero, end, first) >= end &&
-           find_next_bit(received, end, first) >= end;
-}
-
-/*
- * Called before a data page is written.  The load keeps small pages so
- * that sparse data stays cheap (a huge page clears and holds 2 MiB for a
- * single page); dense data pays a small page's first touch 512 times per
- * region instead.  A first pass goes up the addresses, so the region just
- * filled predicts the next: after a dense one, an untouched neighbour is
- * advised huge before its first write.
- */
-static void load_page_dense(RAMLoadChannel *ch, RAMBlock *rb,
-                            uint64_t offset)
-{
-    uint64_t region = offset / RAM_THP_SIZE;
-    bool after_dense;
-
-    if (ch->dense_block == rb && ch->dense_region == region) {
-        ch->dense_pages++;
-        return;
-    }
-    after_dense = ch->dense_block == rb && region == ch->dense_region + 1 &&
-                  ch->dense_pages >= RAM_DENSE_MIN_PAGES;
-    ch->dense_block = rb;
-    ch->dense_region = region;
-    ch->dense_pages = 1;
-    if (!after_dense || !region_untouched(rb, region)) {
-        return;
-    }
-    if (ch->dense_advised != region) {
-        if (ch->dense_runs == RAM_DENSE_MAX_RUNS) {
-            return;
-        }
-        ch->dense_runs++;
-    }
-    if (qemu_ram_advise_huge_region(rb, region * RAM_THP_SIZE)) {
-        ch->dense_advised = region + 1;
-        trace_ram_load_dense_region(rb->idstr, region * RAM_THP_SIZE,
-                                    ch->dense_runs);
-    }
-}
-
-static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
-                      uint64_t offset, GError **errp)
+static bool load_page(RAMLoadState *rls, RAMLoadChannel *ch, QEMUFile *f,
+                      uint64_t flags, uint64_t offset, GError **errp)
 {
     RAMBlock *rb = load_block(ch, f, flags, offset, errp);
     uint8_t *host;
@@ -1864,9 +1808,7 @@ static bool load_page(RAMLoadChannel *ch, QEMUFile *f, uint64_t flags,
             memset(host, fill, TARGET_PAGE_SIZE);
         }
     } else {
-        if (ch->dense_ok) {
-            load_page_dense(ch, rb, offset);
-        }
+        ram_dense_track_page(rls->dense, &ch->dense, rb, offset);
         if (qemu_get_buffer(f, host, TARGET_PAGE_SIZE) != TARGET_PAGE_SIZE) {
             qemu_file_get_error_obj(f, errp);
             if (errp && !*errp) {
@@ -2092,8 +2034,7 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
         trace_ram_load_complete(ok ? 0 : -1);
         return ok;
     }
-    /* multifd's channels write pages too: only their own could tell. */
-    ch->dense_ok = !mis->ram_load->postcopy_advised && !mis->multifd;
+    ram_dense_enable(mis->ram_load->dense, !mis->ram_load->postcopy_advised);
     rcu_read_lock();
     while (ok) {
         uint64_t word = qemu_get_be64(f);
@@ -2112,7 +2053,7 @@ bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
         case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
         case RAM_SAVE_FLAG_PAGE:
         case RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE:
-            ok = load_page(ch, f, flags, offset, errp);
+            ok = load_page(mis->ram_load, ch, f, flags, offset, errp);
             break;
         case RAM_SAVE_FLAG_EOS:
             if (offset) {

@@ -20,6 +20,7 @@
 #include "qemu/uuid.h"
 #include "exec/ramblock.h"
 #include "migration/channel.h"
+#include "migration/ram-dense.h"
 
 #define MULTIFD_MAGIC 0x11223344u
 #define MULTIFD_VERSION 1
@@ -98,8 +99,10 @@ void multifd_send_cleanup(MultiFDSendState *s);
 typedef struct MultiFDRecvState MultiFDRecvState;
 typedef struct MultiFDRecvChannel MultiFDRecvChannel;
 
+/* dense: the load's dense-data advisor (ram-dense.h), or NULL. */
 MultiFDRecvState *multifd_recv_new(unsigned nchannels,
-                                   const uint8_t uuid[MULTIFD_UUID_LEN]);
+                                   const uint8_t uuid[MULTIFD_UUID_LEN],
+                                   RAMDenseAdvisor *dense);
 /*
  * A new connection (main loop).  Starts its thread (or, once the load
  * is over, closes the connection); false only with errp set.  The

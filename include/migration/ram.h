@@ -96,6 +96,8 @@ typedef struct RAMLoadState RAMLoadState;
 
 RAMLoadState *ram_load_state_new(void);
 void ram_load_state_free(RAMLoadState *rls);
+/* Its dense-data advisor, which multifd's receivers use too. */
+struct RAMDenseAdvisor *ram_load_dense(RAMLoadState *rls);
 bool ram_load_setup(MigrationIncomingState *mis, GError **errp);
 bool ram_load(MigrationIncomingState *mis, QEMUFile *f, int version_id,
               GError **errp);

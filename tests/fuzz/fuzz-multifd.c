@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int r = -1;
 
     fuzz_init();
-    s = multifd_recv_new(2, zero_uuid);
+    s = multifd_recv_new(2, zero_uuid, NULL);
     c = multifd_recv_channel_new(s, qio_channel_new_from_bytes(data, size));
     if (multifd_recv_channel_hello(c, &err)) {
         while ((r = multifd_recv_channel_packet(c, &sync, &err)) > 0) {

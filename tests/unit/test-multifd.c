@@ -132,7 +132,7 @@ static GByteArray *channel_bytes(uint8_t id, const char *block,
 /* Run one channel over b; returns the last packet result. */
 static int run_channel(GByteArray *b, GError **errp, bool *sync)
 {
-    MultiFDRecvState *s = multifd_recv_new(2, uuid_a);
+    MultiFDRecvState *s = multifd_recv_new(2, uuid_a, NULL);
     MultiFDRecvChannel *c = multifd_recv_channel_new(
         s, qio_channel_new_from_bytes(b->data, b->len));
     int r = -1;
@@ -207,7 +207,7 @@ static void test_recv_refusals(void)
 /* Two channels claiming the same id: the second is refused. */
 static void test_recv_duplicate_id(void)
 {
-    MultiFDRecvState *s = multifd_recv_new(2, uuid_a);
+    MultiFDRecvState *s = multifd_recv_new(2, uuid_a, NULL);
     uint8_t hello[MULTIFD_INIT_LEN];
     MultiFDRecvChannel *c1, *c2;
     g_autoptr(GError) err = NULL;
