@@ -2,18 +2,23 @@
  * Fuzz target: one multifd channel as the destination reads it (initial
  * message, then packets and their page data) into a guarded 1 MiB
  * RAMBlock "ram", with the channel expected to be id 0 or 1 of 2 and
- * the all-zero UUID.
+ * the all-zero UUID.  The input's last byte picks the destination's
+ * state: bit 0 after POSTCOPY_LISTEN (pages refused, SYNCs passed), bit 1
+ * with the dense-data advisor on (its span arithmetic sees every
+ * packet).
  */
 #include "qemu/osdep.h"
 #include "qemu/rcu.h"
 #include "exec/ramblock.h"
 #include "migration/channel.h"
 #include "migration/multifd.h"
+#include "migration/ram-dense.h"
 #include "fuzz.h"
 
 #define FUZZ_RAM_SIZE (1u << 20)
 
 static const uint8_t zero_uuid[MULTIFD_UUID_LEN];
+static RAMDenseAdvisor *dense;
 
 static void fuzz_init(void)
 {
@@ -31,6 +36,7 @@ static void fuzz_init(void)
         g_error("fuzz-multifd: %s", err->message);
     }
     fuzz_guard_ram(rb);
+    dense = ram_dense_new();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -42,7 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int r = -1;
 
     fuzz_init();
-    s = multifd_recv_new(2, zero_uuid, NULL);
+    ram_dense_enable(dense, size && (data[size - 1] & 2));
+    s = multifd_recv_new(2, zero_uuid, dense);
+    if (size && (data[size - 1] & 1)) {
+        multifd_recv_enter_postcopy(s);
+    }
     c = multifd_recv_channel_new(s, qio_channel_new_from_bytes(data, size));
     if (multifd_recv_channel_hello(c, &err)) {
         while ((r = multifd_recv_channel_packet(c, &sync, &err)) > 0) {
