@@ -242,7 +242,10 @@ static void append_packet(GByteArray *b, const uint64_t *offsets,
         .packet_num = num, .ramblock = "ram",
     };
 
-    memcpy(p.offset, offsets, npages * sizeof(*offsets));
+    if (npages) {
+        /* (offsets may be NULL: memcpy must not see it even for 0) */
+        memcpy(p.offset, offsets, npages * sizeof(*offsets));
+    }
     multifd_packet_encode(hdr, &p);
     g_byte_array_append(b, hdr, sizeof(hdr));
     for (uint32_t i = 0; i < npages; i++) {
