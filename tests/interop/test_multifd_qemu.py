@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Multifd precopy between QEMU 7.2 and ferry, both ways, machine none
-with 256 MiB of known content (interop.Content).
+"""Multifd between QEMU 7.2 and ferry, both ways, machine none with 256
+MiB of known content (interop.Content): precopy, and precopy then
+postcopy.
 
 Both sides turn the `multifd` capability on and set `multifd-channels`
 (the same number) before `migrate-incoming` / `migrate`; the destination
@@ -23,11 +24,28 @@ received uuid ... and expected uuid ..."), the source's migration fails,
 it keeps running with its RAM intact, and a second migration to a
 destination with the right uuid completes.
 
-MULTIFD_CONTROL=1 runs every case QEMU <-> QEMU, to check the test
-itself against the reference implementation.
+Postcopy after a multifd precopy, both ways (2 channels, postcopy-ram):
+the switch once the channels carried 8 MiB at 32 MiB/s; in postcopy the
+destination reads the last 4 MiB (faults) and the first 64 MiB (pages
+the channels placed, the switch's boundary): equal to the content; both
+complete, the source counted page requests, multifd-bytes > 0 at the
+switch but below the content's non-zero pages (the rest went on the main
+stream); both RAMs equal the content.  A QEMU 7.2 destination aborts
+right after completing (a 7.2 bug, see QEMU72_YANK_ABORT), so its RAM is
+checked during postcopy only, and that abort is the only failure
+accepted.  QEMU -> ferry also recovers from a reset of the main
+connection in postcopy (through relay.py), QEMU's channels carrying
+their SYNCs on after it; the other way a QEMU 7.2 destination cannot
+recover with multifd at all.
+
+MULTIFD_CONTROL=1 runs every case QEMU <-> QEMU (but x-dirtier's and
+the recovery), to check the test itself against the reference
+implementation.
 """
 
 import os
+import signal
+import threading
 import time
 
 from interop import (PAGE, MiB, Content, dump, expect_completed,
@@ -35,9 +53,11 @@ from interop import (PAGE, MiB, Content, dump, expect_completed,
                      set_caps, start, status, wait_status,
                      wait_runstate)
 import dirtier  # noqa: E402  (../functional, on the path through interop)
+import relay as rl  # noqa: E402
 
 MEM = 256 * MiB
 SMALL = 64 * MiB
+TOUCH = 4 * MiB                 # read on the destination in postcopy
 UUID_SRC = "5ec0a1d3-0000-4000-8000-00000000000a"
 UUID_DST = "5ec0a1d3-0000-4000-8000-00000000000b"
 CONTROL = os.environ.get("MULTIFD_CONTROL") == "1"
@@ -202,6 +222,230 @@ def test_ferry_to_qemu_dirtier():
         os.remove(path)
 
 
+def wait_multifd(src, nbytes, timeout=30.0):
+    """Until the source's channels carried nbytes; its query-migrate."""
+    deadline = time.time() + timeout
+    while True:
+        info = status(src)
+        if info.get("status") not in ("setup", "active"):
+            fail(f"{src.name}: {info.get('status')} before the switch: "
+                 f"{info.get('error-desc', '')}")
+        if info.get("ram", {}).get("multifd-bytes", 0) >= nbytes:
+            return info
+        if time.time() > deadline:
+            fail(f"{src.name}: multifd-bytes {info.get('ram')} after "
+                 f"{timeout}s")
+        time.sleep(0.02)
+
+
+# QEMU 7.2's destination aborts at the end of every postcopy with multifd:
+# the postcopy listen thread ends with migration_incoming_state_destroy(),
+# whose yank_unregister_instance() asserts that no yank function is left,
+# but the multifd channels' are only unregistered by multifd_load_cleanup(),
+# which 7.2 calls after a precopy only (migration/migration.c,
+# process_incoming_migration_bh; savevm.c, postcopy_ram_listen_thread).
+QEMU72_YANK_ABORT = ("yank_unregister_instance: Assertion "
+                     "`QLIST_EMPTY(&entry->yankfns)' failed")
+
+
+def read_during_postcopy(dst, c, addr, size, d):
+    """pmemsave of [addr, addr + size) on a destination in postcopy (pages
+    not there yet fault and are requested); must equal the content."""
+    part = os.path.join(d, f"part-{addr >> 20}M.dump")
+    done, err = threading.Event(), []
+
+    def read():
+        try:
+            dst.pmemsave(size, path=part, addr=addr)
+        except Exception as e:             # reported below
+            err.append(e)
+        done.set()
+    t0 = time.time()
+    threading.Thread(target=read, daemon=True).start()
+    if not done.wait(60):
+        fail(f"{dst.name}: a pmemsave of [{addr >> 20}, "
+             f"{(addr + size) >> 20}) MiB blocked 60 s in postcopy")
+    if err:
+        raise err[0]
+    with open(c.path, "rb") as f, open(part, "rb") as g:
+        f.seek(addr)
+        if f.read(size) != g.read():
+            fail(f"{dst.name}: [{addr >> 20}, {(addr + size) >> 20}) MiB "
+                 "read in postcopy differs from the content")
+    os.remove(part)
+    log(f"{dst.name}: [{addr >> 20}, {(addr + size) >> 20}) MiB read in "
+        f"postcopy in {time.time() - t0:.2f}s, equal to the content")
+
+
+def postcopy(src_kind, dst_kind):
+    """multifd (2 channels) and postcopy-ram on both sides; at 32 MiB/s
+    the switch comes once the channels carried 8 MiB, with most of RAM
+    unsent, and postcopy runs at 32 MiB/s.  In postcopy the destination
+    reads the last 4 MiB of RAM, then the first 64 MiB (the pages the
+    channels placed, the switch's boundary, pages requested): both equal
+    the content.  Both complete; the source counted page requests, and
+    its channels carried pages before the switch but not all of them.
+    Then the destination's RAM is checked whole, and the source's.
+
+    A QEMU 7.2 destination aborts right after completing (see
+    QEMU72_YANK_ABORT): that abort, and only that, is accepted in place
+    of the final check of its RAM, and said loudly."""
+    src_kind, dst_kind = kind(src_kind), kind(dst_kind)
+    c = content(MEM)
+    d = make_tmpdir("interop-multifd-postcopy-")
+    src = start(src_kind, MEM, f"{src_kind}-src", content=c)
+    dst = start(dst_kind, MEM, f"{dst_kind}-dst", incoming="defer")
+    for vm in (src, dst):
+        enable_multifd(vm, 2, ["postcopy-ram"])
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=32 * MiB,
+                max_postcopy_bandwidth=32 * MiB)
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    t0 = time.time()
+    src.qmp.cmd("migrate", uri=uri)
+    info = wait_multifd(src, 8 * MiB)
+    src.qmp.cmd("migrate-start-postcopy")
+    at_switch = info["ram"]["multifd-bytes"]
+    log(f"switch requested after {time.time() - t0:.2f}s: multifd-bytes "
+        f"{at_switch}, transferred {info['ram']['transferred']}")
+    t = wait_status(dst, ("postcopy-active",), 30)
+    if t["status"] != "postcopy-active":
+        fail(f"{dst.name}: {t['status']} after the switch: "
+             f"{t.get('error-desc', '')}; stderr {dst.stderr()[-600:]}")
+    # RAM goes out from 0 up: the end is not there yet
+    read_during_postcopy(dst, c, MEM - TOUCH, TOUCH, d)
+    # (a QEMU 7.2 destination that completed meanwhile would abort and
+    # fail this read: the background scan at 32 MiB/s takes seconds)
+    read_during_postcopy(dst, c, 0, 64 * MiB, d)
+    s = wait_status(src, ("completed",), 90)
+    expect_completed(src, s, "source")
+    ram = s["ram"]
+    log(f"source completed in {time.time() - t0:.2f}s: multifd-bytes "
+        f"{ram['multifd-bytes']}, postcopy-requests "
+        f"{ram.get('postcopy-requests')}, transferred {ram['transferred']}")
+    if at_switch <= 0 or ram["multifd-bytes"] < at_switch:
+        fail(f"multifd-bytes {at_switch} at the switch, "
+             f"{ram['multifd-bytes']} at the end")
+    if ram["multifd-bytes"] >= c.nonzero_pages * PAGE:
+        fail(f"multifd-bytes {ram['multifd-bytes']}: every page went on "
+             "the channels, the switch came too late")
+    if ram.get("postcopy-requests", 0) <= 0:
+        fail(f"{src.name}: no page request in postcopy: {ram}")
+    wait_runstate(src, "postmigrate")
+    check_ram(c, src, MEM, d, f"source {src.name} after")
+    if dst_kind == "qemu" and qemu_aborted(dst):
+        return
+    t = wait_status(dst, ("completed",), 30)
+    expect_completed(dst, t, "destination")
+    wait_runstate(dst, "running")
+    check_ram(c, dst, MEM, d, f"destination {dst.name}")
+    for vm in (src, dst):
+        vm.shutdown()
+
+
+def qemu_aborted(dst, within=10.0):
+    """True if the QEMU destination died of QEMU72_YANK_ABORT (logged as
+    the QEMU 7.2 bug it is); fails if it died of anything else."""
+    deadline = time.time() + within
+    while dst.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if dst.proc.poll() is None:
+        return False
+    err = dst.stderr()
+    if dst.proc.returncode != -signal.SIGABRT or QEMU72_YANK_ABORT not in err:
+        fail(f"{dst.name}: exit status {dst.proc.returncode} after the "
+             f"migration: {err[-600:]!r}")
+    log(f"QEMU 7.2 BUG: {dst.name} aborted after completing a postcopy "
+        f"with multifd ({QEMU72_YANK_ABORT}); its RAM was checked during "
+        "postcopy only")
+    return True
+
+
+def test_postcopy_ferry_to_qemu():
+    postcopy("ferry", "qemu")
+
+
+def test_postcopy_qemu_to_ferry():
+    postcopy("qemu", "ferry")
+
+
+def test_postcopy_recovery_qemu_to_ferry():
+    """QEMU 7.2 source, ferry destination, multifd and postcopy-ram,
+    through relay.py: in postcopy-active the main connection is reset,
+    both pause, migrate-recover / migrate resume:true bring both back;
+    QEMU keeps its channels and sends a SYNC on each at every EOS after
+    the recovery too, which ferry reads without waiting: both complete,
+    RAM equal.  Not run the other way: a QEMU 7.2 destination with
+    multifd never takes the recovery connection (it waits for the
+    channels that follow a first connection; migration.c,
+    migration_ioc_process_incoming), QEMU <-> QEMU as well."""
+    if CONTROL:
+        log("not run: a QEMU 7.2 destination cannot recover with multifd")
+        return
+    c = content(MEM)
+    d = make_tmpdir("interop-multifd-recovery-")
+    src = start("qemu", MEM, "qemu-src", content=c)
+    dst = start("ferry", MEM, "ferry-dst", incoming="defer")
+    for vm in (src, dst):
+        enable_multifd(vm, 2, ["postcopy-ram"])
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=32 * MiB,
+                max_postcopy_bandwidth=32 * MiB)
+    port = free_port()
+    relay = rl.Relay(port)
+    try:
+        dst.qmp.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        t0 = time.time()
+        src.qmp.cmd("migrate", uri=relay.uri)
+        wait_multifd(src, 8 * MiB)
+        src.qmp.cmd("migrate-start-postcopy")
+        for vm in (dst, src):
+            expect_status(vm, "postcopy-active")
+        relay.wait_connections(3)
+        main_conn, chans = relay.conns[0], relay.conns[1:3]
+        if main_conn.rp == 0 or any(ch.rp for ch in chans):
+            fail(f"relay: bytes back {[x.rp for x in relay.conns]}: the "
+                 "first connection is not the main one")
+        time.sleep(0.5)
+        main_conn.reset()
+        for vm in (src, dst):
+            expect_status(vm, "postcopy-paused")
+        before = [ch.main for ch in chans]
+        new = free_port()
+        dst.qmp.cmd("migrate-recover", uri=f"tcp:127.0.0.1:{new}")
+        relay.retarget(new)
+        src.qmp.cmd("migrate", uri=relay.uri, resume=True)
+        relay.wait_connections(4)
+        s = wait_status(src, ("completed",), 90)
+        t = wait_status(dst, ("completed",), 30)
+        expect_completed(src, s, "source")
+        expect_completed(dst, t, "destination")
+        after = [ch.main for ch in chans]
+        log(f"completed in {time.time() - t0:.2f}s; channel bytes at the "
+            f"break {before}, at the end {after}; postcopy-requests "
+            f"{s['ram'].get('postcopy-requests')}")
+        if any(ch.closed for ch in chans) or \
+                not all(a > b for a, b in zip(after, before)):
+            fail("QEMU's channels did not carry on after the recovery: "
+                 f"closed {[ch.closed for ch in chans]}, bytes {before} "
+                 f"-> {after}")
+        if relay.errors:
+            fail(f"relay errors: {relay.errors}")
+    finally:
+        relay.stop()
+    wait_runstate(dst, "running")
+    check_ram(c, dst, MEM, d, f"destination {dst.name}")
+    check_ram(c, src, MEM, d, f"source {src.name} after")
+    for vm in (src, dst):
+        vm.shutdown()
+
+
+def expect_status(vm, want, timeout=30):
+    info = wait_status(vm, (want,), timeout)
+    if info.get("status") != want:
+        fail(f"{vm.name}: {info.get('status')}, expected {want}: "
+             f"{info.get('error-desc', '')}; stderr {vm.stderr()[-600:]}")
+
+
 def dst_outcome(dst):
     """What a refusing destination says: its stderr, plus its error-desc
     if it is still up (QEMU 7.2's stays in inmigrate, ferry's may exit).
@@ -289,5 +533,7 @@ if __name__ == "__main__":
           test_ferry_to_qemu_4ch_return_path,
           test_qemu_to_ferry_unix_3ch, test_ferry_to_qemu_unix_3ch,
           test_ferry_to_qemu_dirtier,
+          test_postcopy_ferry_to_qemu, test_postcopy_qemu_to_ferry,
+          test_postcopy_recovery_qemu_to_ferry,
           test_uuid_mismatch_qemu_to_ferry,
           test_uuid_mismatch_ferry_to_qemu], timeout=170)
