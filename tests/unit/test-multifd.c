@@ -275,7 +275,7 @@ static void test_recv_postcopy_refuses_pages(void)
     multifd_recv_enter_postcopy(NULL);          /* no multifd: a no-op */
 
     for (int postcopy = 0; postcopy < 2; postcopy++) {
-        MultiFDRecvState *s = multifd_recv_new(2, uuid_a);
+        MultiFDRecvState *s = multifd_recv_new(2, uuid_a, NULL);
         MultiFDRecvChannel *c = multifd_recv_channel_new(
             s, qio_channel_new_from_bytes(b->data, b->len));
         bool sync = false;
@@ -389,7 +389,7 @@ static int unread(int fd)
  */
 static void test_recv_postcopy_sync_flood(void)
 {
-    MultiFDRecvState *s = multifd_recv_new(1, uuid_a);
+    MultiFDRecvState *s = multifd_recv_new(1, uuid_a, NULL);
     g_autofree Flood *f = g_new0(Flood, 1);
     g_autoptr(GByteArray) pages = g_byte_array_new();
     g_autoptr(GError) err = NULL;
