@@ -357,21 +357,23 @@ class VM:
                 fail(f"{self.name}: run state {st}, wanted {status}")
             time.sleep(0.05)
 
-    def wait_migration(self, timeout=120.0, poll=0.1):
-        """Poll query-migrate until completed: returns its reply; fails on
-        failed/cancelled (with the error) or timeout."""
+    def wait_migration(self, timeout=120.0, poll=0.1, want=("completed",)):
+        """Poll query-migrate until its status is one of want (completed):
+        returns its reply; fails on failed/cancelled (with the error) or
+        timeout."""
         deadline = time.time() + timeout
         while True:
             info = self.qmp.cmd("query-migrate")
             st = info.get("status")
-            if st == "completed":
+            if st in want:
                 return info
             if st in ("failed", "cancelled"):
                 fail(f"{self.name}: migration {st}: "
                      f"{info.get('error-desc', '(no error-desc)')}")
             self.check_alive()
             if time.time() > deadline:
-                fail(f"{self.name}: migration not done in {timeout}s: {info}")
+                fail(f"{self.name}: migration {st} after {timeout}s, wanted "
+                     f"{'/'.join(want)}: {info}")
             time.sleep(poll)
 
     def wait_exit(self, timeout=30.0):

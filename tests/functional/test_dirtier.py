@@ -49,17 +49,7 @@ def set_caps(vm, **caps):
 
 
 def wait_status(vm, want, timeout=60.0):
-    deadline = time.time() + timeout
-    while True:
-        st = vm.qmp.cmd("query-migrate")
-        if st.get("status") in want:
-            return st
-        if st.get("status") in ("failed", "cancelled"):
-            fail(f"{vm.name}: migration {st.get('status')}: {st}")
-        vm.check_alive()
-        if time.time() > deadline:
-            fail(f"{vm.name}: migration status {st.get('status')}, wanted {want}")
-        time.sleep(0.05)
+    return vm.wait_migration(timeout, poll=0.05, want=want)
 
 
 def pair(src_dev, dst_extra=()):

@@ -803,19 +803,7 @@ class PostcopyPair:
 
 def wait_status(vm, want, timeout):
     """Poll query-migrate until one of want; fails on failed/cancelled."""
-    deadline = time.time() + timeout
-    while True:
-        info = query(vm)
-        if info.get("status") in want:
-            return info
-        if info.get("status") in ("failed", "cancelled"):
-            fail(f"{vm.name}: migration {info['status']}, wanted "
-                 f"{'/'.join(want)}: {info.get('error-desc', '')}")
-        vm.check_alive()
-        if time.time() > deadline:
-            fail(f"{vm.name}: {info.get('status')} after {timeout}s, "
-                 f"wanted {'/'.join(want)}")
-        time.sleep(0.05)
+    return vm.wait_migration(timeout, poll=0.05, want=want)
 
 
 def test_postcopy():

@@ -117,18 +117,7 @@ def _set_caps(vm, **caps):
 
 
 def _wait_status(vm, want, timeout=60.0):
-    deadline = time.time() + timeout
-    while True:
-        st = vm.qmp.cmd("query-migrate")
-        if st.get("status") in want:
-            return st
-        if st.get("status") in ("failed", "cancelled"):
-            fail(f"{vm.name}: migration {st.get('status')}: {st} "
-                 f"{vm.stderr()[-1000:]}")
-        vm.check_alive()
-        if time.time() > deadline:
-            fail(f"{vm.name}: status {st.get('status')}, wanted {want}")
-        time.sleep(0.05)
+    return vm.wait_migration(timeout, poll=0.05, want=want)
 
 
 SRC_TRACE = ",".join([
