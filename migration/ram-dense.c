@@ -102,7 +102,7 @@ bool ram_dense_advise(RAMDenseAdvisor *d, RAMBlock *rb, uint64_t region)
     if (test_bit(region, map)) {
         goto out;
     }
-    /* A region next to an advised one extends its run; between two, joins them. */
+    /* Next to an advised region it extends a run; between two, joins. */
     joins = (region > 0 && test_bit(region - 1, map)) +
             ((region + 1) * RAM_THP_SIZE < rb->used_length &&
              test_bit(region + 1, map));

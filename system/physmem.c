@@ -14,8 +14,6 @@
 #include <linux/magic.h>
 #include <linux/falloc.h>
 
-/* The transparent huge page size of x86-64. */
-
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -318,8 +316,9 @@ static bool ram_block_map(RAMBlock *rb, const RAMBackendConfig *cfg,
     if (rb->fd < 0) {
         mflags |= MAP_ANONYMOUS;
     }
-    rb->host = ram_mmap_aligned(rb->max_length, MAX(rb->page_size, RAM_THP_SIZE),
-                                mflags, rb->fd);
+    rb->host = ram_mmap_aligned(rb->max_length,
+                                MAX(rb->page_size, RAM_THP_SIZE), mflags,
+                                rb->fd);
     if (!rb->host) {
         error_setg_errno(errp, errno, "%s '%s': cannot map %" PRIu64
                          " bytes", ram_backend_type_name(cfg->type), name,
