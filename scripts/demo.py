@@ -42,6 +42,23 @@ NOKVM_MEM = 512 << 20
 NOKVM_WRITER = f"x-dirtier,rate=300M,size={NOKVM_MEM},pattern=random"
 
 
+def migration_tool(src, vm_args, mode, switch_flag, dst_dir, dst_extra=()):
+    """The destination's QMP socket (in dst_dir) and the ferry-migrate
+    command line that starts it with vm_args and migrates src there:
+    precopy at 2G, else at 200M with switch_flag for the switch."""
+    dst_qmp = os.path.join(dst_dir, "qmp.sock")
+    dst_cmd = " ".join([ft.FERRY] + vm_args + [
+        "-incoming", "defer", "-display", "none"] + list(dst_extra) + [
+        "-qmp", f"unix:{dst_qmp},server=on,wait=off"])
+    tool = [ft.FERRY_MIGRATE, "--src", src.qmp_path, "--dst-cmd", dst_cmd,
+            "--max-bandwidth", "2G" if mode == "precopy" else "200M",
+            "--downtime-limit", "50", "--cap", "postcopy-blocktime=on",
+            "--timeout", "300"]
+    if mode != "precopy":
+        tool.append(switch_flag)
+    return dst_qmp, tool
+
+
 def main_without_kvm(mode):
     say("/dev/kvm is not usable on this machine: machine none with an "
         "x-dirtier writing its RAM stands in for the guest")
@@ -51,17 +68,8 @@ def main_without_kvm(mode):
     dirtier.wait_writes(src, 100000, timeout=60)
     say(f"writer running on the source: {src.qmp.cmd('x-query-dirtier')}")
     dst_dir = ft.make_tmpdir("ferrytest-demo-dst-")
-    dst_qmp = os.path.join(dst_dir, "qmp.sock")
-    dst_cmd = " ".join([ft.FERRY] + vm_args + [
-        "-incoming", "defer", "-display", "none",
-        "-qmp", f"unix:{dst_qmp},server=on,wait=off"])
-    tool = [ft.FERRY_MIGRATE, "--src", src.qmp_path, "--dst-cmd", dst_cmd,
-            "--max-bandwidth", "200M", "--downtime-limit", "50",
-            "--cap", "postcopy-blocktime=on", "--timeout", "300"]
-    if mode != "precopy":
-        tool.append("--switch-policy=auto")
-    else:
-        tool[tool.index("200M")] = "2G"
+    dst_qmp, tool = migration_tool(src, vm_args, mode, "--switch-policy=auto",
+                                   dst_dir)
     say("migrating with: ferry-migrate " + " ".join(tool[5:]))
     rc = subprocess.call(tool)
     if rc != 0:
@@ -107,19 +115,10 @@ def main():
     say(f"guest sweeping its RAM on the source (sweeps per vCPU: {src.sweeps(SMP)})")
 
     dst_dir = ft.make_tmpdir("ferrytest-demo-dst-")
-    dst_qmp = os.path.join(dst_dir, "qmp.sock")
     dst_serial = os.path.join(dst_dir, "serial.log")
-    dst_cmd = " ".join([ft.FERRY] + ft.ferry_guest_args(MEM, SMP) + [
-        "-incoming", "defer", "-display", "none",
-        "-serial", f"file:{dst_serial}",
-        "-qmp", f"unix:{dst_qmp},server=on,wait=off"])
-    tool = [ft.FERRY_MIGRATE, "--src", src.qmp_path, "--dst-cmd", dst_cmd,
-            "--max-bandwidth", "200M", "--downtime-limit", "50",
-            "--cap", "postcopy-blocktime=on", "--timeout", "300"]
-    if mode != "precopy":
-        tool.append("--postcopy-after-precopy")
-    else:
-        tool[tool.index("200M")] = "2G"
+    dst_qmp, tool = migration_tool(
+        src, ft.ferry_guest_args(MEM, SMP), mode, "--postcopy-after-precopy",
+        dst_dir, ["-serial", f"file:{dst_serial}"])
     say("migrating with: " + " ".join(os.path.basename(a) if a == ft.FERRY_MIGRATE else a
                                       for a in tool[:1] + tool[5:]))
     rc = subprocess.call(tool)
