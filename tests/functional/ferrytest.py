@@ -376,6 +376,24 @@ class VM:
                      f"{'/'.join(want)}: {info}")
             time.sleep(poll)
 
+    def wait_multifd_bytes(self, nbytes, timeout=30.0, poll=0.02):
+        """Poll query-migrate until the multifd channels carried nbytes
+        (ram.multifd-bytes): returns its reply; fails if the migration
+        leaves setup/active first, or on timeout."""
+        deadline = time.time() + timeout
+        while True:
+            info = self.qmp.cmd("query-migrate")
+            if info.get("status") not in ("setup", "active"):
+                fail(f"{self.name}: migration {info.get('status')} before "
+                     f"{nbytes} bytes on the multifd channels: "
+                     f"{info.get('error-desc', '')}")
+            mfd = info.get("ram", {}).get("multifd-bytes", 0)
+            if mfd >= nbytes:
+                return info
+            if time.time() > deadline:
+                fail(f"{self.name}: multifd-bytes {mfd} after {timeout}s")
+            time.sleep(poll)
+
     def wait_exit(self, timeout=30.0):
         try:
             return self.proc.wait(timeout)

@@ -396,20 +396,10 @@ def test_dirtier_passes():
 
 def wait_progress(src, nbytes, timeout=20.0):
     """Until the channels carried nbytes (the migration is well under way)."""
-    deadline = time.time() + timeout
-    while True:
-        info = query(src)
-        if info.get("status") not in ("setup", "active"):
-            fail(f"{src.name}: status {info.get('status')} before the fault: "
-                 f"{info.get('error-desc', '')}")
-        mfd = info.get("ram", {}).get("multifd-bytes", 0)
-        if mfd >= nbytes:
-            log(f"{src.name}: {mfd >> 20} MiB over the channels, "
-                f"transferred {info['ram']['transferred'] >> 20} MiB")
-            return info
-        if time.time() > deadline:
-            fail(f"{src.name}: multifd-bytes {mfd} after {timeout}s")
-        time.sleep(0.05)
+    info = src.wait_multifd_bytes(nbytes, timeout, poll=0.05)
+    log(f"{src.name}: {info['ram']['multifd-bytes'] >> 20} MiB over the "
+        f"channels, transferred {info['ram']['transferred'] >> 20} MiB")
+    return info
 
 
 def expect_failed(src, timeout=30.0):

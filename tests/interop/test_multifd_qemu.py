@@ -222,22 +222,6 @@ def test_ferry_to_qemu_dirtier():
         os.remove(path)
 
 
-def wait_multifd(src, nbytes, timeout=30.0):
-    """Until the source's channels carried nbytes; its query-migrate."""
-    deadline = time.time() + timeout
-    while True:
-        info = status(src)
-        if info.get("status") not in ("setup", "active"):
-            fail(f"{src.name}: {info.get('status')} before the switch: "
-                 f"{info.get('error-desc', '')}")
-        if info.get("ram", {}).get("multifd-bytes", 0) >= nbytes:
-            return info
-        if time.time() > deadline:
-            fail(f"{src.name}: multifd-bytes {info.get('ram')} after "
-                 f"{timeout}s")
-        time.sleep(0.02)
-
-
 # QEMU 7.2's destination aborts at the end of every postcopy with multifd:
 # the postcopy listen thread ends with migration_incoming_state_destroy(),
 # whose yank_unregister_instance() asserts that no yank function is left,
@@ -303,7 +287,7 @@ def postcopy(src_kind, dst_kind):
     dst.qmp.cmd("migrate-incoming", uri=uri)
     t0 = time.time()
     src.qmp.cmd("migrate", uri=uri)
-    info = wait_multifd(src, 8 * MiB)
+    info = src.wait_multifd_bytes(8 * MiB)
     src.qmp.cmd("migrate-start-postcopy")
     at_switch = info["ram"]["multifd-bytes"]
     log(f"switch requested after {time.time() - t0:.2f}s: multifd-bytes "
@@ -396,7 +380,7 @@ def test_postcopy_recovery_qemu_to_ferry():
         dst.qmp.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
         t0 = time.time()
         src.qmp.cmd("migrate", uri=relay.uri)
-        wait_multifd(src, 8 * MiB)
+        src.wait_multifd_bytes(8 * MiB)
         src.qmp.cmd("migrate-start-postcopy")
         for vm in (dst, src):
             expect_status(vm, "postcopy-active")
