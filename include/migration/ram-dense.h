@@ -52,7 +52,7 @@ bool ram_dense_advise(RAMDenseAdvisor *d, RAMBlock *rb, uint64_t region);
 /* Before the main stream writes a data page at offset of rb. */
 void ram_dense_track_page(RAMDenseAdvisor *d, RAMDenseTracker *t,
                           RAMBlock *rb, uint64_t offset);
-/* Before a multifd packet writes its n pages at offsets of rb (d may be NULL). */
+/* Before a multifd packet writes its n pages at offsets of rb (d: NULL ok). */
 void ram_dense_packet(RAMDenseAdvisor *d, RAMBlock *rb,
                       const uint64_t *offsets, unsigned n);
 
