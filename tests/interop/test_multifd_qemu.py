@@ -483,7 +483,10 @@ def uuid_mismatch(src_kind, dst_kind):
     low = text.lower()
     if "received uuid" not in low or "expected uuid" not in low or \
             UUID_SRC not in low or UUID_DST not in low:
-        fail(f"{dst.name}: no uuid error naming both uuids: {text!r}")
+        state = (f"query-migrate {status(dst)}" if dst.proc.poll() is None
+                 else f"exit status {dst.proc.returncode}")
+        fail(f"{dst.name}: no uuid error naming both uuids: {text!r} "
+             f"({state})")
     # The source keeps running, its RAM untouched.
     wait_runstate(src, "running")
     check_ram(c, src, SMALL, d, f"source {src.name} after the refusal")
